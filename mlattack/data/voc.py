@@ -1,0 +1,261 @@
+"""PASCAL VOC 2007 / 2012 classification labels, read from the official devkit layout.
+
+``root`` may be the folder that contains ``VOCdevkit/VOC2007`` (or ``VOC2007`` directly), or the ``VOC2007``
+folder itself; inside it the loader reads::
+
+    ImageSets/Main/<split>.txt            one image id per line (optional; else the first class file's ids)
+    ImageSets/Main/<class>_<split>.txt    "<image_id> <1|-1|0>" for each of the 20 classes
+    Annotations/<image_id>.xml            only with label_source="annotations"
+    JPEGImages/<image_id>.jpg
+
+Protocol splits (PROTOCOL.md): VOC2007 maps train/val/test to the official splits of the same name. VOC2012 has no
+public test labels, so its official ``val`` is the attacked "test" split and the official ``train`` is divided
+80/20 (seeded) into train/val.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from mlattack.data.base import DataFormatError, MultiLabelDataset, load_rgb, require_file, seeded_split, where
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+_SPLITS = ("train", "val", "test")
+
+
+def find_voc_dir(root: str | Path, year: str) -> Path:
+    """Accept ``root`` = folder holding ``VOCdevkit/VOC<year>`` or ``VOC<year>``, or the ``VOC<year>`` folder."""
+    root = Path(root).expanduser()
+    for cand in (root / "VOCdevkit" / f"VOC{year}", root / f"VOC{year}", root):
+        if (cand / "ImageSets" / "Main").is_dir():
+            return cand
+    raise FileNotFoundError(
+        f"VOC{year}: no devkit found at {root} (expected {root}/VOCdevkit/VOC{year}/ImageSets/Main, "
+        f"{root}/VOC{year}/ImageSets/Main or {root}/ImageSets/Main, with JPEGImages/ beside ImageSets/)"
+    )
+
+
+def read_id_list(path: Path) -> list[str]:
+    """``ImageSets/Main/<split>.txt``: exactly one image id per non-empty line, no duplicates."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 1:
+            raise DataFormatError(
+                f"{where(path, lineno)}: expected one image id per line, got {line.strip()!r}"
+            )
+        if tokens[0] in seen:
+            raise DataFormatError(f"{where(path, lineno)}: image id {tokens[0]!r} is listed twice")
+        seen.add(tokens[0])
+        ids.append(tokens[0])
+    if not ids:
+        raise DataFormatError(f"{path}: image list is empty (expected one image id per line)")
+    return ids
+
+
+def read_class_file(path: Path) -> list[tuple[int, str, int]]:
+    """``<class>_<split>.txt`` as (line number, image id, label in {1, -1, 0})."""
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 2 or tokens[1] not in ("1", "-1", "0"):
+            raise DataFormatError(
+                f"{where(path, lineno)}: expected '<image_id> <1|-1|0>' (1 present, -1 absent, 0 difficult), "
+                f"got {line.strip()!r}"
+            )
+        rows.append((lineno, tokens[0], int(tokens[1])))
+    return rows
+
+
+def _class_file(main: Path, cls: str, split: str) -> Path:
+    return require_file(main / f"{cls}_{split}.txt", f"VOC class list for {cls!r}")
+
+
+def image_ids(main: Path, split: str) -> tuple[list[str], Path]:
+    """The split's image ids and the file they come from: ``<split>.txt``, else the first class file."""
+    split_list = main / f"{split}.txt"
+    if split_list.is_file():
+        return read_id_list(split_list), split_list
+    first = _class_file(main, VOC_CLASSES[0], split)
+    ids = [r[1] for r in read_class_file(first)]
+    if not ids:
+        raise DataFormatError(f"{first}: no image listed (expected '<image_id> <1|-1|0>' lines)")
+    return ids, first
+
+
+def labels_from_imagesets(main: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Targets and difficult mask from the 20 per-class files; every file must list the same ids."""
+    ids, ids_source = image_ids(main, split)
+    class_files = [_class_file(main, c, split) for c in VOC_CLASSES]
+    row_of = {img_id: i for i, img_id in enumerate(ids)}
+    targets = np.zeros((len(ids), len(VOC_CLASSES)), dtype=np.float32)
+    difficult = np.zeros_like(targets, dtype=bool)
+    for c, path in enumerate(class_files):
+        seen = np.zeros(len(ids), dtype=bool)
+        for lineno, img_id, label in read_class_file(path):
+            row = row_of.get(img_id)
+            if row is None:
+                raise DataFormatError(
+                    f"{where(path, lineno)}: image id {img_id!r} is not listed in {ids_source}"
+                )
+            if seen[row]:
+                raise DataFormatError(f"{where(path, lineno)}: image id {img_id!r} is listed twice")
+            seen[row] = True
+            targets[row, c] = label == 1
+            difficult[row, c] = label == 0
+        if not seen.all():
+            missing = [ids[i] for i in np.flatnonzero(~seen)[:5]]
+            raise DataFormatError(
+                f"{path}: {int((~seen).sum())} image id(s) of {ids_source} are missing, e.g. {missing} "
+                "(every class file must list the same ids)"
+            )
+    return ids, targets, difficult
+
+
+def labels_from_xml(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One image's (target, difficult) rows from its ``Annotations/<id>.xml``.
+
+    A class is a target when at least one of its objects is not difficult, and "difficult" when all of its
+    objects are — the same rule the devkit uses to write the 1/0 entries of the ImageSets files.
+    """
+    try:
+        tree = ET.parse(path)
+    except ET.ParseError as e:
+        raise DataFormatError(f"{path}: malformed XML ({e}); expected a VOC annotation file") from e
+    objects = tree.getroot().findall("object")
+    if not objects:
+        raise DataFormatError(
+            f"{path}: annotation has no <object> element (expected at least one labelled object)"
+        )
+    target = np.zeros(len(VOC_CLASSES), dtype=np.float32)
+    difficult = np.zeros(len(VOC_CLASSES), dtype=bool)
+    for k, obj in enumerate(objects, start=1):
+        name = (obj.findtext("name") or "").strip()
+        if name not in VOC_CLASSES:
+            raise DataFormatError(
+                f"{path}: object #{k} has unknown class name {name!r} (expected one of the 20 VOC classes)"
+            )
+        flag = (obj.findtext("difficult") or "0").strip()
+        if flag not in ("0", "1"):
+            raise DataFormatError(f"{path}: object #{k} has <difficult>{flag}</difficult>, expected 0 or 1")
+        c = VOC_CLASSES.index(name)
+        if flag == "0":
+            target[c] = 1.0
+        else:
+            difficult[c] = True
+    return target, difficult & (target == 0)
+
+
+class VOCDataset(MultiLabelDataset):
+    """PASCAL VOC multi-label classification (20 classes); "difficult" labels are negative and masked.
+
+    Args:
+        root: the folder containing ``VOCdevkit/VOC<year>`` (or ``VOC<year>``), or the ``VOC<year>`` folder.
+        year: "2007" or "2012".
+        split: protocol split; "test" is the attacked one (2007: official test, 2012: official val).
+        image_size: side of the square the images are resized to.
+        transform: optional tensor transform applied after resizing (e.g. train augmentation).
+        seed: seed of the VOC2012 train/val division (unused for 2007).
+        val_fraction: fraction of VOC2012's official train going to "val" (unused for 2007).
+        label_source: "imagesets" (the ``<class>_<split>.txt`` files) or "annotations" (``Annotations/*.xml``;
+            image ids still come from ``ImageSets/Main/<split>.txt`` or the first class file).
+
+    Attributes:
+        official_split: the official VOC split the rows come from, for logging.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        year: Literal["2007", "2012"] = "2007",
+        split: Literal["train", "val", "test"] = "test",
+        image_size: int = 448,
+        transform: Callable | None = None,
+        seed: int = 123,
+        val_fraction: float = 0.2,
+        label_source: Literal["imagesets", "annotations"] = "imagesets",
+    ) -> None:
+        super().__init__(image_size, transform)
+        year = str(year)
+        if year not in ("2007", "2012"):
+            raise ValueError(f"year must be '2007' or '2012', got {year!r}")
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        if label_source not in ("imagesets", "annotations"):
+            raise ValueError(f"label_source must be 'imagesets' or 'annotations', got {label_source!r}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.name = f"voc{year}"
+        self.year, self.split, self.label_source = year, split, label_source
+        self.voc_dir = find_voc_dir(root, year)
+        if year == "2007":
+            self.official_split = split
+        else:
+            self.official_split = "val" if split == "test" else "train"
+        self.class_names = list(VOC_CLASSES)
+
+        main = self.voc_dir / "ImageSets" / "Main"
+        if label_source == "imagesets":
+            ids, targets, difficult = labels_from_imagesets(main, self.official_split)
+        else:
+            ids = image_ids(main, self.official_split)[0]
+            rows = [labels_from_xml(require_file(self._xml(i), "VOC annotation")) for i in ids]
+            targets = np.stack([r[0] for r in rows])
+            difficult = np.stack([r[1] for r in rows])
+        if year == "2012" and split != "test":
+            val_rows, train_rows = seeded_split(len(ids), val_fraction, seed)
+            keep = train_rows if split == "train" else val_rows
+            ids, targets, difficult = [ids[i] for i in keep], targets[keep], difficult[keep]
+        self._finalize(ids, targets, difficult)
+
+    def _xml(self, img_id: str) -> Path:
+        return self.voc_dir / "Annotations" / f"{img_id}.xml"
+
+    def load_image(self, index: int):
+        return load_rgb(self.voc_dir / "JPEGImages" / f"{self.ids[index]}.jpg")
+
+
+class VOC2007(VOCDataset):
+    """VOC2007: train/val/test are the official splits; test (4,952 images) is attacked."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Literal["train", "val", "test"] = "test",
+        image_size: int = 448,
+        transform: Callable | None = None,
+        seed: int = 123,
+        val_fraction: float = 0.2,
+        label_source: Literal["imagesets", "annotations"] = "imagesets",
+    ) -> None:
+        super().__init__(root, "2007", split, image_size, transform, seed, val_fraction, label_source)
+
+
+class VOC2012(VOCDataset):
+    """VOC2012: official train divided 80/20 (seeded) into train/val; official val is the attacked test."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Literal["train", "val", "test"] = "test",
+        image_size: int = 448,
+        transform: Callable | None = None,
+        seed: int = 123,
+        val_fraction: float = 0.2,
+        label_source: Literal["imagesets", "annotations"] = "imagesets",
+    ) -> None:
+        super().__init__(root, "2012", split, image_size, transform, seed, val_fraction, label_source)
