@@ -1,0 +1,168 @@
+"""The ``mlattack`` command.
+
+- ``mlattack fit|validate|test|predict``: LightningCLI over :class:`MultiLabelClassifier` and
+  :class:`MultiLabelDataModule`, logging to MLflow (default store: SQLite in ``./mlruns``).
+- ``mlattack data stats``: label statistics of a data source as a table.
+- ``mlattack demo``: the end-to-end job on the built-in dataset (what ``make demo`` runs).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from mlattack.data.datamodule import MultiLabelDataModule
+from mlattack.models.module import MultiLabelClassifier
+from mlattack.models.registry import RegisterBestModel
+from mlattack.tracking.callbacks import RUN_ID_KEY, MLflowRunContext, MLflowSaveConfig, mlflow_logger
+from mlattack.tracking.store import EXPERIMENT, default_artifact_location, default_tracking_uri
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+# Callbacks registered as their own config groups (checkpoint:, registry:, run_context:) so YAML files can
+# tune them without repeating the trainer's callback list.
+class ModelCheckpointDefaults(ModelCheckpoint):
+    """ModelCheckpoint keeping the best validation mAP and the last epoch (for ``--ckpt_path`` resume)."""
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        monitor: str = "val/mAP",
+        mode: str = "max",
+        save_last: bool = True,
+        save_top_k: int = 1,
+        filename: str = "epoch{epoch:03d}-mAP{val/mAP:.4f}",
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath, monitor=monitor, mode=mode, save_last=save_last, save_top_k=save_top_k,
+            filename=filename, auto_insert_metric_name=False,
+        )
+
+
+class RegisterBestModelDefaults(RegisterBestModel):
+    """See :class:`mlattack.models.registry.RegisterBestModel`."""
+
+
+class MLflowRunContextDefaults(MLflowRunContext):
+    """See :class:`mlattack.tracking.callbacks.MLflowRunContext`."""
+
+
+class MLAttackCLI(LightningCLI):
+    """LightningCLI with the project's defaults: MLflow logging, best-by-mAP checkpoints, model registration."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # the network's label count always follows the data source
+        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpointDefaults, "checkpoint")
+        parser.add_lightning_class_args(RegisterBestModelDefaults, "registry")
+        parser.add_lightning_class_args(MLflowRunContextDefaults, "run_context")
+        parser.link_arguments("seed_everything", "run_context.seed")
+
+    def _run_name(self) -> str:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        net = str(cfg.model.net.class_path).rsplit(".", 1)[-1].lower()
+        return f"{net}-{cfg.data.source}-{self.subcommand or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def _prepare_logger(self) -> None:
+        logger = mlflow_logger(self.trainer)
+        if logger is None:
+            return
+        cfg = self.config[self.subcommand]
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and Path(str(ckpt_path)).is_file() and logger._run_id is None:
+            ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+            run_id = ckpt.get(RUN_ID_KEY)
+            if run_id:  # resume into the run that wrote the checkpoint
+                logger._run_id = run_id
+                logger.experiment.update_run(run_id, status="RUNNING")
+        if logger._run_id is None and logger._run_name is None:
+            logger._run_name = self._run_name()
+        print(f"MLflow run {logger.run_id} in {logger._tracking_uri}")
+
+    def before_fit(self) -> None:
+        self._prepare_logger()
+
+    def before_validate(self) -> None:
+        self._prepare_logger()
+
+    def before_test(self) -> None:
+        self._prepare_logger()
+
+
+def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackCLI:
+    """Run a Lightning subcommand (fit/validate/test/predict) with the project's defaults."""
+    tracking_uri = default_tracking_uri()
+    return MLAttackCLI(
+        MultiLabelClassifier,
+        MultiLabelDataModule,
+        save_config_callback=MLflowSaveConfig,
+        save_config_kwargs={"save_to_log_dir": False},
+        trainer_defaults={
+            "logger": {
+                "class_path": "pytorch_lightning.loggers.MLFlowLogger",
+                "init_args": {
+                    "experiment_name": EXPERIMENT,
+                    "tracking_uri": tracking_uri,
+                    "artifact_location": default_artifact_location(tracking_uri),
+                },
+            },
+            "default_root_dir": "outputs",
+        },
+        seed_everything_default=123,
+        args=args,
+        run=run,
+    )
+
+
+def data_stats(argv: list[str]) -> None:
+    """``mlattack data stats --data configs/data/<source>.yaml [--split test]``."""
+    parser = ArgumentParser(prog="mlattack data stats", description="Label statistics of one split.")
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(MultiLabelDataModule, "data")
+    parser.add_argument("--split", type=str, default="all", help="train, val, test or all")
+    cfg = parser.parse_args(argv)
+    dm = MultiLabelDataModule(**cfg.data.as_dict())
+    splits = ("train", "val", "test") if cfg.split == "all" else (cfg.split,)
+    for split in splits:
+        print(f"\n## {dm.source} / {split}\n")
+        print(dm.label_stats(split).table())
+
+
+def demo(argv: list[str]) -> None:
+    """Train the demo model on the built-in dataset and register it (then the attack stage, when available)."""
+    cfg = str(CONFIG_DIR / "demo.yaml")
+    start = time.time()
+    print("== mlattack demo: built-in dataset ==")
+    data_stats(["--config", cfg, "--split", "train"])
+    cli = lightning_main(["fit", "--config", cfg, *argv])
+    reg = next((c for c in cli.trainer.callbacks if isinstance(c, RegisterBestModel)), None)
+    logger = mlflow_logger(cli.trainer)
+    print(f"\nDemo finished in {time.time() - start:.0f} s.")
+    if logger is not None:
+        print(f"Run: {logger.run_id}  ({logger._tracking_uri})")
+    if reg is not None and reg.model_uri:
+        print(f"Model: {reg.model_uri}")
+    print("Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+
+
+COMMANDS = {"demo": demo}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["data", "stats"]:
+        return data_stats(argv[2:])
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    lightning_main(argv)
+
+
+if __name__ == "__main__":
+    main()

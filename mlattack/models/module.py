@@ -1,0 +1,151 @@
+"""The one multi-label LightningModule: any network (image in [0,1] -> logits) plus its loss and optimiser.
+
+The network is injected (``net``: ML-GCN, ML-LIW, ...), so the same module trains both models of the study and the
+attack loop can take ``module.net`` — the bare logits model — without knowing which one it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MultilabelAveragePrecision,
+    MultilabelF1Score,
+    MultilabelHammingDistance,
+    MultilabelRankingLoss,
+)
+
+log = logging.getLogger(__name__)
+
+OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+#: the label value torchmetrics skips: VOC "difficult" labels are excluded from every metric
+IGNORE = -1
+
+
+def multilabel_metrics(num_labels: int, prefix: str) -> MetricCollection:
+    """Hamming distance, ranking loss, F1 (micro, macro) and mAP (macro AP), skipping difficult labels."""
+    kw = {"num_labels": num_labels, "ignore_index": IGNORE}
+    return MetricCollection(
+        {
+            "mAP": MultilabelAveragePrecision(average="macro", **kw),
+            "hamming": MultilabelHammingDistance(**kw),
+            "ranking_loss": MultilabelRankingLoss(**kw),
+            "f1_micro": MultilabelF1Score(average="micro", **kw),
+            "f1_macro": MultilabelF1Score(average="macro", **kw),
+        },
+        prefix=prefix,
+    )
+
+
+def sgd_default(params: Iterable) -> torch.optim.Optimizer:
+    """ML-GCN's optimiser (PROTOCOL.md): SGD, momentum 0.9, weight decay 1e-4."""
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+
+class MultiLabelClassifier(pl.LightningModule):
+    """Train and evaluate a multi-label network.
+
+    Arguments:
+        net: the network; input (N, 3, H, W) in [0, 1], output (N, C) logits. Networks that model the label graph
+            (``set_label_graph``) receive the training split's co-occurrence before fitting.
+        loss: training loss on (logits, multi-hot targets); default ``MultiLabelSoftMarginLoss`` (ML-GCN's).
+        lr: base learning rate; ``backbone_lr_scale`` multiplies it for the pretrained trunk (0.1 in ML-GCN).
+        optimizer: optimiser factory applied to the network's parameter groups (jsonargparse ``class_path``).
+        lr_scheduler: optional scheduler factory (e.g. ``MultiStepLR`` with ML-GCN's step epochs).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module | None = None,
+        lr: float = 0.01,
+        backbone_lr_scale: float = 0.1,
+        optimizer: OptimizerCallable = sgd_default,
+        lr_scheduler: SchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss"])
+        self.net = net
+        self.loss_fn = loss if loss is not None else nn.MultiLabelSoftMarginLoss()
+        self.lr, self.backbone_lr_scale = float(lr), float(backbone_lr_scale)
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        c = self.num_classes
+        self.val_metrics = multilabel_metrics(c, "val/")
+        self.test_metrics = multilabel_metrics(c, "test/")
+
+    @property
+    def num_classes(self) -> int:
+        n = getattr(self.net, "num_classes", None)
+        if n is None:
+            raise ValueError("model.net must expose `num_classes` (the number of labels it predicts)")
+        return int(n)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        if getattr(dm, "num_classes", self.num_classes) != self.num_classes:
+            raise ValueError(
+                f"model predicts {self.num_classes} labels but data source {dm.source!r} has {dm.num_classes}"
+            )
+        if stage == "fit" and hasattr(self.net, "set_label_graph"):
+            stats = dm.label_stats("train")
+            self.net.set_label_graph(
+                torch.as_tensor(stats.cooccurrence_matrix()), torch.as_tensor(stats.label_counts())
+            )
+
+    def configure_optimizers(self) -> Any:
+        if hasattr(self.net, "parameter_groups"):
+            groups = self.net.parameter_groups(self.lr, self.backbone_lr_scale)
+        else:
+            groups = [{"params": [p for p in self.net.parameters() if p.requires_grad], "lr": self.lr}]
+        opt = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+
+    # -- steps ----------------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["target"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def _eval_step(self, batch: dict, metrics: MetricCollection, prefix: str) -> None:
+        logits = self(batch["image"])
+        target = batch["target"]
+        loss = self.loss_fn(logits, target)
+        labels = target.long().masked_fill(batch["difficult"].bool(), IGNORE)
+        metrics.update(torch.sigmoid(logits.float()), labels)
+        self.log(f"{prefix}loss", loss, on_epoch=True, batch_size=len(logits))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val/")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log("val/mAP", values.pop("val/mAP"), prog_bar=True)
+        self.log_dict(values)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test/")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return torch.sigmoid(self(batch["image"]).float())

@@ -1,0 +1,116 @@
+"""Trained networks in and out of the MLflow model registry (and plain checkpoints).
+
+What is registered is the bare network — image in [0, 1] → logits — so whoever loads it (the attack loop, a
+notebook) needs neither Lightning nor the training code's configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from mlflow.models import infer_signature
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from mlattack.tracking.callbacks import mlflow_logger
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = "best"
+
+
+def registered_name(net: nn.Module, source: str) -> str:
+    """Predictable registry name: ``<network>-<dataset>``, e.g. ``mlgcn-voc2007``."""
+    return f"{type(net).__name__.lower()}-{source}"
+
+
+def _example_input(net: nn.Module, image_size: int) -> torch.Tensor:
+    return torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+
+
+def log_network(
+    net: nn.Module, run_id: str, tracking_uri: str, name: str, image_size: int, alias: str = DEFAULT_ALIAS
+) -> str:
+    """Log ``net`` as an MLflow PyTorch model in run ``run_id``, register it as ``name`` and point ``alias`` at it.
+
+    Returns the ``models:/name/version`` URI.
+    """
+    net = copy.deepcopy(net).cpu().eval()
+    x = _example_input(net, image_size)
+    with torch.no_grad():
+        y = net(x)
+    signature = infer_signature(x.numpy().astype(np.float32), y.numpy().astype(np.float32))
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(net, name="model", signature=signature, registered_model_name=name)
+    version = info.registered_model_version
+    if version is None:  # stores without a registry
+        raise RuntimeError(f"tracking store {tracking_uri} did not register model {name!r}")
+    client.set_registered_model_alias(name, alias, str(version))
+    return f"models:/{name}/{version}"
+
+
+def load_network(uri: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a network from ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``runs:/...`` or a
+    Lightning checkpoint written by ``mlattack fit`` (loaded with ``weights_only=True``)."""
+    if uri.startswith(("models:/", "runs:/")):
+        if tracking_uri is not None:
+            mlflow.set_tracking_uri(tracking_uri)
+        try:
+            net = mlflow.pytorch.load_model(uri, map_location=map_location)
+        except mlflow.exceptions.MlflowException as e:
+            raise ValueError(f"model {uri!r} could not be loaded from tracking store {mlflow.get_tracking_uri()}: {e}") from e
+        return net.eval()
+    path = Path(uri)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model {uri!r}: not a models:/<name>/<version>, models:/<name>@<alias> URI and no checkpoint file there"
+        )
+    from mlattack.models.module import MultiLabelClassifier
+
+    module = MultiLabelClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    return module.net.eval()
+
+
+class RegisterBestModel(Callback):
+    """At the end of a fit, register the best checkpoint's network (by the checkpoint monitor, val/mAP).
+
+    Arguments:
+        name: registry name; default ``<network>-<data source>``.
+        alias: alias moved to the new version (default ``best``: the latest best model).
+    """
+
+    def __init__(self, name: str | None = None, alias: str = DEFAULT_ALIAS) -> None:
+        self.name, self.alias = name, alias
+        self.model_uri: str | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None or not trainer.is_global_zero or trainer.interrupted:
+            return
+        net = pl_module.net
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            net = copy.deepcopy(net).cpu()
+            net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+            logger.experiment.set_tag(logger.run_id, "best_checkpoint", best)
+            score = getattr(ckpt, "best_model_score", None)
+            if score is not None:
+                logger.log_metrics({"best/val_mAP": float(score)})
+        dm = trainer.datamodule
+        source = getattr(dm, "source", "data")
+        image_size = int(getattr(dm, "image_size", 64))
+        name = self.name or registered_name(pl_module.net, source)
+        self.model_uri = log_network(net, logger.run_id, logger._tracking_uri, name, image_size, self.alias)
+        logger.experiment.set_tag(logger.run_id, "registered_model", self.model_uri)
+        log.info("registered %s (alias @%s)", self.model_uri, self.alias)
+        print(f"Registered model: {self.model_uri}  (also models:/{name}@{self.alias})")

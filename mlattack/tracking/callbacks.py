@@ -1,0 +1,68 @@
+"""Lightning callbacks that carry the MLflow side of a run, so model and attack code never talk to MLflow."""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from mlattack.tracking.store import run_tags
+
+log = logging.getLogger(__name__)
+
+RUN_ID_KEY = "mlflow_run_id"
+
+
+def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
+    """The trainer's MLFlowLogger, if it has one."""
+    for lg in trainer.loggers:
+        if isinstance(lg, MLFlowLogger):
+            return lg
+    return None
+
+
+class MLflowRunContext(Callback):
+    """Tags (seed, versions, git commit), the data's label statistics as params, and the run id in checkpoints.
+
+    The run id stored in every checkpoint is what lets ``--ckpt_path`` resume into the *same* MLflow run.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._done = False
+
+    @rank_zero_only
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None or self._done:
+            return
+        self._done = True
+        client, run_id = logger.experiment, logger.run_id
+        for k, v in run_tags(self.seed).items():
+            client.set_tag(run_id, k, v)
+        client.set_tag(run_id, "mlattack.stage", stage)
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "label_stats"):
+            params = dm.label_stats("train").as_params("data.train")
+            params.update(dm.label_stats("test").as_params("data.test"))
+            logger.log_hyperparams(params)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is not None and trainer.is_global_zero:
+            checkpoint[RUN_ID_KEY] = logger.run_id
+
+
+class MLflowSaveConfig(SaveConfigCallback):
+    """Log the fully resolved LightningCLI config as ``config.yaml`` in the run (and keep Lightning's local copy)."""
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None or not trainer.is_global_zero:
+            return
+        text = self.parser.dump(self.config, skip_none=False)
+        logger.experiment.log_text(logger.run_id, text, "config.yaml")
