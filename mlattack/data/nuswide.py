@@ -196,6 +196,7 @@ class NUSWIDE(MultiLabelDataset):
                 )
             layout = "csv" if csv_path.is_file() else "official"
         self.layout, self.split = layout, split
+        self.class_names = list(NUS_WIDE_CONCEPTS)
 
         if layout == "csv":
             parts = read_csv_layout(
