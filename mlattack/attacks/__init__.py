@@ -1,1 +1,11 @@
-"""mlattack.attacks"""
+"""mlattack.attacks: one attack per file; see base.py for the contract."""
+
+from mlattack.attacks.base import Attack, AttackResult
+from mlattack.attacks.bim import BIM
+from mlattack.attacks.fgm import FGM
+from mlattack.attacks.fgsm import FGSM
+from mlattack.attacks.mifgsm import MIFGSM
+from mlattack.attacks.pgd import PGD
+from mlattack.attacks.slide import SLIDE
+
+__all__ = ["Attack", "AttackResult", "BIM", "FGM", "FGSM", "MIFGSM", "PGD", "SLIDE"]
