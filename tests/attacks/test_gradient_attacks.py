@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mlattack.attacks import BIM, FGM, FGSM, MIFGSM, PGD, SLIDE, Attack
-from mlattack.attacks.iterative import l1_ball, momentum_step
+from mlattack.attacks.iterative import l1_ball, l2_ball, momentum_step
 from mlattack.attacks.losses import summed_bce
 from tests.attacks import advertorch_reference as ref
 from tests.attacks.models import make_cnn, make_images, make_linear
@@ -261,6 +261,16 @@ def test_l1_ball_projection():
     assert torch.equal(proj[0], x[0])  # inside the ball: untouched
     torch.testing.assert_close(proj.flatten(1).abs().sum(1)[1:], torch.full((5,), 10.0))
     torch.testing.assert_close(proj, ref.batch_l1_proj(x, 10.0), atol=1e-6, rtol=0)
+
+
+def test_l2_ball_projection():
+    x = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * torch.tensor([0.01, 1, 5]).view(
+        -1, 1, 1, 1
+    )
+    proj = l2_ball(1.0)(x)
+    assert torch.equal(proj[0], x[0])
+    torch.testing.assert_close(proj.flatten(1).norm(dim=1)[1:], torch.ones(2))
+    torch.testing.assert_close(proj, ref.clamp_by_pnorm(x, 2, 1.0))
 
 
 @pytest.mark.parametrize(
