@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-# Class names in canonical order, mapped to the phrase that is embedded (the names are dataset identifiers such
-# as "diningtable"; the phrase is what a sentence model understands).
-VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-       "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # fmt: skip
+from mlattack.data.nuswide import NUS_WIDE_CONCEPTS
+from mlattack.data.voc import VOC_CLASSES
+
+# Class names in canonical order (VOC and NUS-WIDE from their data sources; COCO's come from the annotation JSON, so
+# they are listed here in category-id order), mapped to the phrase that is embedded where the name alone is not
+# what a sentence model understands ("diningtable").
 VOC_PHRASES = {"diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor"}
 COCO = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
         "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
@@ -33,20 +35,12 @@ COCO = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "t
         "hair drier", "toothbrush"]  # fmt: skip
 COCO_PHRASES = {"tv": "television", "mouse": "computer mouse", "remote": "remote control",
                 "hair drier": "hair dryer"}  # fmt: skip
-NUSWIDE = ["airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars", "castle",
-           "cat", "cityscape", "clouds", "computer", "coral", "cow", "dancing", "dog", "earthquake", "elk", "fire",
-           "fish", "flags", "flowers", "food", "fox", "frost", "garden", "glacier", "grass", "harbor", "horses",
-           "house", "lake", "leaf", "map", "military", "moon", "mountain", "nighttime", "ocean", "person", "plane",
-           "plants", "police", "protest", "railroad", "rainbow", "reflection", "road", "rocks", "running", "sand",
-           "sign", "sky", "snow", "soccer", "sports", "statue", "street", "sun", "sunset", "surf", "swimmers",
-           "tattoo", "temple", "tiger", "tower", "town", "toy", "train", "tree", "valley", "vehicle", "water",
-           "waterfall", "wedding", "whales", "window", "zebra"]  # fmt: skip
 NUSWIDE_PHRASES = {"nighttime": "night time", "surf": "surfing waves"}
 
 DATASETS = {
-    "voc": (VOC, VOC_PHRASES),
+    "voc": (VOC_CLASSES, VOC_PHRASES),
     "coco2014": (COCO, COCO_PHRASES),
-    "nuswide": (NUSWIDE, NUSWIDE_PHRASES),
+    "nuswide": (NUS_WIDE_CONCEPTS, NUSWIDE_PHRASES),
 }
 EXPECTED = {"voc": 20, "coco2014": 80, "nuswide": 81}
 

@@ -22,6 +22,14 @@ def _as_float64(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
+def check_graph_hyperparameters(tau: float, p: float) -> None:
+    """ValueError naming the argument unless 0 <= tau <= 1 and p is finite and > 0."""
+    if not 0.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must be a probability threshold in [0, 1], got {tau!r}")
+    if not (math.isfinite(float(p)) and float(p) > 0.0):
+        raise ValueError(f"p must be a finite number > 0, got {p!r}")
+
+
 def correlation_matrix(
     cooccurrence: torch.Tensor | np.ndarray,
     label_counts: torch.Tensor | np.ndarray,
@@ -40,10 +48,7 @@ def correlation_matrix(
     Steps (reference ``gen_A``): P = M / N row-wise; B = [P >= tau]; A = B * p / (column sums of B + 1e-6);
     A = A + I. A label that never occurs (N[i] = 0) gets an empty row instead of a division by zero.
     """
-    if not 0.0 <= float(tau) <= 1.0:
-        raise ValueError(f"tau must be a probability threshold in [0, 1], got {tau!r}")
-    if not (math.isfinite(float(p)) and float(p) > 0.0):
-        raise ValueError(f"p must be a finite number > 0, got {p!r}")
+    check_graph_hyperparameters(tau, p)
     m = _as_float64(cooccurrence, "cooccurrence")
     n = _as_float64(label_counts, "label_counts")
     if m.ndim != 2 or m.shape[0] != m.shape[1] or n.shape != (m.shape[0],):

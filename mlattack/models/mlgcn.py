@@ -15,7 +15,12 @@ from torch import nn
 
 from mlattack.models.backbones import build_backbone
 from mlattack.models.embeddings import default_label_embeddings, load_label_embeddings
-from mlattack.models.graph import GraphConvolution, correlation_matrix, normalized_adjacency
+from mlattack.models.graph import (
+    GraphConvolution,
+    check_graph_hyperparameters,
+    correlation_matrix,
+    normalized_adjacency,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,8 +62,7 @@ class MLGCN(nn.Module):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if int(hidden_dim) <= 0:
             raise ValueError(f"hidden_dim must be a positive integer, got {hidden_dim!r}")
-        # Validate tau and p now rather than at the first set_label_graph call, hours into a job.
-        correlation_matrix(np.zeros((1, 1)), np.ones(1), tau=tau, p=p)
+        check_graph_hyperparameters(tau, p)  # now, not at set_label_graph when the fit starts
         self.num_classes, self.tau, self.p = int(num_classes), float(tau), float(p)
         self.backbone, features = build_backbone(backbone, backbone_weights)
         if label_embeddings is not None:
