@@ -1,11 +1,11 @@
 """ML-LIW: an ImageNet classifier's trunk with a new C-way linear layer, trained with the LIW ranking loss.
 
 Follows the group's reference (``Inceptionv3Rank``): Inception-v3, backbone frozen, only the last layer trained,
-input normalised as (x − 0.5)/0.5. Two deliberate differences, both without effect on a frozen pretrained trunk:
-the trunk is built with ``transform_input=False`` (the reference also left torchvision's ImageNet re-scaling on top of
-its own (x − 0.5)/0.5, mis-scaling the input that Google's weights expect in [−1, 1]), and there is no dropout
-before the last layer (the reference's model sat in eval mode, where dropout is the identity, after its first
-validation). The output is logits: the loss and the metrics apply sigmoid themselves.
+input normalised as (x − 0.5)/0.5. Two deliberate differences. The trunk is built with ``transform_input=False``:
+the reference left torchvision's ImageNet re-scaling switched on after its own (x − 0.5)/0.5, which squeezes the
+[−1, 1] input that Google's Inception weights were trained on; here the trunk gets exactly that input. And there is
+no dropout before the last layer, which changes nothing: the reference model sat in eval mode (dropout = identity)
+from its first validation on. The output is logits: the loss and the metrics apply sigmoid themselves.
 """
 
 from __future__ import annotations
