@@ -156,11 +156,12 @@ COMMANDS = {"demo": demo}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["data", "stats"]:
-        return data_stats(argv[2:])
-    if argv and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]](argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] == ["data", "stats"]:
+        return data_stats(args[2:])
+    if args and args[0] in COMMANDS:
+        sys.argv = sys.argv[:1]  # the subcommand passes explicit args to LightningCLI
+        return COMMANDS[args[0]](args[1:])
     lightning_main(argv)
 
 

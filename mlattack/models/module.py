@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -72,7 +73,10 @@ class MultiLabelClassifier(pl.LightningModule):
         lr_scheduler: SchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss"])
+        # Under LightningCLI the hparams are the parsed config (class paths + init args), which is what lets
+        # `load_from_checkpoint` rebuild the network; built by hand, the objects themselves are not saved.
+        from_config = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if from_config else ["net", "loss", "optimizer", "lr_scheduler"])
         self.net = net
         self.loss_fn = loss if loss is not None else nn.MultiLabelSoftMarginLoss()
         self.lr, self.backbone_lr_scale = float(lr), float(backbone_lr_scale)

@@ -18,6 +18,7 @@ from mlflow.models import infer_signature
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
+import mlattack
 from mlattack.tracking.callbacks import mlflow_logger
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,15 @@ def log_network(
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(net, name="model", signature=signature, registered_model_name=name)
+        # "pickle" keeps the nn.Module (any batch size, autograd for the attacks); "pt2" would trace a fixed graph.
+        info = mlflow.pytorch.log_model(
+            net,
+            name="model",
+            signature=signature,
+            registered_model_name=name,
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlattack=={mlattack.__version__}"],
+        )
     version = info.registered_model_version
     if version is None:  # stores without a registry
         raise RuntimeError(f"tracking store {tracking_uri} did not register model {name!r}")

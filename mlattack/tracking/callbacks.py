@@ -44,7 +44,7 @@ class MLflowRunContext(Callback):
         client, run_id = logger.experiment, logger.run_id
         for k, v in run_tags(self.seed).items():
             client.set_tag(run_id, k, v)
-        client.set_tag(run_id, "mlattack.stage", stage)
+        client.set_tag(run_id, "mlattack.stage", str(getattr(stage, "value", stage)))
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "label_stats"):
             params = dm.label_stats("train").as_params("data.train")
