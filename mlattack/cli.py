@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from mlattack.data.datamodule import MultiLabelDataModule
+from mlattack.evaluation.runner import AttackReport
 from mlattack.models.module import MultiLabelClassifier
 from mlattack.models.registry import RegisterBestModel
 from mlattack.tracking.callbacks import RUN_ID_KEY, MLflowRunContext, MLflowSaveConfig, mlflow_logger
@@ -152,7 +153,44 @@ def demo(argv: list[str]) -> None:
     print("Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
 
 
-COMMANDS = {"demo": demo}
+def attack(argv: list[str]) -> AttackReport:
+    """``mlattack attack --config configs/attack-demo.yaml --model models:/<name>@best``."""
+    from mlattack.evaluation.runner import AttackSpec, run_attacks
+
+    parser = ArgumentParser(prog="mlattack attack", description="Show-many-labels attacks on a trained model.")
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(MultiLabelDataModule, "data")
+    parser.add_argument("--attacks", type=list[AttackSpec], required=True)
+    parser.add_function_arguments(run_attacks, skip={"data", "attacks", "progress_bar", "callbacks"})
+    cfg = parser.parse_args(argv)
+    init = parser.instantiate_classes(cfg)
+    kwargs = {k: v for k, v in init.as_dict().items() if k not in ("config", "__path__")}
+    kwargs["data"] = init.data
+    report = run_attacks(**kwargs)
+    print_report(report)
+    return report
+
+
+def print_report(report: AttackReport) -> None:
+    """The success table (attacks x scenarios) in the study's layout, and where to find the runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Success rate (%) - showing many labels (N={report.num_selected}, "
+                        f"avgLabels={report.avg_labels:.2f})")
+    table.add_column("attack")
+    for k in range(8):
+        table.add_column(f"n={k}", justify="right")
+    table.add_column("labels shown", justify="right")
+    table.add_column("L2", justify="right")
+    for name, m in report.metrics.items():
+        table.add_row(name, *[f"{100 * m[f'success_rate_n{k}']:.1f}" for k in range(8)],
+                      f"{m['labels_shown_mean']:.2f}", f"{m['l2_mean']:.3f}")
+    Console().print(table)
+    print(f"MLflow parent run: {report.parent_run_id} ({len(report.child_run_ids)} attack runs)")
+
+
+COMMANDS = {"demo": demo, "attack": attack}
 
 
 def main(argv: list[str] | None = None) -> None:

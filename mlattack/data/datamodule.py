@@ -17,14 +17,14 @@ from torch.utils.data import DataLoader
 from mlattack.data.base import MultiLabelDataset, multiscale_crop_flip
 from mlattack.data.stats import LabelStats, label_stats
 
-#: source name -> (module, class, extra constructor arguments). Imports are lazy so a source's parser
-#: dependencies (e.g. pycocotools) load only when that source is used.
-SOURCES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "synthetic": ("mlattack.data.synthetic", "SyntheticMultiLabel", {}),
-    "voc2007": ("mlattack.data.voc", "VOC2007", {}),
-    "voc2012": ("mlattack.data.voc", "VOC2012", {}),
-    "coco2014": ("mlattack.data.coco", "COCO2014", {}),
-    "nuswide": ("mlattack.data.nuswide", "NUSWIDE", {}),
+#: source name -> (module, class, whether it needs a ``root`` folder). Imports are lazy so a source's parser
+#: dependencies (e.g. pycocotools) load only when that source is used. Add an entry to plug in a new source.
+SOURCES: dict[str, tuple[str, str, bool]] = {
+    "synthetic": ("mlattack.data.synthetic", "SyntheticMultiLabel", False),
+    "voc2007": ("mlattack.data.voc", "VOC2007", True),
+    "voc2012": ("mlattack.data.voc", "VOC2012", True),
+    "coco2014": ("mlattack.data.coco", "COCO2014", True),
+    "nuswide": ("mlattack.data.nuswide", "NUSWIDE", True),
 }
 
 Split = Literal["train", "val", "test"]
@@ -34,13 +34,13 @@ def build_dataset(source: str, split: Split, root: str | None = None, **kwargs: 
     """Instantiate one split of a source by name (the CLI, tests and notebooks all come through here)."""
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; expected one of {sorted(SOURCES)}")
-    module, cls_name, extra = SOURCES[source]
-    cls = getattr(importlib.import_module(module), cls_name)
-    if source == "synthetic":
-        return cls(split=split, root=root, **extra, **kwargs)
-    if root is None:
+    module, cls_name, needs_root = SOURCES[source]
+    if needs_root and root is None:
         raise ValueError(f"data source {source!r} needs `root` (the dataset folder; see README for the layout)")
-    return cls(root=root, split=split, **extra, **kwargs)
+    cls = getattr(importlib.import_module(module), cls_name)
+    if root is not None:
+        kwargs["root"] = root
+    return cls(split=split, **kwargs)
 
 
 class MultiLabelDataModule(pl.LightningDataModule):

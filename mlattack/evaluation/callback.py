@@ -1,0 +1,199 @@
+"""AttackCallback: runs the configured attacks on every test batch of a Trainer pass.
+
+The attack run is ``trainer.test(AttackTarget(net), loader_over_selected_samples)`` with ``inference_mode=False``;
+per batch the callback runs each attack, measures the result, appends one record per sample to a JSON-lines file
+(flushed and fsynced before the next batch — that is what makes a killed run resumable) and updates a
+:class:`ShowManyLabels` metric (DDP-reducible state). Samples already on file are skipped, so a resumed run never
+counts a sample twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from mlattack.attacks.base import Attack
+from mlattack.attacks.losses import labels_shown
+from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
+from mlattack.evaluation.scenarios import scenario_thresholds
+
+PRECISION_TO_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16", "bf16": "bf16", "16": "fp16"}
+
+
+class AttackTarget(pl.LightningModule):
+    """The attacked network as a LightningModule, so the Trainer places it on the device and drives the loop."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        return None  # the work happens in AttackCallback.on_test_batch_end
+
+
+@dataclass
+class AttackJob:
+    """One configured attack within a run: where its records go and which samples it covers."""
+
+    name: str
+    attack: Attack
+    num_samples: int  # the first ``num_samples`` positions of the selection
+    avg_labels: float
+    records_path: Path
+    panel_positions: tuple[int, ...] = (0, 1, 2, 3)
+    done: set[int] = field(default_factory=set)
+    metric: ShowManyLabels | None = None
+    panel: dict[int, dict] = field(default_factory=dict)
+
+    def load_records(self) -> list[dict]:
+        if not self.records_path.is_file():
+            return []
+        records = []
+        with open(self.records_path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill -9: everything before it is complete
+        # keep the first record per position (a batch re-run after a torn write must not count twice)
+        seen: dict[int, dict] = {}
+        for r in records:
+            seen.setdefault(int(r["position"]), r)
+        return [seen[p] for p in sorted(seen)]
+
+
+def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
+    """Feed stored per-sample records into the accumulator (used on resume)."""
+    if not records:
+        return
+    metric.update(
+        labels_shown=torch.tensor([r["labels_shown"] for r in records]),
+        norms={k: torch.tensor([r[k] for r in records], dtype=torch.float64) for k in NORMS},
+        iterations=torch.tensor([r["iterations"] for r in records], dtype=torch.float64),
+        seconds=torch.tensor([r["seconds"] for r in records], dtype=torch.float64),
+        reached=torch.tensor([r["reached"] for r in records]),
+        valid=torch.tensor([r["valid"] for r in records]),
+    )
+
+
+class AttackCallback(Callback):
+    """Run every :class:`AttackJob` on each test batch (see module docstring).
+
+    Arguments:
+        jobs: the attacks with their sample counts and record files.
+        num_classes: labels of the model (the target is "show all": all ones).
+        class_names: for the records' human-readable label lists.
+        seed: per-batch seed for randomised attacks, so resumed and uninterrupted runs draw the same starts.
+        precision: Lightning precision string; "bf16-mixed"/"16-mixed" run the attacks' forward passes under
+            autocast (precision-sensitive attacks keep fp32, see ``Attack.precision_sensitive``).
+        early_stop: the "fast" mode: a sample stops once it shows every label.
+    """
+
+    def __init__(
+        self,
+        jobs: list[AttackJob],
+        num_classes: int,
+        class_names: list[str],
+        seed: int = 123,
+        precision: str = "32-true",
+        early_stop: bool = False,
+    ) -> None:
+        self.jobs, self.num_classes, self.class_names = jobs, int(num_classes), list(class_names)
+        self.seed, self.precision, self.early_stop = int(seed), str(precision), bool(early_stop)
+        autocast = PRECISION_TO_AUTOCAST.get(self.precision)
+        for job in jobs:
+            job.attack.early_stop = self.early_stop
+            job.attack.autocast = autocast
+            job.metric = ShowManyLabels(self.num_classes, scenario_thresholds(job.avg_labels, self.num_classes))
+            records = job.load_records()
+            job.done = {int(r["position"]) for r in records}
+            update_metric(job.metric, records)
+            panel_file = job.records_path.with_suffix(".panel.pt")
+            if panel_file.is_file():
+                job.panel = torch.load(panel_file, weights_only=True)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for job in self.jobs:
+            job.metric.to(pl_module.device)
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch: dict, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        net = pl_module.net
+        images, targets = batch["image"], batch["target"]
+        positions = batch["position"].tolist()
+        for job in self.jobs:
+            todo = [i for i, p in enumerate(positions) if p < job.num_samples and p not in job.done]
+            if not todo:
+                continue
+            rows = torch.tensor(todo, device=images.device)
+            x = images.index_select(0, rows)
+            target = torch.ones(len(todo), self.num_classes, device=x.device)
+            torch.manual_seed(self.seed * 1_000_003 + positions[todo[0]])
+            start = time.perf_counter()
+            with torch.enable_grad():
+                res = job.attack.run(net, x, target)
+            with torch.no_grad():
+                logits = net(res.adv).float()
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+            seconds = (time.perf_counter() - start) / len(todo)
+            self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds)
+
+    def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds) -> None:
+        shown = labels_shown(logits)
+        norms = perturbation_norms(x, res.adv)
+        valid = torch.isfinite(res.adv.flatten(1)).all(1) & torch.isfinite(logits).all(1)
+        iters = res.iterations.double()
+        secs = torch.full((len(todo),), seconds, dtype=torch.float64)
+        job.metric.update(shown, norms, iters, secs, res.reached, valid)
+        lines = []
+        for k, i in enumerate(todo):
+            truth = torch.nonzero(targets[i] > 0.5).flatten().tolist()
+            on = torch.nonzero(logits[k] >= 0).flatten().tolist()
+            rec = {
+                "position": pos[k],
+                "index": int(batch["index"][i]),
+                "sample_id": batch["sample_id"][i] if "sample_id" in batch else str(int(batch["index"][i])),
+                "true_labels": [self.class_names[j] for j in truth],
+                "labels_shown_names": [self.class_names[j] for j in on],
+                "num_true": len(truth),
+                "labels_shown": int(shown[k]),
+                "iterations": int(res.iterations[k]),
+                "reached": bool(res.reached[k]),
+                "loss": float(res.loss[k]),
+                "seconds": seconds,
+                "valid": bool(valid[k]),
+                "failure": "" if bool(valid[k]) else "non-finite adversarial image or logits",
+            }
+            rec.update({n: float(norms[n][k]) for n in NORMS})
+            lines.append(json.dumps(rec))
+            if pos[k] in job.panel_positions:
+                job.panel[pos[k]] = {
+                    "clean": x[k].detach().cpu(), "adv": res.adv[k].detach().cpu(),
+                    "before": rec["true_labels"], "after": rec["labels_shown_names"],
+                }
+        job.records_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.records_path, "a") as f:
+            f.write("\n".join(lines) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for p in pos:
+            job.done.add(p)
+        if job.panel:
+            torch.save(job.panel, job.records_path.with_suffix(".panel.pt"))

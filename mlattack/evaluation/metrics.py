@@ -1,0 +1,87 @@
+"""Per-sample attack measurements and their DDP-safe accumulator (a torchmetrics Metric).
+
+Sums live in registered states with ``dist_reduce_fx="sum"``, so under DDP every rank attacks its share of the
+samples and ``compute()`` returns the numbers of the whole selection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from mlattack.evaluation.scenarios import NUM_SCENARIOS, scenario_success
+
+NORMS = ("l2", "l1", "linf", "rmsd", "mean_abs")
+
+
+def perturbation_norms(clean: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample size of r = adv − clean: L2, L1, L∞ (pixel range [0,1]), RMSD on the 0–255 scale, mean |r|."""
+    r = (adv.float() - clean.float()).flatten(1)
+    return {
+        "l2": r.norm(p=2, dim=1),
+        "l1": r.abs().sum(1),
+        "linf": r.abs().amax(1),
+        "rmsd": r.pow(2).mean(1).sqrt() * 255.0,
+        "mean_abs": r.abs().mean(1),
+    }
+
+
+class ShowManyLabels(Metric):
+    """Accumulates success per scenario, labels shown (mean and histogram), norms, iterations and time.
+
+    ``update(labels_shown, norms, iterations, seconds, valid)`` takes per-sample tensors; samples with
+    ``valid == False`` (numerical failure) count as attacked but unsuccessful and are excluded from the norm means.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, thresholds: torch.Tensor) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.register_buffer("thresholds", thresholds.long().clone(), persistent=False)
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("valid", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("success", torch.zeros(NUM_SCENARIOS, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("shown_hist", torch.zeros(self.num_classes + 1, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("norm_sum", torch.zeros(len(NORMS), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("iterations", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("seconds", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("reached", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        labels_shown: torch.Tensor,
+        norms: dict[str, torch.Tensor],
+        iterations: torch.Tensor,
+        seconds: torch.Tensor,
+        reached: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> None:
+        shown = labels_shown.long().to(self.count.device)
+        ok = torch.ones_like(shown, dtype=torch.bool) if valid is None else valid.bool().to(shown.device)
+        self.count += shown.numel()
+        self.valid += ok.sum()
+        self.success += (scenario_success(shown, self.thresholds) & ok.unsqueeze(1)).sum(0)
+        self.shown_hist += torch.bincount(shown[ok].clamp(0, self.num_classes), minlength=self.num_classes + 1)
+        stacked = torch.stack([norms[k].double().to(shown.device) for k in NORMS], dim=1)
+        self.norm_sum += stacked[ok].sum(0)
+        self.iterations += iterations.double().to(shown.device).sum()
+        self.seconds += seconds.double().to(shown.device).sum()
+        self.reached += (reached.bool().to(shown.device) & ok).sum()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.count.clamp(min=1).double()
+        v = self.valid.clamp(min=1).double()
+        hist = self.shown_hist.double()
+        labels = torch.arange(self.num_classes + 1, dtype=torch.float64, device=hist.device)
+        out = {f"success_rate_n{k}": self.success[k].double() / n for k in range(NUM_SCENARIOS)}
+        out.update({
+            "labels_shown_mean": (hist * labels).sum() / v,
+            "target_reached_rate": self.reached.double() / n,
+            "iterations_mean": self.iterations / n,
+            "seconds_per_sample": self.seconds / n,
+            "num_samples": self.count.double(),
+            "num_failed": (self.count - self.valid).double(),
+        })
+        out.update({f"{k}_mean": self.norm_sum[i] / v for i, k in enumerate(NORMS)})
+        return out

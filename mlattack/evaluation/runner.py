@@ -1,0 +1,314 @@
+"""``mlattack attack``: select samples, run the attacks through a Trainer test pass, log everything to MLflow.
+
+One parent MLflow run per invocation and one nested child run per attack. A run is identified by a *run key*
+(hash of model, data, attacks, N, seed, precision and mode); re-running the same command resumes the unfinished
+run with that key (or ``--run_id`` names one), reading back the per-sample records persisted after every batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import pytorch_lightning as pl
+import torch
+import yaml
+from mlflow.entities import Metric, Param, RunStatus
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mlattack.attacks.base import Attack
+from mlattack.data.datamodule import MultiLabelDataModule
+from mlattack.evaluation.callback import AttackCallback, AttackJob, AttackTarget
+from mlattack.evaluation.scenarios import NUM_SCENARIOS, exp_labels
+from mlattack.evaluation.selection import (
+    SelectedSamples,
+    Selection,
+    cached_selection,
+    select_correct_samples,
+    selection_key,
+)
+from mlattack.models.registry import load_network
+from mlattack.tracking.panels import attack_panel, plt, success_table_markdown
+from mlattack.tracking.store import default_artifact_location, default_tracking_uri, run_tags
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+ATTACK_EXPERIMENT = "mlattack-attacks"
+RUN_KEY_TAG = "mlattack.run_key"
+ATTACK_NAME_TAG = "mlattack.attack_name"
+
+
+@dataclass
+class AttackSpec:
+    """One entry of ``attacks:`` in a config.
+
+    Give either ``attack`` inline (``class_path``/``init_args``) or ``config``, the path of one of the per-attack
+    YAML files (``configs/attack/pgd.yaml``; relative paths are tried against the working directory, then the
+    project's ``configs/``), optionally with ``overrides`` of some of its values. ``name`` labels the
+    attack in tables and runs (default: the class name); ``num_samples`` overrides N (e.g. 200 for MLA-LP).
+    """
+
+    attack: Attack | None = None
+    config: str | None = None
+    overrides: dict | None = None
+    name: str | None = None
+    num_samples: int | None = None
+
+    def build(self) -> tuple[str, Attack]:
+        """(name, attack instance)."""
+        if (self.attack is None) == (self.config is None):
+            raise ValueError("each attacks entry needs exactly one of `attack` (class_path/init_args) or `config`")
+        attack = self.attack if self.attack is not None else load_attack_config(self.config, self.overrides)
+        return self.name or type(attack).__name__, attack
+
+
+def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
+    """Instantiate an attack from a ``class_path``/``init_args`` YAML file (with optional overrides)."""
+    from jsonargparse import ArgumentParser
+
+    p = Path(path)
+    if not p.is_file() and (CONFIG_DIR.parent / path).is_file():
+        p = CONFIG_DIR.parent / path
+    if not p.is_file():
+        raise FileNotFoundError(f"attack config {path!r} not found (looked in . and {CONFIG_DIR.parent})")
+    spec = yaml.safe_load(p.read_text())
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"{p}: expected a mapping with `class_path` (and `init_args`) of an attack")
+    spec = {"class_path": spec["class_path"], "init_args": {**(spec.get("init_args") or {}), **(overrides or {})}}
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--attack", type=Attack)
+    try:
+        cfg = parser.parse_object({"attack": spec})
+    except Exception as e:  # jsonargparse reports the offending key; add the file
+        raise ValueError(f"{p}: invalid attack config: {e}") from e
+    return parser.instantiate_classes(cfg).attack
+
+
+@dataclass
+class AttackReport:
+    """What ``run_attacks`` returns: the MLflow ids and the per-attack metrics (the printed table's source)."""
+
+    parent_run_id: str
+    child_run_ids: dict[str, str]
+    metrics: dict[str, dict[str, float]]
+    avg_labels: float
+    num_selected: int
+    table: str
+    resumed: bool
+
+
+def _model_identity(model: str, client: mlflow.MlflowClient) -> str:
+    """A stable identity for caching: registry URIs resolve to a concrete version, files to size+mtime."""
+    if model.startswith("models:/"):
+        ref = model[len("models:/") :]
+        try:
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                return f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+            return ref
+        except mlflow.exceptions.MlflowException as e:
+            raise ValueError(f"--model {model!r}: no such registered model or alias ({e.message})") from e
+    p = Path(model)
+    if p.is_file():
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    return model
+
+
+def _find_resumable(client: mlflow.MlflowClient, experiment_id: str, run_key: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`mlflow.parentRunId` IS NULL",
+        order_by=["attributes.start_time DESC"], max_results=5,
+    )
+    for r in runs:
+        if r.info.status != RunStatus.to_string(RunStatus.FINISHED):
+            return r.info.run_id
+    return None
+
+
+def _log_params(client: mlflow.MlflowClient, run_id: str, params: dict[str, object]) -> None:
+    existing = client.get_run(run_id).data.params
+    new = [Param(k, str(v)[:500]) for k, v in params.items() if k not in existing]
+    for i in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[i : i + 100])
+
+
+def _check_classes(net: nn.Module, dm: MultiLabelDataModule, image_size: int) -> None:
+    n = getattr(net, "num_classes", None)
+    if n is None:
+        with torch.no_grad():
+            n = net(torch.zeros(1, 3, image_size, image_size)).shape[-1]
+    if int(n) != dm.num_classes:
+        raise ValueError(
+            f"the model predicts {n} labels but data source {dm.source!r} has {dm.num_classes} classes; "
+            "attack a model trained on this dataset"
+        )
+
+
+def run_attacks(
+    model: str,
+    data: MultiLabelDataModule,
+    attacks: list[AttackSpec],
+    num_samples: int = 1000,
+    mode: Literal["paper", "fast"] = "paper",
+    precision: str = "32-true",
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    seed: int = 123,
+    tracking_uri: str | None = None,
+    experiment: str = ATTACK_EXPERIMENT,
+    run_id: str | None = None,
+    output_dir: str = "outputs/attacks",
+    panel_samples: int = 4,
+    progress_bar: bool = True,
+    callbacks: list[pl.Callback] | None = None,
+) -> AttackReport:
+    """Reproduce the study's protocol for one model and dataset (see module docstring)."""
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be > 0, got {num_samples}")
+    if not attacks:
+        raise ValueError("attacks: give at least one attack")
+    built = [spec.build() for spec in attacks]
+    names = [name for name, _ in built]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks: names must be unique, got {names} (set `name:` to tell them apart)")
+    for spec in attacks:
+        if spec.num_samples is not None and spec.num_samples <= 0:
+            raise ValueError(f"attacks[{spec.name}].num_samples must be > 0, got {spec.num_samples}")
+    tracking_uri = tracking_uri or default_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri)
+    identity = _model_identity(model, client)
+    net = load_network(model, tracking_uri)
+    split = "test"
+    dataset = data.dataset(split)
+    _check_classes(net, data, data.image_size)
+    if int(dataset.targets.sum()) == 0:
+        raise ValueError(f"data source {data.source!r} split {split!r} has no positive labels to select samples by")
+
+    trainer_probe = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False)
+    device = trainer_probe.strategy.root_device
+    key_parts = (identity, data.source, data.root, split, data.image_size, data.options, num_samples)
+    sel_key = selection_key(*key_parts)
+    cache_dir = Path(output_dir) / "selections"
+    selection: Selection = cached_selection(
+        cache_dir, sel_key,
+        lambda: select_correct_samples(net.to(device), dataset, num_samples, data.eval_batch_size, device),
+    )
+    if len(selection.indices) == 0:
+        raise ValueError(f"no sample of {data.source!r}/{split} is predicted correctly: nothing to attack")
+    if len(selection.indices) < num_samples:
+        print(f"Only {len(selection.indices)} correctly predicted samples exist (asked for {num_samples}); "
+              "attacking those.")
+
+    hp = {n: a.hyperparameters() for n, a in built}
+    run_key = hashlib.sha1(
+        json.dumps([sel_key, hp, [s.num_samples for s in attacks], seed, precision, mode], sort_keys=True,
+                   default=str).encode()
+    ).hexdigest()[:16]
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        experiment, artifact_location=default_artifact_location(tracking_uri))
+    parent = run_id or _find_resumable(client, exp_id, run_key)
+    resumed = parent is not None
+    if parent is None:
+        model_name = identity.split("/")[0] if model.startswith("models:/") else Path(model).stem
+        run = client.create_run(
+            exp_id, run_name=f"attack-{model_name}-{data.source}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={RUN_KEY_TAG: run_key, **run_tags(seed)},
+        )
+        parent = run.info.run_id
+    else:
+        client.update_run(parent, status="RUNNING")
+        print(f"Resuming attack run {parent}")
+    run_dir = Path(output_dir) / run_key
+    child_ids: dict[str, str] = {}
+    try:
+        _log_params(client, parent, {
+            "model_uri": model, "model_identity": identity, "dataset": data.source, "split": split,
+            "num_samples": num_samples, "num_selected": len(selection.indices),
+            "avg_labels": round(selection.avg_labels, 4), "num_classes": data.num_classes, "seed": seed,
+            "precision": precision, "device": str(device), "mode": mode, "early_stop": mode == "fast",
+            "image_size": data.image_size, "attacks": ",".join(names),
+        })
+        client.log_dict(parent, {"indices": selection.indices, "ids": selection.ids}, "selection.json")
+        existing = {
+            r.data.tags.get(ATTACK_NAME_TAG): r.info.run_id
+            for r in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+        }
+        jobs = []
+        for (name, attack), spec in zip(built, attacks, strict=True):
+            n = min(spec.num_samples or num_samples, len(selection.indices))
+            sub = selection.head(n, dataset.targets)
+            cid = existing.get(name)
+            if cid is None:
+                cid = client.create_run(exp_id, run_name=name, tags={
+                    "mlflow.parentRunId": parent, ATTACK_NAME_TAG: name, RUN_KEY_TAG: run_key}).info.run_id
+            else:
+                client.update_run(cid, status="RUNNING")
+            child_ids[name] = cid
+            _log_params(client, cid, {**{f"attack.{k}": v for k, v in hp[name].items()}, "num_samples": n,
+                                      "avg_labels": round(sub.avg_labels, 4), "mode": mode, "precision": precision,
+                                      "dataset": data.source, "model_uri": model})
+            jobs.append(AttackJob(name, attack, n, sub.avg_labels, run_dir / f"{name}.jsonl",
+                                  panel_positions=tuple(range(min(panel_samples, n)))))
+        callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, mode == "fast")
+        loader = DataLoader(SelectedSamples(dataset, selection), batch_size=data.eval_batch_size,
+                            shuffle=False, num_workers=data.num_workers)
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=devices, logger=False, callbacks=[callback, *(callbacks or [])], inference_mode=False,
+            enable_progress_bar=progress_bar, enable_model_summary=False, enable_checkpointing=False,
+        )
+        trainer.test(AttackTarget(net), dataloaders=loader, verbose=False)
+        metrics = {}
+        for job in jobs:
+            values = {k: float(v) for k, v in job.metric.compute().items()}
+            metrics[job.name] = values
+            _log_attack(client, child_ids[job.name], job, values, data.num_classes)
+        table = success_table_markdown(metrics)
+        header = (f"avgLabels = {selection.avg_labels:.3f}, C = {data.num_classes}, expLabels = "
+                  + ", ".join(f"{e:.2f}" for e in exp_labels(selection.avg_labels, data.num_classes)))
+        client.log_text(parent, header + "\n\n" + table + "\n", "success_table.md")
+        client.log_metric(parent, "avg_labels", selection.avg_labels)
+        client.set_terminated(parent, "FINISHED")
+    except BaseException:
+        status = "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
+        for cid in child_ids.values():
+            if client.get_run(cid).info.status == "RUNNING":
+                client.set_terminated(cid, status)
+        client.set_terminated(parent, status)
+        raise
+    return AttackReport(parent, child_ids, metrics, selection.avg_labels, len(selection.indices), table, resumed)
+
+
+def _log_attack(client, run_id: str, job: AttackJob, values: dict[str, float], num_classes: int) -> None:
+    """Metrics (success_rate with step = n draws the curve in the UI), the per-sample table and the panel."""
+    ts = int(time.time() * 1000)
+    ms = [Metric("success_rate", values[f"success_rate_n{k}"], ts, k) for k in range(NUM_SCENARIOS)]
+    ms += [Metric(k, v, ts, 0) for k, v in values.items()]
+    client.log_batch(run_id, metrics=ms)
+    records = job.load_records()
+    if records:
+        buf = io.StringIO()
+        cols = [c for c in records[0] if c not in ("true_labels", "labels_shown_names")]
+        w = csv.writer(buf)
+        w.writerow([*cols, "true_labels", "labels_shown_names"])
+        for r in records:
+            w.writerow([r[c] for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])])
+        client.log_text(run_id, buf.getvalue(), "samples.csv")
+    if job.panel:
+        fig = attack_panel([job.panel[p] for p in sorted(job.panel)], title=f"{job.name}: show all labels")
+        client.log_figure(run_id, fig, "panel.png")
+        plt.close(fig)
+    client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,29 @@
+"""The study's eight "show many labels" scenarios.
+
+Scenario n asks the adversarial prediction to show at least ``int(expLabels_n)`` labels, with
+``expLabels_n = min(avgLabels + 2**n, C)``; avgLabels is the mean number of ground-truth labels of the attacked
+samples and C the number of classes. One adversarial image per sample serves all scenarios.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NUM_SCENARIOS = 8
+
+
+def exp_labels(avg_labels: float, num_classes: int, num_scenarios: int = NUM_SCENARIOS) -> list[float]:
+    """expLabels_n for n = 0..num_scenarios-1 (capped at the number of classes)."""
+    if num_classes <= 0:
+        raise ValueError(f"num_classes must be > 0, got {num_classes}")
+    return [min(avg_labels + 2.0**n, float(num_classes)) for n in range(num_scenarios)]
+
+
+def scenario_thresholds(avg_labels: float, num_classes: int, num_scenarios: int = NUM_SCENARIOS) -> torch.Tensor:
+    """(num_scenarios,) long: the least number of shown labels that counts as a success in each scenario."""
+    return torch.tensor([int(e) for e in exp_labels(avg_labels, num_classes, num_scenarios)], dtype=torch.long)
+
+
+def scenario_success(labels_shown: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(N, S) bool: sample i succeeds in scenario n when it shows >= thresholds[n] labels."""
+    return labels_shown.long().unsqueeze(1) >= thresholds.to(labels_shown.device).unsqueeze(0)

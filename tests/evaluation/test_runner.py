@@ -1,0 +1,118 @@
+"""`mlattack attack` end to end on a toy dataset and a registered linear model, in a real SQLite MLflow store."""
+
+import json
+
+import mlflow
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from mlattack.attacks import BIM, FGSM, PGD
+from mlattack.attacks.losses import labels_shown
+from mlattack.evaluation.runner import AttackSpec, load_attack_config, run_attacks
+from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds
+from tests.evaluation.toy import LinearColourNet, ToyColours
+
+
+def specs():
+    return [
+        AttackSpec(attack=FGSM(eps=0.3)),
+        AttackSpec(attack=BIM(eps=0.2, nb_iter=5, eps_iter=0.05), num_samples=5),
+        AttackSpec(attack=PGD(eps=0.2, nb_iter=5, eps_iter=0.05), name="PGD-small"),
+    ]
+
+
+def run(model, data, out, **kw):
+    return run_attacks(model, data, specs(), num_samples=8, output_dir=str(out), panel_samples=2,
+                       progress_bar=False, accelerator="cpu", **kw)
+
+
+class CrashAtBatch(Callback):
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == self.batch:
+            raise RuntimeError("simulated crash")
+
+
+def test_attack_run_logs_parent_children_metrics_and_artifacts(tmp_path, store, toy_data, registered_toy_model):
+    report = run(registered_toy_model, toy_data, tmp_path / "out")
+    client = mlflow.MlflowClient(store)
+    parent = client.get_run(report.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["dataset"] == "toy" and parent.data.params["num_selected"] == "8"
+    assert parent.data.params["mode"] == "paper" and parent.data.params["precision"] == "32-true"
+    assert float(parent.data.params["avg_labels"]) == pytest.approx(report.avg_labels, abs=1e-4)
+    parent_files = [a.path for a in client.list_artifacts(report.parent_run_id)]
+    assert "success_table.md" in parent_files and "selection.json" in parent_files
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{report.parent_run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["BIM", "FGSM", "PGD-small"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert "attack.eps" in child.data.params
+        history = client.get_metric_history(child.info.run_id, "success_rate")
+        assert sorted(m.step for m in history) == list(range(8))
+        for k in range(8):
+            assert f"success_rate_n{k}" in child.data.metrics
+        assert {"samples.csv", "panel.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert children[0].data.params["num_samples"] in ("8", "5")
+
+    # the callback's numbers equal a direct computation on the same selected samples
+    ds = ToyColours()
+    sel = json.loads(open(client.download_artifacts(report.parent_run_id, "selection.json")).read())
+    net = LinearColourNet()
+    x = torch.stack([ds[i]["image"] for i in sel["indices"]])
+    adv = FGSM(eps=0.3)(net, x, torch.ones(len(x), 5))
+    with torch.no_grad():
+        shown = labels_shown(net(adv))
+    direct = scenario_success(shown, scenario_thresholds(report.avg_labels, 5)).float().mean(0)
+    got = torch.tensor([report.metrics["FGSM"][f"success_rate_n{k}"] for k in range(8)])
+    assert torch.allclose(direct.double(), got.double())
+    assert report.metrics["FGSM"]["labels_shown_mean"] == pytest.approx(float(shown.float().mean()))
+    assert report.metrics["BIM"]["num_samples"] == 5
+    assert report.metrics["FGSM"]["linf_mean"] == pytest.approx(float((adv - x).abs().flatten(1).amax(1).mean()),
+                                                               abs=1e-6)
+
+
+def test_interrupted_run_resumes_to_the_identical_table(tmp_path, store, toy_data, registered_toy_model):
+    reference = run(registered_toy_model, toy_data, tmp_path / "ref", experiment="reference")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(registered_toy_model, toy_data, out, callbacks=[CrashAtBatch(1)])
+    client = mlflow.MlflowClient(store)
+    failed = client.search_runs([client.get_experiment_by_name("mlattack-attacks").experiment_id],
+                                filter_string="tags.`mlflow.parentRunId` IS NULL")
+    assert [r.info.status for r in failed] == ["FAILED"]
+    records = [json.loads(line) for line in next(out.rglob("FGSM.jsonl")).read_text().splitlines()]
+    assert [r["position"] for r in records] == [0, 1, 2, 3]  # batch 0 persisted, batch 1 never ran
+    resumed = run(registered_toy_model, toy_data, out)
+    assert resumed.resumed and resumed.parent_run_id == failed[0].info.run_id
+    assert resumed.table == reference.table
+    for name, values in reference.metrics.items():
+        for key in ("success_rate_n0", "success_rate_n3", "labels_shown_mean", "l2_mean", "num_samples"):
+            assert resumed.metrics[name][key] == pytest.approx(values[key]), (name, key)
+    positions = [json.loads(line)["position"] for line in next(out.rglob("FGSM.jsonl")).read_text().splitlines()]
+    assert positions == list(range(8))  # no sample counted twice
+    assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
+
+
+def test_bad_inputs_fail_clearly_and_leave_nothing_running(tmp_path, store, toy_data, registered_toy_model):
+    with pytest.raises(ValueError, match="no such registered model"):
+        run("models:/does-not-exist@best", toy_data, tmp_path)
+    with pytest.raises(ValueError, match="num_samples"):
+        run_attacks(registered_toy_model, toy_data, specs(), num_samples=0)
+    with pytest.raises(ValueError, match="eps"):
+        FGSM(eps=float("nan"))
+    with pytest.raises(ValueError, match="(?s)pgd.yaml: invalid attack config.*'epsilon' is not accepted"):
+        load_attack_config("configs/attack/pgd.yaml", {"epsilon": 0.1})
+    from mlattack.data.datamodule import MultiLabelDataModule
+
+    other = MultiLabelDataModule(source="synthetic", image_size=8, options={"num_classes": 7, "num_samples": 10})
+    with pytest.raises(ValueError, match="predicts 5 labels but data source 'synthetic' has 7"):
+        run(registered_toy_model, other, tmp_path)
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name("mlattack-attacks")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    assert all(r.info.status != "RUNNING" for r in runs)
