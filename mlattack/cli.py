@@ -61,6 +61,8 @@ class MLAttackCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # the network's label count always follows the data source
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
+        # ...and so does the dataset name (ML-GCN picks its shipped label embeddings by it)
+        parser.link_arguments("data.source", "model.net.init_args.dataset")
         parser.add_lightning_class_args(ModelCheckpointDefaults, "checkpoint")
         parser.add_lightning_class_args(RegisterBestModelDefaults, "registry")
         parser.add_lightning_class_args(MLflowRunContextDefaults, "run_context")

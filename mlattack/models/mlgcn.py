@@ -64,6 +64,7 @@ class MLGCN(nn.Module):
             raise ValueError(f"hidden_dim must be a positive integer, got {hidden_dim!r}")
         check_graph_hyperparameters(tau, p)  # now, not at set_label_graph when the fit starts
         self.num_classes, self.tau, self.p = int(num_classes), float(tau), float(p)
+        self.dataset = dataset
         self.backbone, features = build_backbone(backbone, backbone_weights)
         if label_embeddings is not None:
             emb = load_label_embeddings(label_embeddings)

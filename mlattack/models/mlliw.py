@@ -25,6 +25,7 @@ class MLLIW(nn.Module):
         backbone_weights: ImageNet weights file for the trunk (else the torch hub cache, else random + warning).
         freeze_backbone: keep the trunk fixed (no gradients, always in eval mode so BatchNorm statistics stay the
             pretrained ones even while the module trains). Set False to fine-tune it.
+        dataset: name of the data source it is trained on (recorded; ML-LIW uses no label prior).
 
     Shape: (N, 3, H, W) in [0, 1] -> (N, C) logits.
     """
@@ -35,11 +36,13 @@ class MLLIW(nn.Module):
         backbone: str = "inception_v3",
         backbone_weights: str | None = None,
         freeze_backbone: bool = True,
+        dataset: str | None = None,
     ) -> None:
         super().__init__()
         if int(num_classes) <= 0:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
+        self.dataset = dataset  # recorded only: ML-LIW has no label prior (the CLI links it from the data source)
         self.freeze_backbone = bool(freeze_backbone)
         self.backbone, features = build_backbone(backbone, backbone_weights)
         self.fc = nn.Linear(features, self.num_classes)
