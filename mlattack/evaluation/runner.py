@@ -7,6 +7,7 @@ run with that key (or ``--run_id`` names one), reading back the per-sample recor
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -56,8 +57,10 @@ class AttackSpec:
 
     Give either ``attack`` inline (``class_path``/``init_args``) or ``config``, the path of one of the per-attack
     YAML files (``configs/attack/pgd.yaml``; relative paths are tried against the working directory, then the
-    project's ``configs/``), optionally with ``overrides`` of some of its values. ``name`` labels the
-    attack in tables and runs (default: the class name); ``num_samples`` overrides N (e.g. 200 for MLA-LP).
+    project's ``configs/``), optionally with ``overrides`` of its init_args. ``name`` labels the attack in tables
+    and runs (default: the class name); ``num_samples`` overrides N (e.g. 200 for MLA-LP). ``sweep`` maps one
+    init argument to a list of values (a budget sweep, e.g. ``{eps: [0.001, 0.003, 0.01]}``): one attack, and
+    one child run, per value, named ``<name>[eps=0.003]``.
     """
 
     attack: Attack | None = None
@@ -65,13 +68,33 @@ class AttackSpec:
     overrides: dict | None = None
     name: str | None = None
     num_samples: int | None = None
+    sweep: dict[str, list] | None = None
 
-    def build(self) -> tuple[str, Attack]:
-        """(name, attack instance)."""
+    def build(self) -> list[tuple[str, Attack, dict[str, str]]]:
+        """[(name, attack instance, tags)] — one entry, or one per sweep value."""
         if (self.attack is None) == (self.config is None):
             raise ValueError("each attacks entry needs exactly one of `attack` (class_path/init_args) or `config`")
-        attack = self.attack if self.attack is not None else load_attack_config(self.config, self.overrides)
-        return self.name or type(attack).__name__, attack
+        if not self.sweep:
+            attack = self.attack if self.attack is not None else load_attack_config(self.config, self.overrides)
+            return [(self.name or type(attack).__name__, attack, {})]
+        if len(self.sweep) != 1:
+            raise ValueError(f"sweep: give exactly one argument to vary, got {sorted(self.sweep)}")
+        (arg, values), = self.sweep.items()
+        if not values:
+            raise ValueError(f"sweep.{arg}: give at least one value")
+        out = []
+        for v in values:
+            if self.config is not None:
+                attack = load_attack_config(self.config, {**(self.overrides or {}), arg: v})
+            else:
+                if not hasattr(self.attack, arg):
+                    raise ValueError(f"sweep: {type(self.attack).__name__} has no argument {arg!r}")
+                attack = copy.deepcopy(self.attack)
+                setattr(attack, arg, type(getattr(attack, arg))(v))
+            base = self.name or type(attack).__name__
+            tags = {"mlattack.sweep_base": base, "mlattack.sweep_param": arg, "mlattack.sweep_value": str(v)}
+            out.append((f"{base}[{arg}={v}]", attack, tags))
+        return out
 
 
 def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
@@ -180,8 +203,8 @@ def run_attacks(
         raise ValueError(f"num_samples must be > 0, got {num_samples}")
     if not attacks:
         raise ValueError("attacks: give at least one attack")
-    built = [spec.build() for spec in attacks]
-    names = [name for name, _ in built]
+    built = [(entry, spec) for spec in attacks for entry in spec.build()]
+    names = [name for (name, _, _), _ in built]
     if len(set(names)) != len(names):
         raise ValueError(f"attacks: names must be unique, got {names} (set `name:` to tell them apart)")
     for spec in attacks:
@@ -212,9 +235,9 @@ def run_attacks(
         print(f"Only {len(selection.indices)} correctly predicted samples exist (asked for {num_samples}); "
               "attacking those.")
 
-    hp = {n: a.hyperparameters() for n, a in built}
+    hp = {n: a.hyperparameters() for (n, a, _), _ in built}
     run_key = hashlib.sha1(
-        json.dumps([sel_key, hp, [s.num_samples for s in attacks], seed, precision, mode], sort_keys=True,
+        json.dumps([sel_key, hp, [s.num_samples for _, s in built], seed, precision, mode], sort_keys=True,
                    default=str).encode()
     ).hexdigest()[:16]
     exp = client.get_experiment_by_name(experiment)
@@ -236,7 +259,8 @@ def run_attacks(
     child_ids: dict[str, str] = {}
     try:
         _log_params(client, parent, {
-            "model_uri": model, "model_identity": identity, "dataset": data.source, "split": split,
+            "model_uri": model, "model_identity": identity, "network": type(net).__name__.lower(),
+            "dataset": data.source, "split": split,
             "num_samples": num_samples, "num_selected": len(selection.indices),
             "avg_labels": round(selection.avg_labels, 4), "num_classes": data.num_classes, "seed": seed,
             "precision": precision, "device": str(device), "mode": mode, "early_stop": mode == "fast",
@@ -248,19 +272,21 @@ def run_attacks(
             for r in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
         }
         jobs = []
-        for (name, attack), spec in zip(built, attacks, strict=True):
+        for (name, attack, extra_tags), spec in built:
             n = min(spec.num_samples or num_samples, len(selection.indices))
             sub = selection.head(n, dataset.targets)
             cid = existing.get(name)
             if cid is None:
                 cid = client.create_run(exp_id, run_name=name, tags={
-                    "mlflow.parentRunId": parent, ATTACK_NAME_TAG: name, RUN_KEY_TAG: run_key}).info.run_id
+                    "mlflow.parentRunId": parent, ATTACK_NAME_TAG: name, RUN_KEY_TAG: run_key,
+                    **extra_tags}).info.run_id
             else:
                 client.update_run(cid, status="RUNNING")
             child_ids[name] = cid
             _log_params(client, cid, {**{f"attack.{k}": v for k, v in hp[name].items()}, "num_samples": n,
                                       "avg_labels": round(sub.avg_labels, 4), "mode": mode, "precision": precision,
-                                      "dataset": data.source, "model_uri": model})
+                                      "dataset": data.source, "model_uri": model,
+                                      "network": type(net).__name__.lower()})
             jobs.append(AttackJob(name, attack, n, sub.avg_labels, run_dir / f"{name}.jsonl",
                                   panel_positions=tuple(range(min(panel_samples, n)))))
         callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, mode == "fast")

@@ -116,3 +116,17 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_running(tmp_path, store, toy_
     exp = client.get_experiment_by_name("mlattack-attacks")
     runs = client.search_runs([exp.experiment_id]) if exp else []
     assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_budget_sweep_logs_one_child_per_value(tmp_path, store, toy_data, registered_toy_model):
+    sweep = [AttackSpec(config="configs/attack/fgsm.yaml", sweep={"eps": [0.05, 0.3]})]
+    report = run_attacks(registered_toy_model, toy_data, sweep, num_samples=4, output_dir=str(tmp_path),
+                         progress_bar=False, accelerator="cpu")
+    assert list(report.metrics) == ["FGSM[eps=0.05]", "FGSM[eps=0.3]"]
+    client = mlflow.MlflowClient(store)
+    for name, value in (("FGSM[eps=0.05]", "0.05"), ("FGSM[eps=0.3]", "0.3")):
+        run = client.get_run(report.child_run_ids[name])
+        assert run.data.params["attack.eps"] == value
+        assert run.data.tags["mlattack.sweep_param"] == "eps" and run.data.tags["mlattack.sweep_value"] == value
+    assert report.metrics["FGSM[eps=0.05]"]["linf_mean"] == pytest.approx(0.05, abs=1e-6)
+    assert report.metrics["FGSM[eps=0.3]"]["linf_mean"] == pytest.approx(0.3, abs=1e-6)
