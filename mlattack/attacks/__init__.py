@@ -5,7 +5,10 @@ from mlattack.attacks.bim import BIM
 from mlattack.attacks.fgm import FGM
 from mlattack.attacks.fgsm import FGSM
 from mlattack.attacks.mifgsm import MIFGSM
+from mlattack.attacks.mlalp import MLALP
+from mlattack.attacks.mlcw import MLCW
+from mlattack.attacks.mldp import MLDP
 from mlattack.attacks.pgd import PGD
 from mlattack.attacks.slide import SLIDE
 
-__all__ = ["Attack", "AttackResult", "BIM", "FGM", "FGSM", "MIFGSM", "PGD", "SLIDE"]
+__all__ = ["Attack", "AttackResult", "BIM", "FGM", "FGSM", "MIFGSM", "MLALP", "MLCW", "MLDP", "PGD", "SLIDE"]
