@@ -151,6 +151,7 @@ class MLCW(Attack):
                 w[ei], m1[ei], m2[ei] = 0.0, 0.0, 0.0
                 adam_t[ei], inner[ei], prev[ei], step_reached[ei] = 0, 0, float("inf"), False
 
+        self.last_const_bounds = (lower, upper)  # diagnostics: each sample's final binary-search bracket on c
         return AttackResult(
             adv=best_adv,
             iterations=iterations,
