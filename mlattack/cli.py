@@ -4,6 +4,7 @@
   :class:`MultiLabelDataModule`, logging to MLflow (default store: SQLite in ``./mlruns``).
 - ``mlattack data stats``: label statistics of a data source as a table.
 - ``mlattack demo``: the end-to-end job on the built-in dataset (what ``make demo`` runs).
+- ``mlattack report``: the study's tables and figures from finished attack runs (:mod:`mlattack.report`).
 """
 
 from __future__ import annotations
@@ -194,7 +195,14 @@ def print_report(report: AttackReport) -> None:
     print(f"MLflow parent run: {report.parent_run_id} ({len(report.child_run_ids)} attack runs)")
 
 
-COMMANDS = {"demo": demo, "attack": attack}
+def report(argv: list[str]) -> None:
+    """``mlattack report [--network mlgcn] [--dataset voc2007] [--filter "..."] [--output_dir outputs/report]``."""
+    from mlattack.report.command import main as report_main
+
+    report_main(argv)
+
+
+COMMANDS = {"demo": demo, "attack": attack, "report": report}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,290 @@
+"""``mlattack report``: attack runs -> tables, figures and an index, in a folder and as a "report" MLflow run.
+
+Layout of the output folder::
+
+    index.md                          every table inline, every figure linked
+    runs.csv                          which MLflow run each row comes from
+    tables/success_<net>_<data>.{md,csv,tex}   norms_<net>_<data>.*   compare_<data>.*   budget_*.*   labels_*.*
+    figures/success_<net>_<data>.png  budget_*.png  labels_<net>_<data>.png
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
+from mlattack.evaluation.scenarios import exp_labels
+from mlattack.report import plots
+from mlattack.report.collect import (
+    ATTACK_EXPERIMENT,
+    AttackRun,
+    collect_runs,
+    groups,
+    load_samples,
+    runs_frame,
+)
+from mlattack.report.labels import analyse_labels, label_markdown
+from mlattack.report.sweeps import budget_curves
+from mlattack.report.tables import (
+    comparison_table,
+    network_label,
+    norms_table,
+    success_table,
+    to_markdown,
+    write_table,
+)
+from mlattack.tracking.store import default_artifact_location, default_tracking_uri, run_tags
+
+log = logging.getLogger(__name__)
+REPORT_EXPERIMENT = "mlattack-reports"
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` made: the folder, the report run, and the Markdown of every table."""
+
+    output_dir: Path
+    run_id: str
+    runs: list[AttackRun]
+    markdown: dict[str, str] = field(default_factory=dict)  # stem -> Markdown table (as printed)
+    files: list[Path] = field(default_factory=list)
+
+
+def training_statistics(dataset: str, runs: list[AttackRun], data: MultiLabelDataModule | None = None):
+    """(class names, label counts, co-occurrence, number of images) of the training split, or None.
+
+    Uses ``data`` when it is that source; otherwise builds the source when it needs no folder (the built-in
+    dataset) with the runs' image size and class count. None when it cannot be loaded or its classes differ
+    from the runs' (then the label analysis falls back to the attacked samples)."""
+    num_classes = next((r.num_classes for r in runs if r.num_classes), None)
+    try:
+        if data is None or data.source != dataset:
+            if dataset not in SOURCES or SOURCES[dataset][2]:
+                return None
+            size = int(runs[0].params.get("image_size", 64))
+            options = {"num_classes": num_classes} if dataset == "synthetic" and num_classes else {}
+            data = MultiLabelDataModule(source=dataset, image_size=size, num_workers=0, options=options)
+        stats = data.label_stats("train")
+    except Exception as e:  # a missing folder or a changed source must not stop the report
+        log.warning("no training statistics for %s (%s); using the attacked samples", dataset, e)
+        return None
+    if num_classes is not None and stats.num_classes != num_classes:
+        return None
+    return stats.class_names, stats.label_counts(), stats.cooccurrence_matrix(), stats.num_images
+
+
+def build_report(
+    output_dir: str | Path = "outputs/report",
+    experiment: str = ATTACK_EXPERIMENT,
+    network: str | None = None,
+    dataset: str | None = None,
+    filter_string: str | None = None,
+    tracking_uri: str | None = None,
+    report_experiment: str = REPORT_EXPERIMENT,
+    data: MultiLabelDataModule | None = None,
+    tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> Report:
+    """Collect the matching finished attack runs and write the report (see module docstring)."""
+    tracking_uri = tracking_uri or default_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = collect_runs(client, experiment, network, dataset, filter_string, tags, params)
+    if not runs:
+        raise ValueError(
+            f"no finished attack runs in experiment {experiment!r} match network={network!r}, "
+            f"dataset={dataset!r}, filter={filter_string!r}"
+        )
+    out = Path(output_dir)
+    tables_dir, fig_dir = out / "tables", out / "figures"
+    report = Report(out, "", runs)
+    index = [
+        "# Attack report",
+        "",
+        f"{len(runs)} attack runs from experiment `{experiment}` ({time.strftime('%Y-%m-%d %H:%M')}); "
+        "every row's MLflow run is listed in [runs.csv](runs.csv). Success rates in %.",
+        "",
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    runs_frame(runs).to_csv(out / "runs.csv", index=False)
+
+    grouped = groups(runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        for (net, ds), group in grouped.items():
+            title = f"{network_label(net)} on {ds}"
+            c = next((r.num_classes for r in group if r.num_classes), None)
+            avg = float(np.median([r.avg_labels for r in group]))
+            exp = exp_labels(avg, c) if c else None
+            caption = f"Success rate (%), {title}: avgLabels = {avg:.3f}" + (
+                f", C = {c}, expLabels = " + ", ".join(f"{e:.2f}" for e in exp) if exp else ""
+            )
+            models = sorted({r.model_uri for r in group})
+            table = success_table(group)
+            _add(
+                report,
+                index,
+                write_table(table, tables_dir, f"success_{net}_{ds}", caption),
+                f"## {title}",
+                caption,
+                table,
+                models,
+            )
+            fig = plots.success_vs_n(
+                table, f"Showing many labels: {title}", fig_dir / f"success_{net}_{ds}.png", exp
+            )
+            report.files.append(fig)
+            index += [f"![success vs n, {title}](figures/{fig.name})", ""]
+            norms = norms_table(group)
+            ncap = (
+                f"Mean perturbation per attack, {title} (L2 and L∞ on [0,1] pixels, RMSD on the 0-255 scale)"
+            )
+            _add(
+                report,
+                index,
+                write_table(norms, tables_dir, f"norms_{net}_{ds}", ncap),
+                "### Perturbation size",
+                ncap,
+                norms,
+            )
+            _labels(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir)
+
+    by_dataset: dict[str, dict[str, list[AttackRun]]] = {}
+    for (net, ds), group in grouped.items():
+        by_dataset.setdefault(ds, {})[net] = group
+    for ds, nets in by_dataset.items():
+        if len(nets) < 2:
+            continue
+        comp = comparison_table(nets)
+        cap = f"Success rate (%) on {ds}: " + " vs ".join(network_label(n) for n in nets)
+        _add(
+            report,
+            index,
+            write_table(comp, tables_dir, f"compare_{ds}", cap),
+            f"## Model comparison: {ds}",
+            cap,
+            comp,
+        )
+
+    curves = budget_curves(runs)
+    if curves:
+        index += ["## Budget sweeps", ""]
+    for curve in curves:
+        title = (
+            f"{curve.attack} on {network_label(curve.network)} / {curve.dataset}: success vs {curve.param}"
+        )
+        frame = curve.table.drop(columns=["run_id"])
+        _add(report, index, write_table(frame, tables_dir, curve.stem, title), f"### {title}", title, frame)
+        fig = plots.success_vs_budget(frame, curve.param, title, fig_dir / f"{curve.stem}.png")
+        report.files.append(fig)
+        index += [f"![{title}](figures/{fig.name})", ""]
+
+    (out / "index.md").write_text("\n".join(index) + "\n")
+    report.files += [out / "index.md", out / "runs.csv"]
+    report.run_id = _log_report_run(
+        client,
+        tracking_uri,
+        report_experiment,
+        out,
+        runs,
+        {
+            "experiment": experiment,
+            "network": network or "",
+            "dataset": dataset or "",
+            "filter": filter_string or "",
+        },
+    )
+    return report
+
+
+def _add(
+    report: Report,
+    index: list[str],
+    paths: dict[str, Path],
+    heading: str,
+    caption: str,
+    frame,
+    models: list[str] | None = None,
+) -> None:
+    report.files += list(paths.values())
+    report.markdown[paths["md"].stem] = to_markdown(frame, caption)
+    index += [
+        heading,
+        "",
+        caption + (f" — model: {', '.join(f'`{m}`' for m in models)}" if models else ""),
+        "",
+        to_markdown(frame),
+        "",
+        "Files: " + ", ".join(f"[{p.suffix[1:]}](tables/{p.name})" for p in paths.values()),
+        "",
+    ]
+    if models and len(models) > 1:
+        index += [
+            f"> Note: rows come from {len(models)} different models; narrow with --filter "
+            "\"params.model_uri = '...'\".",
+            "",
+        ]
+
+
+def _labels(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir) -> None:
+    samples = {r.attack: f for r in group if (f := load_samples(client, r, tmp)) is not None and len(f)}
+    if not samples:
+        return
+    stats = training_statistics(ds, group, data)
+    if stats is None:
+        result = analyse_labels(samples)
+    else:
+        names, counts, cooc, n = stats
+        result = analyse_labels(samples, names, counts, cooc, n)
+    stem = f"labels_{net}_{ds}"
+    title = f"Which labels resist: {network_label(net)} on {ds}"
+    result.labels.to_csv(tables_dir / f"{stem}.csv")
+    result.rates.to_csv(tables_dir / f"{stem}_rates.csv")
+    result.correlations.to_csv(tables_dir / f"{stem}_correlations.csv")
+    md = label_markdown(result)
+    (tables_dir / f"{stem}.md").write_text(f"{title}\n\n{md}\n")
+    fig = plots.label_heatmap(result.rates, title, fig_dir / f"{stem}.png", result.source)
+    report.markdown[stem] = md
+    report.files += [tables_dir / f"{stem}.{ext}" for ext in ("csv", "md")] + [
+        tables_dir / f"{stem}_rates.csv",
+        tables_dir / f"{stem}_correlations.csv",
+        fig,
+    ]
+    index += [
+        f"### {title}",
+        "",
+        "Turned-on rate of a label = share of attacked samples without that label that "
+        "show it after the attack.",
+        "",
+        md,
+        "",
+        f"![label heatmap, {net} {ds}](figures/{fig.name})",
+        "",
+    ]
+
+
+def _log_report_run(
+    client, tracking_uri: str, experiment: str, out: Path, runs: list[AttackRun], params: dict[str, str]
+) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
+    )
+    run = client.create_run(exp_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}", tags=run_tags())
+    rid = run.info.run_id
+    try:
+        for k, v in {**params, "num_runs": len(runs)}.items():
+            client.log_param(rid, k, str(v)[:500])
+        client.log_artifacts(rid, str(out))
+        client.set_terminated(rid, "FINISHED")
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
+    return rid

@@ -1,0 +1,210 @@
+"""Read finished attack runs back from the tracking store (the report's only input).
+
+``mlattack attack`` logs one parent run per invocation and one child run per attack; the child carries everything a
+table needs (params ``network``/``dataset``/``model_uri``/``avg_labels``/``num_samples``, metrics
+``success_rate_n0..7`` and the norms, the ``samples.csv`` artifact). The parent adds ``num_classes``. When the same
+attack was run several times on one network and dataset, the most recent finished child wins, so re-running an
+attack updates the report instead of duplicating rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+ATTACK_EXPERIMENT = "mlattack-attacks"
+ATTACK_NAME_TAG = "mlattack.attack_name"
+SWEEP_BASE_TAG, SWEEP_PARAM_TAG, SWEEP_VALUE_TAG = (
+    "mlattack.sweep_base",
+    "mlattack.sweep_param",
+    "mlattack.sweep_value",
+)
+NUM_SCENARIOS = 8
+
+
+@dataclass
+class AttackRun:
+    """One attack's child run, flattened to what the tables and plots read."""
+
+    run_id: str
+    parent_id: str
+    attack: str
+    network: str
+    dataset: str
+    model_uri: str
+    start_time: int
+    avg_labels: float
+    num_samples: int
+    num_classes: int | None
+    metrics: dict[str, float]
+    params: dict[str, str]
+    sweep: tuple[str, str, float] | None = None  # (base attack, swept argument, value)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def success(self) -> list[float]:
+        """Success rate (fraction) in scenarios n = 0..7."""
+        return [self.metrics.get(f"success_rate_n{k}", float("nan")) for k in range(NUM_SCENARIOS)]
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def build_filter(
+    network: str | None = None,
+    dataset: str | None = None,
+    filter_string: str | None = None,
+    tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> str:
+    """One MLflow filter string selecting attack child runs (AND of every condition given)."""
+    parts = [f"tags.`{ATTACK_NAME_TAG}` != ''"]
+    if network:
+        parts.append(f"params.network = {_quote(network)}")
+    if dataset:
+        parts.append(f"params.dataset = {_quote(dataset)}")
+    parts += [f"tags.`{k}` = {_quote(v)}" for k, v in (tags or {}).items()]
+    parts += [f"params.`{k}` = {_quote(v)}" for k, v in (params or {}).items()]
+    if filter_string and filter_string.strip():
+        parts.append(
+            f"({filter_string.strip()})" if " or " in filter_string.lower() else filter_string.strip()
+        )
+    return " and ".join(parts)
+
+
+def _sweep(tags: dict[str, str]) -> tuple[str, str, float] | None:
+    if SWEEP_BASE_TAG not in tags:
+        return None
+    try:
+        return tags[SWEEP_BASE_TAG], tags[SWEEP_PARAM_TAG], float(tags[SWEEP_VALUE_TAG])
+    except (KeyError, ValueError):
+        return None
+
+
+def collect_runs(
+    client: mlflow.MlflowClient,
+    experiment: str = ATTACK_EXPERIMENT,
+    network: str | None = None,
+    dataset: str | None = None,
+    filter_string: str | None = None,
+    tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    latest_only: bool = True,
+) -> list[AttackRun]:
+    """Finished attack child runs of ``experiment`` matching the filters (latest per network/dataset/attack)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"--experiment: no experiment named {experiment!r} in the tracking store")
+    query = build_filter(network, dataset, filter_string, tags, params)
+    found, token = [], None
+    while True:
+        try:
+            page = client.search_runs(
+                [exp.experiment_id],
+                filter_string=query,
+                max_results=1000,
+                page_token=token,
+                order_by=["attributes.start_time DESC"],
+            )
+        except mlflow.exceptions.MlflowException as e:
+            raise ValueError(f"--filter: MLflow rejected the filter {query!r}: {e.message}") from e
+        found += [r for r in page if r.info.status == "FINISHED"]
+        token = page.token
+        if not token:
+            break
+    parents: dict[str, dict[str, str]] = {}
+    runs = []
+    for r in found:
+        p, t = r.data.params, r.data.tags
+        parent_id = t.get("mlflow.parentRunId", "")
+        if parent_id and parent_id not in parents:
+            parents[parent_id] = client.get_run(parent_id).data.params
+        parent = parents.get(parent_id, {})
+        num_classes = p.get("num_classes", parent.get("num_classes"))
+        runs.append(
+            AttackRun(
+                run_id=r.info.run_id,
+                parent_id=parent_id,
+                attack=t.get(ATTACK_NAME_TAG, r.info.run_name),
+                network=p.get("network", parent.get("network", "?")),
+                dataset=p.get("dataset", parent.get("dataset", "?")),
+                model_uri=p.get("model_uri", parent.get("model_uri", "")),
+                start_time=r.info.start_time or 0,
+                avg_labels=float(p.get("avg_labels", parent.get("avg_labels", "nan"))),
+                num_samples=int(r.data.metrics.get("num_samples", p.get("num_samples", 0))),
+                num_classes=int(num_classes) if num_classes is not None else None,
+                metrics=dict(r.data.metrics),
+                params={**parent, **p},
+                sweep=_sweep(t),
+                tags=dict(t),
+            )
+        )
+    if latest_only:
+        latest: dict[tuple[str, str, str], AttackRun] = {}
+        for run in sorted(runs, key=lambda r: r.start_time):
+            latest[(run.network, run.dataset, run.attack)] = run
+        runs = list(latest.values())
+    return sorted(runs, key=lambda r: (r.network, r.dataset, attack_sort_key(r.attack)))
+
+
+STUDY_ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP"]
+
+
+def base_attack(name: str) -> str:
+    """The study attack a run name belongs to (``MLCW-reduced`` -> ``MLCW``, ``PGD[eps=0.01]`` -> ``PGD``)."""
+    stem = re.split(r"[\[\-_ ]", name, maxsplit=1)[0].upper().replace("-", "")
+    return stem if stem in STUDY_ORDER else name.split("[", 1)[0]
+
+
+def attack_sort_key(name: str) -> tuple:
+    """The study's row order, then other names alphabetically; sweep points by their numeric value."""
+    base = base_attack(name)
+    rank = STUDY_ORDER.index(base) if base in STUDY_ORDER else len(STUDY_ORDER)
+    m = re.search(r"\[[^=\]]+=([^\]]+)\]", name)
+    try:
+        value = float(m.group(1)) if m else float("-inf")
+    except ValueError:
+        value = float("-inf")
+    return rank, base, name.split("[", 1)[0], value, name
+
+
+def groups(runs: list[AttackRun]) -> dict[tuple[str, str], list[AttackRun]]:
+    """Runs per (network, dataset), in table order."""
+    out: dict[tuple[str, str], list[AttackRun]] = {}
+    for r in runs:
+        out.setdefault((r.network, r.dataset), []).append(r)
+    return out
+
+
+def load_samples(client: mlflow.MlflowClient, run: AttackRun, dst: str | Path) -> pd.DataFrame | None:
+    """The run's per-sample table (``samples.csv``), or None when the run has none."""
+    if "samples.csv" not in {a.path for a in client.list_artifacts(run.run_id)}:
+        return None
+    folder = Path(dst) / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = client.download_artifacts(run.run_id, "samples.csv", str(folder))
+    return pd.read_csv(path, keep_default_na=False, dtype={"true_labels": str, "labels_shown_names": str})
+
+
+def runs_frame(runs: list[AttackRun]) -> pd.DataFrame:
+    """Which runs a report used (written as ``runs.csv`` so every number can be traced to its run)."""
+    return pd.DataFrame(
+        [
+            {
+                "network": r.network,
+                "dataset": r.dataset,
+                "attack": r.attack,
+                "run_id": r.run_id,
+                "parent_run_id": r.parent_id,
+                "model_uri": r.model_uri,
+                "num_samples": r.num_samples,
+                "avg_labels": r.avg_labels,
+            }
+            for r in runs
+        ]
+    )

@@ -1,0 +1,138 @@
+"""The study's tables from attack runs, as pandas frames, and their Markdown / CSV / LaTeX forms.
+
+Frames hold full-precision numbers (success rates in percent); only the Markdown and LaTeX renderings round, so the
+CSV files are the exact source of every printed cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlattack.report.collect import NUM_SCENARIOS, AttackRun, attack_sort_key
+
+SCENARIO_COLUMNS = [f"n={k}" for k in range(NUM_SCENARIOS)]
+NETWORK_NAMES = {"mlgcn": "ML-GCN", "mlliw": "ML-LIW"}
+NORM_COLUMNS = {"l2_mean": "L2", "linf_mean": "Linf", "rmsd_mean": "RMSD"}
+
+
+def network_label(network: str) -> str:
+    return NETWORK_NAMES.get(network, network)
+
+
+def success_table(runs: list[AttackRun]) -> pd.DataFrame:
+    """Attacks as rows; N, avgLabels and the success rate (%) in scenarios n = 0..7 as columns."""
+    rows = {}
+    for r in sorted(runs, key=lambda r: attack_sort_key(r.attack)):
+        rows[r.attack] = {
+            "N": r.num_samples,
+            "avgLabels": r.avg_labels,
+            **{c: 100.0 * v for c, v in zip(SCENARIO_COLUMNS, r.success, strict=True)},
+        }
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["N", "avgLabels", *SCENARIO_COLUMNS])
+    frame.index.name = "attack"
+    return frame
+
+
+def norms_table(runs: list[AttackRun]) -> pd.DataFrame:
+    """Mean perturbation size per attack: L2, L∞ (pixel range [0, 1]) and RMSD (the study's 0-255 scale)."""
+    rows = {
+        r.attack: {name: r.metrics.get(key, np.nan) for key, name in NORM_COLUMNS.items()}
+        for r in sorted(runs, key=lambda r: attack_sort_key(r.attack))
+    }
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(NORM_COLUMNS.values()))
+    frame.index.name = "attack"
+    return frame
+
+
+def comparison_table(by_network: dict[str, list[AttackRun]]) -> pd.DataFrame:
+    """One dataset, networks side by side: rows are attacks, columns ``n=k <network>`` interleaved per scenario."""
+    tables = {net: success_table(runs) for net, runs in by_network.items()}
+    attacks = sorted({a for t in tables.values() for a in t.index}, key=attack_sort_key)
+    cols = {}
+    for c in ["N", *SCENARIO_COLUMNS]:
+        for net, t in tables.items():
+            cols[f"{c} {network_label(net)}"] = t[c].reindex(attacks)
+    frame = pd.DataFrame(cols, index=attacks)
+    frame.index.name = "attack"
+    return frame
+
+
+def _cell(value: object, digits: int) -> str:
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "–"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _digits(column: str) -> int:
+    return 3 if column in ("avgLabels", "L2", "Linf", "RMSD") or column.startswith("avgLabels") else 1
+
+
+def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
+    """GitHub-flavoured Markdown table (rounded: 1 decimal for percentages, 3 for the rest)."""
+    head = [frame.index.name or "", *frame.columns]
+    lines = ["| " + " | ".join(str(h) for h in head) + " |", "|" + "---|" * len(head)]
+    for idx, row in frame.iterrows():
+        cells = [
+            _cell(v if not (c == "N" or c.startswith("N ")) or pd.isna(v) else int(v), _digits(c))
+            for c, v in row.items()
+        ]
+        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
+    return (f"{caption}\n\n" if caption else "") + "\n".join(lines)
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("[", "{[}"),
+        ("]", "{]}"),
+        ("∞", r"$\infty$"),
+        ("ⁿ", r"$^n$"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs ``table`` environment with the same rounding as the Markdown form."""
+    head = [frame.index.name or "", *frame.columns]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{l" + "r" * len(frame.columns) + "}",
+        r"\toprule",
+        " & ".join(_latex_escape(str(h)) for h in head) + r" \\",
+        r"\midrule",
+    ]
+    for idx, row in frame.iterrows():
+        cells = [
+            _cell(v if not (c == "N" or c.startswith("N ")) or pd.isna(v) else int(v), _digits(c))
+            for c, v in row.items()
+        ]
+        lines.append(" & ".join([_latex_escape(str(idx)), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + _latex_escape(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(frame: pd.DataFrame, folder: Path, stem: str, caption: str = "") -> dict[str, Path]:
+    """``<stem>.md``, ``<stem>.csv`` (full precision) and ``<stem>.tex`` in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {ext: folder / f"{stem}.{ext}" for ext in ("md", "csv", "tex")}
+    paths["md"].write_text(to_markdown(frame, caption) + "\n")
+    frame.to_csv(paths["csv"])
+    paths["tex"].write_text(to_latex(frame, caption, label=f"tab:{stem}"))
+    return paths

@@ -1,0 +1,190 @@
+"""`mlattack report` on a real store: tables equal the runs' metrics, files and figures exist, sweeps and labels."""
+
+import csv
+import io
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mlattack.cli import main
+from mlattack.report import analyse_labels, build_report
+from mlattack.report.plots import attack_colour
+from tests.evaluation.toy import ToyColours
+
+NETS = ("linearcolournet", "shiftedcolournet")
+
+
+@pytest.fixture(scope="module")
+def report(populated_store, tmp_path_factory):
+    uri, _, _ = populated_store
+    return build_report(tmp_path_factory.mktemp("report") / "out", tracking_uri=uri)
+
+
+def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report):
+    _, attack_reports, _ = populated_store
+    tables = report.output_dir / "tables"
+    for net in NETS:
+        for kind in ("success", "norms"):
+            for ext in ("md", "csv", "tex"):
+                assert (tables / f"{kind}_{net}_toy.{ext}").stat().st_size > 0
+        success = pd.read_csv(tables / f"success_{net}_toy.csv", index_col="attack")
+        norms = pd.read_csv(tables / f"norms_{net}_toy.csv", index_col="attack")
+        metrics = attack_reports[net].metrics
+        assert sorted(success.index) == sorted(metrics)
+        for attack, m in metrics.items():
+            for k in range(8):
+                assert success.loc[attack, f"n={k}"] == pytest.approx(100 * m[f"success_rate_n{k}"])
+            assert success.loc[attack, "N"] == m["num_samples"]
+            assert norms.loc[attack, "L2"] == pytest.approx(m["l2_mean"])
+            assert norms.loc[attack, "Linf"] == pytest.approx(m["linf_mean"])
+            assert norms.loc[attack, "RMSD"] == pytest.approx(m["rmsd_mean"])
+        # the study's row order, and the printed Markdown carries the same (rounded) numbers
+        assert list(success.index)[:1] == ["FGSM"] and list(success.index)[-2:] == ["BIM", "MIFGSM"]
+        md = report.markdown[f"success_{net}_toy"]
+        bim = next(line for line in md.splitlines() if line.startswith("| BIM |"))
+        assert f"| {100 * metrics['BIM']['success_rate_n0']:.1f} |" in bim
+    tex = (tables / "success_linearcolournet_toy.tex").read_text()
+    assert "\\begin{tabular}" in tex and "FGSM{[}eps=0.1{]}" in tex
+
+
+def test_comparison_index_and_report_run(populated_store, report):
+    uri, attack_reports, _ = populated_store
+    comp = pd.read_csv(report.output_dir / "tables" / "compare_toy.csv", index_col="attack")
+    for net in NETS:
+        assert comp.loc["BIM", f"n=0 {net}"] == pytest.approx(
+            100 * attack_reports[net].metrics["BIM"]["success_rate_n0"]
+        )
+    assert np.isnan(comp.loc["FGSM[eps=0.1]", "n=0 shiftedcolournet"])  # swept on one network only
+    index = (report.output_dir / "index.md").read_text()
+    for f in report.files:
+        if f.suffix == ".png":
+            assert f"(figures/{f.name})" in index
+    runs = pd.read_csv(report.output_dir / "runs.csv")
+    assert len(runs) == len(report.runs) == sum(len(r.child_run_ids) for r in attack_reports.values())
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(report.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "mlattack-reports"
+    top = {a.path for a in client.list_artifacts(report.run_id)}
+    assert {"index.md", "runs.csv", "tables", "figures"} <= top
+    logged = {a.path for a in client.list_artifacts(report.run_id, "figures")}
+    assert {f"figures/{f.name}" for f in report.files if f.suffix == ".png"} == logged
+
+
+def test_sweep_gives_one_curve_point_per_value(populated_store, report):
+    uri, attack_reports, _ = populated_store
+    curve = pd.read_csv(
+        report.output_dir / "tables" / "budget_linearcolournet_toy_FGSM_eps.csv", index_col="eps"
+    )
+    assert list(curve.index) == [0.02, 0.1, 0.3]
+    metrics = attack_reports["linearcolournet"].metrics
+    for eps in (0.02, 0.1, 0.3):
+        for k in range(8):
+            assert curve.loc[eps, f"n={k}"] == pytest.approx(
+                100 * metrics[f"FGSM[eps={eps}]"][f"success_rate_n{k}"]
+            )
+    assert (report.output_dir / "figures" / "budget_linearcolournet_toy_FGSM_eps.png").is_file()
+    assert not list((report.output_dir / "tables").glob("budget_shiftedcolournet*"))
+
+
+def test_figures_are_real_images(report):
+    pngs = [f for f in report.files if f.suffix == ".png"]
+    names = {p.stem for p in pngs}
+    for net in NETS:
+        assert {f"success_{net}_toy", f"labels_{net}_toy"} <= names
+    for p in pngs:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.width >= 300 and im.height >= 200
+            colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+            assert colours is not None and len(colours) > 20, p.name  # drawn, not a blank canvas
+
+
+def test_attack_colours_are_fixed_and_distinct():
+    study = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP"]
+    assert len({attack_colour(a) for a in study}) == 9
+    assert attack_colour("PGD[eps=0.01]") == attack_colour("PGD") and attack_colour(
+        "MLCW-reduced"
+    ) == attack_colour("MLCW")
+    assert attack_colour("MyAttack") == attack_colour("MyAttack")
+
+
+def _direct_rates(client, run_id):
+    text = open(client.download_artifacts(run_id, "samples.csv")).read()
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r["valid"] == "True"]
+    rates = {}
+    for j in range(5):
+        label = f"c{j}"
+        off = [r for r in rows if label not in r["true_labels"].split(";")]
+        on = [r for r in off if label in r["labels_shown_names"].split(";")]
+        rates[label] = len(on) / len(off) if off else float("nan")
+    return rows, rates
+
+
+def test_label_analysis_equals_a_direct_computation(populated_store, report):
+    uri, attack_reports, _ = populated_store
+    client = mlflow.MlflowClient(uri)
+    rep = attack_reports["linearcolournet"]
+    got = pd.read_csv(
+        report.output_dir / "tables" / "labels_linearcolournet_toy_rates.csv", index_col="attack"
+    )
+    labels = pd.read_csv(report.output_dir / "tables" / "labels_linearcolournet_toy.csv", index_col="label")
+    samples = {}
+    for name, run_id in rep.child_run_ids.items():
+        rows, rates = _direct_rates(client, run_id)
+        samples[name] = pd.DataFrame(rows)
+        for label, rate in rates.items():
+            assert got.loc[name, label] == pytest.approx(rate, nan_ok=True), (name, label)
+    assert max(got.max()) > 0  # some label was turned on, so the check above is not all zeros
+    # frequencies come from the training split (the toy source is loadable), as label counts / images
+    train = ToyColours(split="train").targets.numpy()
+    for j in range(5):
+        assert labels.loc[f"c{j}", "frequency"] == pytest.approx(train[:, j].mean())
+    # mean rate over attacks and the "resistant first" order in the Markdown table
+    assert labels["mean_rate"].to_numpy() == pytest.approx(got.mean(axis=0)[labels.index].to_numpy())
+    md = report.markdown["labels_linearcolournet_toy"]
+    first = md.split("|---|---|---|---|---|---|\n", 1)[1].split(" |", 1)[0].strip("| ")
+    assert first == labels["mean_rate"].idxmin()
+
+    # without training statistics: frequencies within the distinct attacked samples
+    fallback = analyse_labels(samples)
+    truth = {r["index"]: r["true_labels"].split(";") for rows in samples.values() for _, r in rows.iterrows()}
+    for j in range(5):
+        direct = np.mean([f"c{j}" in t for t in truth.values()])
+        assert fallback.labels.loc[f"c{j}", "frequency"] == pytest.approx(direct)
+    assert "attacked samples" in fallback.source
+
+
+def test_filters_and_cli(populated_store, tmp_path, capsys):
+    uri, attack_reports, _ = populated_store
+    only = build_report(
+        tmp_path / "a",
+        tracking_uri=uri,
+        network="shiftedcolournet",
+        filter_string="tags.`mlattack.attack_name` != 'FGSM'",
+    )
+    assert sorted(r.attack for r in only.runs) == ["BIM", "MIFGSM"]
+    assert not (tmp_path / "a" / "tables" / "compare_toy.csv").exists()  # one network: nothing to compare
+    with pytest.raises(ValueError, match="no finished attack runs"):
+        build_report(tmp_path / "b", tracking_uri=uri, dataset="voc2007")
+    with pytest.raises(ValueError, match="--filter"):
+        build_report(tmp_path / "c", tracking_uri=uri, filter_string="params.network ==== 'x'")
+    with pytest.raises(ValueError, match="--experiment"):
+        build_report(tmp_path / "d", tracking_uri=uri, experiment="nope")
+
+    main(
+        [
+            "report",
+            "--tracking_uri",
+            uri,
+            "--output_dir",
+            str(tmp_path / "cli"),
+            "--network",
+            "linearcolournet",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "| attack | N | avgLabels | n=0 |" in printed and "| MIFGSM | 6 |" in printed
+    assert (tmp_path / "cli" / "index.md").is_file()
