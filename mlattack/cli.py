@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +24,12 @@ from mlattack.evaluation.runner import AttackReport
 from mlattack.models.module import MultiLabelClassifier
 from mlattack.models.registry import RegisterBestModel
 from mlattack.tracking.callbacks import RUN_ID_KEY, MLflowRunContext, MLflowSaveConfig, mlflow_logger
-from mlattack.tracking.store import EXPERIMENT, default_artifact_location, default_tracking_uri
+from mlattack.tracking.store import (
+    EXPERIMENT,
+    check_tracking_uri,
+    default_artifact_location,
+    default_tracking_uri,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -78,6 +84,7 @@ class MLAttackCLI(LightningCLI):
         logger = mlflow_logger(self.trainer)
         if logger is None:
             return
+        check_tracking_uri(logger._tracking_uri)  # a dead server fails here in seconds, before any work
         cfg = self.config[self.subcommand]
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path and Path(str(ckpt_path)).is_file() and logger._run_id is None:
@@ -103,6 +110,8 @@ class MLAttackCLI(LightningCLI):
 def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackCLI:
     """Run a Lightning subcommand (fit/validate/test/predict) with the project's defaults."""
     tracking_uri = default_tracking_uri()
+    # `mlattack demo` passes explicit args while sys.argv holds "demo": that is intended, not a mistake
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return MLAttackCLI(
         MultiLabelClassifier,
         MultiLabelDataModule,
@@ -172,7 +181,8 @@ def attack(argv: list[str]) -> AttackReport:
     kwargs = {k: v for k, v in init.as_dict().items() if k not in ("config", "__path__")}
     kwargs["data"] = init.data
     report = run_attacks(**kwargs)
-    print_report(report)
+    if report.table:  # DDP ranks > 0 return an empty table: rank 0 prints
+        print_report(report)
     return report
 
 
@@ -210,7 +220,6 @@ def main(argv: list[str] | None = None) -> None:
     if args[:2] == ["data", "stats"]:
         return data_stats(args[2:])
     if args and args[0] in COMMANDS:
-        sys.argv = sys.argv[:1]  # the subcommand passes explicit args to LightningCLI
         COMMANDS[args[0]](args[1:])
         return
     lightning_main(argv)

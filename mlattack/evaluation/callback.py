@@ -50,30 +50,80 @@ class AttackJob:
     attack: Attack
     num_samples: int  # the first ``num_samples`` positions of the selection
     avg_labels: float
-    records_path: Path
+    run_dir: Path
     panel_positions: tuple[int, ...] = (0, 1, 2, 3)
+    rank: int = 0
     done: set[int] = field(default_factory=set)
     metric: ShowManyLabels | None = None
     panel: dict[int, dict] = field(default_factory=dict)
 
+    @property
+    def records_path(self) -> Path:
+        """This process's record file (one per DDP rank, so no two processes append to one file)."""
+        suffix = "" if self.rank == 0 else f".rank{self.rank}"
+        return self.run_dir / f"{self.name}{suffix}.jsonl"
+
+    @property
+    def panel_path(self) -> Path:
+        return self.records_path.with_suffix(".panel.pt")
+
+    def record_files(self) -> list[Path]:
+        return [self.run_dir / f"{self.name}.jsonl", *sorted(self.run_dir.glob(f"{self.name}.rank*.jsonl"))]
+
     def load_records(self) -> list[dict]:
-        if not self.records_path.is_file():
-            return []
+        """All ranks' records, one per position, in position order."""
         records = []
-        with open(self.records_path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a line cut by a kill -9: everything before it is complete
+        for path in self.record_files():
+            if path.is_file():
+                records.extend(_read_jsonl(path))
         # keep the first record per position (a batch re-run after a torn write must not count twice)
         seen: dict[int, dict] = {}
         for r in records:
             seen.setdefault(int(r["position"]), r)
         return [seen[p] for p in sorted(seen)]
+
+    def load_panel(self) -> dict[int, dict]:
+        """The panel samples saved by every rank."""
+        panel: dict[int, dict] = {}
+        for path in [self.run_dir / f"{self.name}.panel.pt", *sorted(self.run_dir.glob(f"{self.name}.rank*.panel.pt"))]:
+            if path.is_file():
+                panel.update(torch.load(path, weights_only=True))
+        return panel
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill -9: everything before it is complete
+    return out
+
+
+class RankSlice(torch.utils.data.Sampler[int]):
+    """Positions ``rank, rank + world, ...``: each DDP rank attacks a disjoint share, with no padding (Lightning's
+    DistributedSampler would repeat samples to even out ranks, which would count them twice)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def _share(self) -> range:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            rank, world = 0, 1
+        return range(rank, self.length, world)
+
+    def __iter__(self):
+        return iter(self._share())
+
+    def __len__(self) -> int:
+        return len(self._share())
 
 
 def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
@@ -119,12 +169,17 @@ class AttackCallback(Callback):
             job.attack.early_stop = self.early_stop
             job.attack.autocast = autocast
             job.metric = ShowManyLabels(self.num_classes, scenario_thresholds(job.avg_labels, self.num_classes))
-            records = job.load_records()
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Resume: feed this rank's share of the stored records into its metric (sums across ranks stay exact)."""
+        rank, world = trainer.global_rank, trainer.world_size
+        for job in self.jobs:
+            job.rank = rank
+            records = [r for r in job.load_records() if int(r["position"]) % world == rank]
             job.done = {int(r["position"]) for r in records}
             update_metric(job.metric, records)
-            panel_file = job.records_path.with_suffix(".panel.pt")
-            if panel_file.is_file():
-                job.panel = torch.load(panel_file, weights_only=True)
+            if job.panel_path.is_file():
+                job.panel = torch.load(job.panel_path, weights_only=True)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for job in self.jobs:
@@ -196,4 +251,4 @@ class AttackCallback(Callback):
         for p in pos:
             job.done.add(p)
         if job.panel:
-            torch.save(job.panel, job.records_path.with_suffix(".panel.pt"))
+            torch.save(job.panel, job.panel_path)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from mlattack.attacks.base import Attack
 from mlattack.data.datamodule import MultiLabelDataModule
-from mlattack.evaluation.callback import AttackCallback, AttackJob, AttackTarget
+from mlattack.evaluation.callback import AttackCallback, AttackJob, AttackTarget, RankSlice
 from mlattack.evaluation.scenarios import NUM_SCENARIOS, exp_labels
 from mlattack.evaluation.selection import (
     SelectedSamples,
@@ -40,7 +41,12 @@ from mlattack.evaluation.selection import (
 )
 from mlattack.models.registry import load_network
 from mlattack.tracking.panels import attack_panel, plt, success_table_markdown
-from mlattack.tracking.store import default_artifact_location, default_tracking_uri, run_tags
+from mlattack.tracking.store import (
+    check_tracking_uri,
+    default_artifact_location,
+    default_tracking_uri,
+    run_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +195,8 @@ def run_attacks(
     precision: str = "32-true",
     accelerator: str = "auto",
     devices: int | str = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
     seed: int = 123,
     tracking_uri: str | None = None,
     experiment: str = ATTACK_EXPERIMENT,
@@ -211,6 +219,7 @@ def run_attacks(
         if spec.num_samples is not None and spec.num_samples <= 0:
             raise ValueError(f"attacks[{spec.name}].num_samples must be > 0, got {spec.num_samples}")
     tracking_uri = tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)  # a dead server fails here in seconds, before any work
     client = mlflow.MlflowClient(tracking_uri)
     identity = _model_identity(model, client)
     net = load_network(model, tracking_uri)
@@ -220,8 +229,9 @@ def run_attacks(
     if int(dataset.targets.sum()) == 0:
         raise ValueError(f"data source {data.source!r} split {split!r} has no positive labels to select samples by")
 
-    trainer_probe = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False)
-    device = trainer_probe.strategy.root_device
+    worker = _launched_worker()
+    device = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
+                        num_nodes=num_nodes).strategy.root_device
     key_parts = (identity, data.source, data.root, split, data.image_size, data.options, num_samples)
     sel_key = selection_key(*key_parts)
     cache_dir = Path(output_dir) / "selections"
@@ -245,6 +255,11 @@ def run_attacks(
         experiment, artifact_location=default_artifact_location(tracking_uri))
     parent = run_id or _find_resumable(client, exp_id, run_key)
     resumed = parent is not None
+    if worker:  # a DDP rank > 0 started by Lightning's launcher: rank 0 owns the MLflow side
+        if parent is None:
+            raise RuntimeError("DDP worker found no attack run to join (rank 0 creates it before launching workers)")
+        return _run_worker(net, parent, client, exp_id, built, selection, dataset, data, run_key, output_dir, seed,
+                           precision, mode, accelerator, devices, strategy, num_nodes, num_samples)
     if parent is None:
         model_name = identity.split("/")[0] if model.startswith("models:/") else Path(model).stem
         run = client.create_run(
@@ -287,21 +302,16 @@ def run_attacks(
                                       "avg_labels": round(sub.avg_labels, 4), "mode": mode, "precision": precision,
                                       "dataset": data.source, "model_uri": model,
                                       "network": type(net).__name__.lower()})
-            jobs.append(AttackJob(name, attack, n, sub.avg_labels, run_dir / f"{name}.jsonl",
+            jobs.append(AttackJob(name, attack, n, sub.avg_labels, run_dir,
                                   panel_positions=tuple(range(min(panel_samples, n)))))
-        callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, mode == "fast")
-        loader = DataLoader(SelectedSamples(dataset, selection), batch_size=data.eval_batch_size,
-                            shuffle=False, num_workers=data.num_workers)
-        trainer = pl.Trainer(
-            accelerator=accelerator, devices=devices, logger=False, callbacks=[callback, *(callbacks or [])], inference_mode=False,
-            enable_progress_bar=progress_bar, enable_model_summary=False, enable_checkpointing=False,
-        )
-        trainer.test(AttackTarget(net), dataloaders=loader, verbose=False)
+        trainer = _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices,
+                               strategy, num_nodes, progress_bar, callbacks)
         metrics = {}
         for job in jobs:
-            values = {k: float(v) for k, v in job.metric.compute().items()}
+            values = {k: float(v) for k, v in job.metric.compute().items()}  # reduced across DDP ranks
             metrics[job.name] = values
             _log_attack(client, child_ids[job.name], job, values, data.num_classes)
+        del trainer
         table = success_table_markdown(metrics)
         header = (f"avgLabels = {selection.avg_labels:.3f}, C = {data.num_classes}, expLabels = "
                   + ", ".join(f"{e:.2f}" for e in exp_labels(selection.avg_labels, data.num_classes)))
@@ -316,6 +326,45 @@ def run_attacks(
         client.set_terminated(parent, status)
         raise
     return AttackReport(parent, child_ids, metrics, selection.avg_labels, len(selection.indices), table, resumed)
+
+
+def _launched_worker() -> bool:
+    """True in a process that Lightning's DDP launcher started for a rank other than 0."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices, strategy,
+                 num_nodes, progress_bar=True, callbacks=None) -> pl.Trainer:
+    """The Trainer test pass that drives AttackCallback over the selected samples (each DDP rank: its share)."""
+    callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, mode == "fast")
+    samples = SelectedSamples(dataset, selection)
+    loader = DataLoader(samples, batch_size=data.eval_batch_size, sampler=RankSlice(len(samples)),
+                        num_workers=data.num_workers)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, logger=False,
+        callbacks=[callback, *(callbacks or [])], inference_mode=False, use_distributed_sampler=False,
+        enable_progress_bar=progress_bar, enable_model_summary=False, enable_checkpointing=False,
+    )
+    trainer.test(AttackTarget(net), dataloaders=loader, verbose=False)
+    return trainer
+
+
+def _run_worker(net, parent, client, exp_id, built, selection, dataset, data, run_key, output_dir, seed, precision,
+                mode, accelerator, devices, strategy, num_nodes, num_samples) -> AttackReport:
+    """A DDP rank > 0: attack this rank's share and join the metric reduction; log nothing."""
+    existing = {
+        r.data.tags.get(ATTACK_NAME_TAG): r.info.run_id
+        for r in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    }
+    jobs = []
+    for (name, attack, _), spec in built:
+        n = min(spec.num_samples or num_samples, len(selection.indices))
+        jobs.append(AttackJob(name, attack, n, selection.head(n, dataset.targets).avg_labels,
+                              Path(output_dir) / run_key))
+    _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices,
+                 strategy, num_nodes, progress_bar=False)
+    metrics = {job.name: {k: float(v) for k, v in job.metric.compute().items()} for job in jobs}
+    return AttackReport(parent, existing, metrics, selection.avg_labels, len(selection.indices), "", True)
 
 
 def _log_attack(client, run_id: str, job: AttackJob, values: dict[str, float], num_classes: int) -> None:
@@ -333,8 +382,9 @@ def _log_attack(client, run_id: str, job: AttackJob, values: dict[str, float], n
         for r in records:
             w.writerow([r[c] for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])])
         client.log_text(run_id, buf.getvalue(), "samples.csv")
-    if job.panel:
-        fig = attack_panel([job.panel[p] for p in sorted(job.panel)], title=f"{job.name}: show all labels")
+    panel = job.load_panel()
+    if panel:
+        fig = attack_panel([panel[p] for p in sorted(panel)], title=f"{job.name}: show all labels")
         client.log_figure(run_id, fig, "panel.png")
         plt.close(fig)
     client.set_terminated(run_id, "FINISHED")

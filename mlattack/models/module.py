@@ -124,7 +124,7 @@ class MultiLabelClassifier(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.loss_fn(logits, batch["target"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
         return loss
 
     def _eval_step(self, batch: dict, metrics: MetricCollection, prefix: str) -> None:
@@ -133,7 +133,7 @@ class MultiLabelClassifier(pl.LightningModule):
         loss = self.loss_fn(logits, target)
         labels = target.long().masked_fill(batch["difficult"].bool(), IGNORE)
         metrics.update(torch.sigmoid(logits.float()), labels)
-        self.log(f"{prefix}loss", loss, on_epoch=True, batch_size=len(logits))
+        self.log(f"{prefix}loss", loss, on_epoch=True, batch_size=len(logits), sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val/")
