@@ -19,9 +19,9 @@ demo: $(STAMP)
 	$(BIN)/mlattack demo
 
 test: $(STAMP)
-	$(BIN)/python -m ruff check mlattack tests benchmarks scripts
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check --fix mlattack tests benchmarks scripts
-	$(BIN)/python -m ruff format mlattack tests benchmarks scripts
+	$(BIN)/python -m ruff check --fix .
+	$(BIN)/python -m ruff format .
