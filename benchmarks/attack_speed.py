@@ -1,0 +1,129 @@
+"""Attack cost per sample-iteration, as a ratio to the floor: one forward plus input-gradient pass of the same model
+and batch with frozen weights, measured in the same process (median of repeats, after a warm-up).
+
+Targets (issue 5): ratio <= 1.10 for FGSM, FGM, BIM, PGD, MI-FGSM, SLIDE and ML-CW; ML-DP and MLA-LP per iteration
+<= (C + 2) x the floor, C = number of labels. Weights are random (nothing is downloaded); a linear head gives C logits.
+
+    python benchmarks/attack_speed.py --quick                 # ResNet-18 at 224^2, few iterations (CPU: minutes)
+    python benchmarks/attack_speed.py --device cuda           # ResNet-18 at 224^2 and ResNet-101 at 448^2
+    python benchmarks/attack_speed.py --models resnet18 --attacks MLCW MLDP --iters 5 --batch 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+from torch import nn
+
+import mlattack.attacks as attacks
+
+SIZES = {"resnet18": 224, "resnet101": 448}
+ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP"]
+PER_LABEL = {"MLDP", "MLALP"}  # target (C + 2) x floor; the others 1.10 x floor
+
+
+def build_model(name: str, num_labels: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(weights=None)
+    net.fc = nn.Linear(net.fc.in_features, num_labels)
+    return net.to(device).eval()
+
+
+def make_attack(name: str, iters: int) -> attacks.Attack:
+    cls = getattr(attacks, name)
+    if name in {"FGSM", "FGM"}:
+        return cls()
+    if name == "MLCW":  # no abort and one search step: every sample takes exactly `iters` Adam steps
+        return cls(max_iter=iters, binary_search_steps=1, abort_early=False)
+    if name in {"MLDP", "MLALP"}:
+        return cls(max_iter=iters, early_stop=False)
+    return cls(nb_iter=iters)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def floor_pass(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> None:
+    """One forward + gradient w.r.t. the input only (the weights are frozen by the caller)."""
+    xi = x.detach().requires_grad_(True)
+    loss = attacks.base.summed_bce(model(xi), target).sum()
+    torch.autograd.grad(loss, xi)
+
+
+def bench(
+    model_name: str, names: list[str], iters: int, batch: int, labels: int, repeats: int, device
+) -> None:
+    size = SIZES[model_name]
+    model = build_model(model_name, labels, device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, size, size, generator=g).to(device)
+    target = torch.ones(batch, labels, device=device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    floor = median_time(lambda: floor_pass(model, x, target), repeats, device) / batch
+    for p in model.parameters():
+        p.requires_grad_(True)
+    print(
+        f"\n{model_name} @ {size}x{size}, batch {batch}, C = {labels}, {device}: floor {1e3 * floor:.1f} ms/sample"
+    )
+    print(f"{'attack':<8} {'ms/sample-iter':>15} {'ratio':>7} {'target':>7}  iterations/sample")
+    for name in names:
+        attack = make_attack(name, iters)
+        result: list[attacks.AttackResult] = []
+
+        def run(attack=attack, result=result) -> None:
+            result[:] = [attack.run(model, x, target)]
+
+        total = median_time(run, repeats if name not in PER_LABEL else 1, device)
+        steps = float(result[0].iterations.sum().clamp_min(1))
+        per = total / steps
+        goal = labels + 2 if name in PER_LABEL else 1.10
+        flag = "ok" if per / floor <= goal else "SLOW"
+        print(f"{name:<8} {1e3 * per:>15.1f} {per / floor:>7.2f} {goal:>7.2f}  {steps / batch:.1f} {flag}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(SIZES), choices=list(SIZES))
+    ap.add_argument(
+        "--attacks", nargs="+", default=None, help="default: every attack mlattack.attacks exports"
+    )
+    ap.add_argument(
+        "--iters", type=int, default=10, help="iterations per attack (one-step attacks ignore it)"
+    )
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--labels", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="ResNet-18 only, 3 iterations, 1 repeat")
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.iters, args.repeats = ["resnet18"], 3, 1
+    names = args.attacks or [n for n in ORDER if hasattr(attacks, n)]
+    for n in names:
+        if not hasattr(attacks, n):
+            raise SystemExit(f"--attacks: {n!r} is not exported by mlattack.attacks")
+    for model_name in args.models:
+        bench(model_name, names, args.iters, args.batch, args.labels, args.repeats, torch.device(args.device))
+
+
+if __name__ == "__main__":
+    main()
