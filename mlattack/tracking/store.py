@@ -5,10 +5,21 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 DEFAULT_STORE_DIR = Path("mlruns")
 EXPERIMENT = "mlattack"
+
+#: MLflow's own HTTP client retries 7 times with exponential backoff (about 4 minutes) and waits 120 s per request.
+#: A job that logs to a server that has gone away should fail in seconds, keeping its local checkpoints and
+#: per-batch records for the resume; these bounds apply only where the variable is not already set.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+class TrackingServerUnreachable(RuntimeError):
+    """The MLflow tracking server named by the tracking URI did not answer."""
 
 
 def default_tracking_uri() -> str:
@@ -23,6 +34,36 @@ def default_tracking_uri() -> str:
     store = DEFAULT_STORE_DIR.resolve()
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when an ``http(s)://`` tracking server does not answer, instead of MLflow's minutes of retries.
+
+    One GET of the experiments-search endpoint with ``timeout`` seconds. An answer, or a 401/403 (credentials are
+    MLflow's business), counts as reachable; no answer, a 404 (not an MLflow server at that URI) or a 5xx does not.
+    Also bounds MLflow's own retries (:data:`HTTP_DEFAULTS`) unless the user has set them. Local stores
+    (``sqlite:``, ``file:``, paths) are not checked.
+    """
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code != 404 and e.code < 500:
+            return
+        reason = f"HTTP {e.code} from {url}: not an MLflow tracking server there, or a failing one"
+    except (urllib.error.URLError, OSError) as e:
+        reason = f"{getattr(e, 'reason', e)}; waited at most {timeout:g} s"
+    raise TrackingServerUnreachable(
+        f"MLflow tracking server {uri} is unreachable ({reason}). Start it (`mlflow server --backend-store-uri "
+        "sqlite:///mlflow.db --host 127.0.0.1 --port <port>`), fix MLFLOW_TRACKING_URI or the logger's "
+        "tracking_uri, or unset it to log to the local SQLite store in ./mlruns. Work already written locally "
+        "(checkpoints, attack records) is kept: re-run the same command to resume."
+    )
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
