@@ -106,6 +106,12 @@ class MLDP(Attack):
                 idx, p, jac = idx[keep], p[keep], jac[keep]
                 if idx.numel() == 0:
                     break
+            finite = torch.isfinite(jac).flatten(1).all(1) & torch.isfinite(p).all(1)
+            if not bool(finite.all()):  # NaN/inf scores or Jacobian (the solver would fail): keep the best so far
+                active[idx[~finite]] = False
+                idx, p, jac = idx[finite], p[finite], jac[finite]
+                if idx.numel() == 0:
+                    break
             r_total[idx] += minimum_norm_step(jac, p, level[idx]).view_as(r_total[idx])
             iterations[idx] += 1
 

@@ -126,6 +126,28 @@ class RankSlice(torch.utils.data.Sampler[int]):
         return len(self._share())
 
 
+def evaluate_adversarial(
+    net: nn.Module, adv: torch.Tensor, target: torch.Tensor, loss_fn
+) -> tuple[torch.Tensor, list[str]]:
+    """fp32 logits of the adversarial images, and per sample why its result is numerically unusable ("" if not).
+
+    A NaN/inf image or logits is plain to see; a NaN input gradient is not (``sign(NaN) == 0`` quietly freezes the
+    step), so the gradient of the attack loss at the returned image is checked in the same forward pass.
+    """
+    x = adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = net(x).float()
+        (grad,) = torch.autograd.grad(loss_fn(logits, target).sum(), x)
+    checks = (
+        (torch.isfinite(adv.flatten(1)).all(1), "non-finite adversarial image"),
+        (torch.isfinite(logits).all(1), "non-finite logits"),
+        (torch.isfinite(grad.flatten(1)).all(1), "non-finite input gradient of the attack loss"),
+    )
+    ok = [c.tolist() for c, _ in checks]
+    failure = ["; ".join(reason for j, (_, reason) in enumerate(checks) if not ok[j][k]) for k in range(len(adv))]
+    return logits.detach(), failure
+
+
 def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
     """Feed stored per-sample records into the accumulator (used on resume)."""
     if not records:
@@ -203,17 +225,16 @@ class AttackCallback(Callback):
             start = time.perf_counter()
             with torch.enable_grad():
                 res = job.attack.run(net, x, target)
-            with torch.no_grad():
-                logits = net(res.adv).float()
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
-            self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds)
+            logits, failure = evaluate_adversarial(net, res.adv, target, job.attack.loss_fn)
+            self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure)
 
-    def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds) -> None:
+    def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:
         shown = labels_shown(logits)
         norms = perturbation_norms(x, res.adv)
-        valid = torch.isfinite(res.adv.flatten(1)).all(1) & torch.isfinite(logits).all(1)
+        valid = torch.tensor([not f for f in failure])
         iters = res.iterations.double()
         secs = torch.full((len(todo),), seconds, dtype=torch.float64)
         job.metric.update(shown, norms, iters, secs, res.reached, valid)
@@ -234,7 +255,7 @@ class AttackCallback(Callback):
                 "loss": float(res.loss[k]),
                 "seconds": seconds,
                 "valid": bool(valid[k]),
-                "failure": "" if bool(valid[k]) else "non-finite adversarial image or logits",
+                "failure": failure[k],
             }
             rec.update({n: float(norms[n][k]) for n in NORMS})
             lines.append(json.dumps(rec))

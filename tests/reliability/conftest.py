@@ -1,0 +1,27 @@
+"""Shared fixtures: creating an MLflow SQLite store runs all of MLflow's migrations (seconds on a busy machine), so
+one migrated database is made per session and copied wherever a test needs a fresh store."""
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments()  # creates and migrates the schema
+    return db
+
+
+@pytest.fixture
+def fresh_store(store_template):
+    """``fresh_store(folder) -> "sqlite:///<folder>/mlflow.db"``: an empty, migrated store of its own."""
+
+    def make(folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(store_template, folder / "mlflow.db")
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    return make
