@@ -118,11 +118,10 @@ def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
     spec = {"class_path": spec["class_path"], "init_args": {**(spec.get("init_args") or {}), **(overrides or {})}}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--attack", type=Attack)
-    try:
-        cfg = parser.parse_object({"attack": spec})
-    except Exception as e:  # jsonargparse reports the offending key; add the file
+    try:  # jsonargparse names the offending key and the attack its bad value; add the file
+        return parser.instantiate_classes(parser.parse_object({"attack": spec})).attack
+    except Exception as e:
         raise ValueError(f"{p}: invalid attack config: {e}") from e
-    return parser.instantiate_classes(cfg).attack
 
 
 @dataclass

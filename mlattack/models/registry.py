@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 from pathlib import Path
 
 import mlflow
@@ -84,8 +85,20 @@ def load_network(uri: str, tracking_uri: str | None = None, map_location: str | 
         )
     from mlattack.models.module import MultiLabelClassifier
 
-    module = MultiLabelClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    try:
+        module = MultiLabelClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message does not say which file
+        raise ValueError(
+            f"checkpoint {path}: refused, it holds objects other than tensors and plain containers (checkpoints "
+            f"are loaded with weights_only=True, so no code in them runs): {_unsupported(e)}"
+        ) from e
     return module.net.eval()
+
+
+def _unsupported(e: Exception) -> str:
+    """The line of torch's weights-only error that names the refused object."""
+    lines = [line.strip() for line in str(e).splitlines() if "Unsupported global" in line]
+    return lines[0][:300] if lines else str(e).splitlines()[0][:300]
 
 
 class RegisterBestModel(Callback):
