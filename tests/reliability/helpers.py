@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import torch
 from torch import nn
 
@@ -25,14 +27,31 @@ MLATTACK = str(BIN / "mlattack")
 CONFIGS = ROOT / "configs"
 
 
+@contextmanager
+def keep_tracking_uri() -> Iterator[None]:
+    """``log_network``/``load_network`` call ``mlflow.set_tracking_uri``, which also rewrites MLFLOW_TRACKING_URI in
+    the process environment; put back what was there."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05,
-             proc: subprocess.Popen | None = None, log: Path | None = None) -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> object:
     """Poll ``predicate`` until it is truthy; fail (with the process log) on timeout or if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,14 +102,37 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 150.0) -> MlflowServer:
-        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.db}",
-               "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1"]
+        cmd = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--artifacts-destination",
+            str(self.artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-        wait_for(self._healthy, timeout, f"mlflow server on port {self.port}", interval=0.3, proc=self.proc,
-                 log=self.log)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ, OMP_NUM_THREADS="1"),
+            )
+        wait_for(
+            self._healthy,
+            timeout,
+            f"mlflow server on port {self.port}",
+            interval=0.3,
+            proc=self.proc,
+            log=self.log,
+        )
         return self
 
     def _healthy(self) -> bool:
@@ -107,7 +149,9 @@ class MlflowServer:
 
 
 def cli_env(tracking_uri: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **extra)
+    env = dict(
+        os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **extra
+    )
     for k in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"):
         env.pop(k, None)
     return env
@@ -116,8 +160,9 @@ def cli_env(tracking_uri: str, **extra: str) -> dict[str, str]:
 def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """``mlattack <args>`` as a real process (its own session, so a kill reaches only it)."""
     with open(log, "w") as f:
-        return subprocess.Popen([MLATTACK, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [MLATTACK, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def jsonl_positions(path: Path) -> list[int]:
@@ -134,18 +179,39 @@ def jsonl_positions(path: Path) -> list[int]:
 def tiny_fit_args(out: Path, epochs: int = 1, extra: tuple[str, ...] = ()) -> list[str]:
     """The smallest real ``mlattack fit``: ML-GCN with the tiny trunk, 32 px, 48 images of 6 classes."""
     return [
-        "fit", "--config", str(CONFIGS / "demo.yaml"),
-        "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
-        "--data.image_size", "32", "--data.batch_size", "16", "--data.num_workers", "0",
-        "--data.options", '{"num_classes": 6, "num_samples": 48}', *extra,
+        "fit",
+        "--config",
+        str(CONFIGS / "demo.yaml"),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.image_size",
+        "32",
+        "--data.batch_size",
+        "16",
+        "--data.num_workers",
+        "0",
+        "--data.options",
+        '{"num_classes": 6, "num_samples": 48}',
+        *extra,
     ]
 
 
 # -- a model that predicts the built-in dataset's test split perfectly, so every sample is selected -----------------
 MEMO_SIZE, MEMO_CLASSES, MEMO_SAMPLES = 16, 6, 24
-MEMO_DATA = ["--data.source", "synthetic", "--data.image_size", str(MEMO_SIZE), "--data.num_workers", "0",
-             "--data.options", json.dumps({"num_classes": MEMO_CLASSES, "num_samples": MEMO_SAMPLES})]
+MEMO_DATA = [
+    "--data.source",
+    "synthetic",
+    "--data.image_size",
+    str(MEMO_SIZE),
+    "--data.num_workers",
+    "0",
+    "--data.options",
+    json.dumps({"num_classes": MEMO_CLASSES, "num_samples": MEMO_SAMPLES}),
+]
 
 
 def memorising_net() -> nn.Module:

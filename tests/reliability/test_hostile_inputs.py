@@ -38,8 +38,12 @@ def experiments(store: str) -> list[str]:
 def test_checkpoint_with_a_pickle_payload_is_refused_and_nothing_runs(tmp_path, store):
     evil, marker = tmp_path / "evil.ckpt", tmp_path / "PWNED"
     torch.save({"state_dict": {}, "hyper_parameters": {}, "payload": Payload(marker)}, evil)
-    assert pickle.loads(pickle.dumps(Payload(tmp_path / "probe"))) and (tmp_path / "probe").exists()  # it is live
-    with pytest.raises(ValueError, match=f"checkpoint {evil}: refused.*weights_only=True.*Unsupported global"):
+    assert (
+        pickle.loads(pickle.dumps(Payload(tmp_path / "probe"))) and (tmp_path / "probe").exists()
+    )  # it is live
+    with pytest.raises(
+        ValueError, match=f"checkpoint {evil}: refused.*weights_only=True.*Unsupported global"
+    ):
         load_network(str(evil))
     # resuming a fit from it is refused the same way (the run id is read with weights_only=True)
     with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
@@ -51,8 +55,17 @@ def test_config_with_a_typo_key_exits_2_naming_it_and_writes_nothing(tmp_path, s
     bad = tmp_path / "typo.yaml"
     bad.write_text(yaml.safe_dump({"trainer": {"max_epoch": 1}}))
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(CONFIGS / "demo.yaml"), "--config", str(bad),
-              "--trainer.default_root_dir", str(tmp_path / "out")])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "demo.yaml"),
+                "--config",
+                str(bad),
+                "--trainer.default_root_dir",
+                str(tmp_path / "out"),
+            ]
+        )
     assert exit_.value.code == 2
     assert "does not accept option 'trainer.max_epoch'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and "mlattack" not in experiments(store)
@@ -61,25 +74,50 @@ def test_config_with_a_typo_key_exits_2_naming_it_and_writes_nothing(tmp_path, s
 @pytest.mark.parametrize(
     ("attacks", "num_samples", "message"),
     [
-        ([{"config": "configs/attack/pgd.yaml", "overrides": {"eps": -0.1}}], 10,
-         r"pgd\.yaml: invalid attack config: eps must be a finite number > 0, got -0\.1"),
-        ([{"config": "configs/attack/fgsm.yaml", "overrides": {"eps": float("nan")}}], 10,
-         r"fgsm\.yaml: invalid attack config: eps must be a finite number > 0, got nan"),
-        ([{"attack": {"class_path": "mlattack.attacks.FGSM", "init_args": {"eps": float("nan")}}}], 10,
-         r"eps must be a finite number > 0, got nan"),
+        (
+            [{"config": "configs/attack/pgd.yaml", "overrides": {"eps": -0.1}}],
+            10,
+            r"pgd\.yaml: invalid attack config: eps must be a finite number > 0, got -0\.1",
+        ),
+        (
+            [{"config": "configs/attack/fgsm.yaml", "overrides": {"eps": float("nan")}}],
+            10,
+            r"fgsm\.yaml: invalid attack config: eps must be a finite number > 0, got nan",
+        ),
+        (
+            [{"attack": {"class_path": "mlattack.attacks.FGSM", "init_args": {"eps": float("nan")}}}],
+            10,
+            r"eps must be a finite number > 0, got nan",
+        ),
         ([{"config": "configs/attack/fgsm.yaml"}], 0, r"num_samples must be > 0, got 0"),
-        ([{"config": "configs/attack/fgsm.yaml", "num_samples": -5}], 10,
-         r"attacks\[None\]\.num_samples must be > 0, got -5"),
+        (
+            [{"config": "configs/attack/fgsm.yaml", "num_samples": -5}],
+            10,
+            r"attacks\[None\]\.num_samples must be > 0, got -5",
+        ),
     ],
     ids=["eps<0", "eps-nan-file", "eps-nan-inline", "N=0", "attack-N<0"],
 )
-def test_bad_attack_budgets_and_sample_counts_are_refused_before_any_run(tmp_path, store, attacks, num_samples,
-                                                                         message):
+def test_bad_attack_budgets_and_sample_counts_are_refused_before_any_run(
+    tmp_path, store, attacks, num_samples, message
+):
     cfg = tmp_path / "attack.yaml"
-    cfg.write_text(yaml.safe_dump({"num_samples": num_samples, "data": str(CONFIGS / "data" / "synthetic.yaml"),
-                                   "attacks": attacks}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {"num_samples": num_samples, "data": str(CONFIGS / "data" / "synthetic.yaml"), "attacks": attacks}
+        )
+    )
     with pytest.raises(ValueError, match=message):
-        main(["attack", "--config", str(cfg), "--model", "models:/mlgcn-synthetic@best",
-              "--output_dir", str(tmp_path / "out")])
+        main(
+            [
+                "attack",
+                "--config",
+                str(cfg),
+                "--model",
+                "models:/mlgcn-synthetic@best",
+                "--output_dir",
+                str(tmp_path / "out"),
+            ]
+        )
     assert not (tmp_path / "out").exists() and "mlattack-attacks" not in experiments(store)
     assert os.environ["MLFLOW_TRACKING_URI"] == store

@@ -28,6 +28,7 @@ from tests.reliability.helpers import (
     ROOT,
     cli_env,
     jsonl_positions,
+    keep_tracking_uri,
     memorising_net,
     start_cli,
     stop,
@@ -55,8 +56,14 @@ def test_fit_killed_mid_epoch_resumes_in_the_same_run(tmp_path, fresh_store):
     pace = ("--trainer.callbacks+=tests.reliability.pacing.SlowTraining",)
     proc = start_cli(tiny_fit_args(out, epochs=3, extra=pace), cli_env(store), log)
     try:
-        last, ckpt = wait_for(lambda: loadable_last_checkpoint(out), 300, "the first last.ckpt", interval=0.1,
-                              proc=proc, log=log)
+        last, ckpt = wait_for(
+            lambda: loadable_last_checkpoint(out),
+            300,
+            "the first last.ckpt",
+            interval=0.1,
+            proc=proc,
+            log=log,
+        )
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     finally:
@@ -66,8 +73,14 @@ def test_fit_killed_mid_epoch_resumes_in_the_same_run(tmp_path, fresh_store):
     run_id = ckpt["mlflow_run_id"]
     assert client.get_run(run_id).info.status == "RUNNING"  # a killed process cannot close its run
 
-    resumed = subprocess.run([MLATTACK, *tiny_fit_args(out, epochs=3, extra=("--ckpt_path", str(last)))],
-                             cwd=ROOT, env=cli_env(store), capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        [MLATTACK, *tiny_fit_args(out, epochs=3, extra=("--ckpt_path", str(last)))],
+        cwd=ROOT,
+        env=cli_env(store),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     runs = client.search_runs([client.get_experiment_by_name("mlattack").experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]
@@ -88,35 +101,66 @@ def attack_crash(tmp_path_factory, store_template):
     store = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(store)
     run = client.create_run(client.create_experiment("models"))
-    model = log_network(memorising_net(), run.info.run_id, store, "memo-synthetic", image_size=MEMO_SIZE)
-    mlflow.set_tracking_uri(None)  # log_network set it process-wide; give the other tests their own again
+    with keep_tracking_uri():
+        model = log_network(memorising_net(), run.info.run_id, store, "memo-synthetic", image_size=MEMO_SIZE)
     step = {"eps": 0.05, "nb_iter": 30, "eps_iter": 0.005}
     config = root / "attack.yaml"
-    config.write_text(yaml.safe_dump({
-        "num_samples": MEMO_SAMPLES,
-        "attacks": [{"attack": {"class_path": f"mlattack.attacks.{a}", "init_args": step}} for a in ATTACKS],
-    }))
-    args = ["attack", "--config", str(config), "--model", model, *MEMO_DATA, "--data.batch_size", "2",
-            "--data.eval_batch_size", "2", "--accelerator", "cpu", "--panel_samples", "0"]
-    crashed, reference = [*args, "--output_dir", str(root / "out")], [*args, "--output_dir", str(root / "ref"),
-                                                                       "--experiment", "reference"]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "num_samples": MEMO_SAMPLES,
+                "attacks": [
+                    {"attack": {"class_path": f"mlattack.attacks.{a}", "init_args": step}} for a in ATTACKS
+                ],
+            }
+        )
+    )
+    args = [
+        "attack",
+        "--config",
+        str(config),
+        "--model",
+        model,
+        *MEMO_DATA,
+        "--data.batch_size",
+        "2",
+        "--data.eval_batch_size",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--panel_samples",
+        "0",
+    ]
+    crashed, reference = (
+        [*args, "--output_dir", str(root / "out")],
+        [*args, "--output_dir", str(root / "ref"), "--experiment", "reference"],
+    )
     env = cli_env(store)
 
     first = start_cli(crashed, env, root / "killed.log")
     try:
-        wait_for(lambda: any(jsonl_positions(p) for p in (root / "out").rglob("*.jsonl")), 300,
-                 "the first attack records", proc=first, log=root / "killed.log")
+        wait_for(
+            lambda: any(jsonl_positions(p) for p in (root / "out").rglob("*.jsonl")),
+            300,
+            "the first attack records",
+            proc=first,
+            log=root / "killed.log",
+        )
         os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
     finally:
         stop(first)
     at_kill = {p.stem: jsonl_positions(p) for p in (root / "out").rglob("*.jsonl")}
-    parents = client.search_runs([client.get_experiment_by_name("mlattack-attacks").experiment_id],
-                                 filter_string="tags.`mlflow.parentRunId` IS NULL")
+    parents = client.search_runs(
+        [client.get_experiment_by_name("mlattack-attacks").experiment_id],
+        filter_string="tags.`mlflow.parentRunId` IS NULL",
+    )
     killed = SimpleNamespace(run_id=parents[0].info.run_id, status=parents[0].info.status, count=len(parents))
 
-    procs = {"resumed": start_cli(crashed, env, root / "resumed.log"),
-             "reference": start_cli(reference, env, root / "reference.log")}
+    procs = {
+        "resumed": start_cli(crashed, env, root / "resumed.log"),
+        "reference": start_cli(reference, env, root / "reference.log"),
+    }
     try:
         rcs = {k: p.wait(400) for k, p in procs.items()}
     finally:
@@ -130,14 +174,18 @@ def parent_of(s, experiment: str):
     exp = s.client.get_experiment_by_name(experiment)
     runs = s.client.search_runs([exp.experiment_id], filter_string="tags.`mlflow.parentRunId` IS NULL")
     assert len(runs) == 1
-    children = s.client.search_runs([exp.experiment_id],
-                                    filter_string=f"tags.`mlflow.parentRunId` = '{runs[0].info.run_id}'")
+    children = s.client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{runs[0].info.run_id}'"
+    )
     return runs[0], {c.info.run_name: c for c in children}
 
 
 def records(folder: Path, attack: str) -> list[dict]:
     (path,) = folder.rglob(f"{attack}.jsonl")
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
 
 
 def test_killed_attack_resumes_to_the_identical_table(attack_crash):
@@ -148,7 +196,9 @@ def test_killed_attack_resumes_to_the_identical_table(attack_crash):
     assert 0 < done_at_kill < len(ATTACKS) * MEMO_SAMPLES  # ...mid-attack
     assert f"Resuming attack run {s.killed.run_id}" in s.logs["resumed"]
     parent, children = parent_of(s, "mlattack-attacks")
-    assert parent.info.run_id == s.killed.run_id and parent.info.status == "FINISHED"  # ...and the resume closes
+    assert (
+        parent.info.run_id == s.killed.run_id and parent.info.status == "FINISHED"
+    )  # ...and the resume closes
     ref_parent, ref_children = parent_of(s, "reference")
     for attack in ATTACKS:
         raw = jsonl_positions(next((s.root / "out").rglob(f"{attack}.jsonl")))
@@ -156,8 +206,11 @@ def test_killed_attack_resumes_to_the_identical_table(attack_crash):
         assert records(s.root / "out", attack) == records(s.root / "ref", attack)
         got, want = children[attack].data.metrics, ref_children[attack].data.metrics
         assert {k: v for k, v in got.items() if k != "seconds_per_sample"} == {
-            k: v for k, v in want.items() if k != "seconds_per_sample"}
-    table = [mlflow.artifacts.load_text(f"{r.info.artifact_uri}/success_table.md") for r in (parent, ref_parent)]
+            k: v for k, v in want.items() if k != "seconds_per_sample"
+        }
+    table = [
+        mlflow.artifacts.load_text(f"{r.info.artifact_uri}/success_table.md") for r in (parent, ref_parent)
+    ]
     assert table[0] == table[1]
 
 

@@ -16,6 +16,7 @@ from mlattack.evaluation.runner import AttackSpec, run_attacks
 from mlattack.evaluation.scenarios import scenario_thresholds
 from mlattack.models.registry import log_network
 from tests.reliability.faulty import NaNGradientBelow, NaNLogitsAbove
+from tests.reliability.helpers import keep_tracking_uri
 
 CASES = {
     # model, the reason its failed samples must give
@@ -38,23 +39,39 @@ def faulty_models(tmp_path_factory, store_template):
     store = f"sqlite:///{folder / 'mlflow.db'}"
     client = mlflow.MlflowClient(store)
     run = client.create_run(client.create_experiment("models"))
-    uris = {case: log_network(cls(), run.info.run_id, store, f"faulty-{case}", image_size=8)
-            for case, (cls, _) in CASES.items()}
-    mlflow.set_tracking_uri(None)  # log_network set it process-wide; back to each test's own store
+    with keep_tracking_uri():
+        uris = {
+            case: log_network(cls(), run.info.run_id, store, f"faulty-{case}", image_size=8)
+            for case, (cls, _) in CASES.items()
+        }
     return store, uris
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_non_finite_samples_are_failed_with_a_reason_and_the_run_finishes(tmp_path, toy_data, faulty_models, case):
+def test_non_finite_samples_are_failed_with_a_reason_and_the_run_finishes(
+    tmp_path, toy_data, faulty_models, case
+):
     reason = CASES[case][1]
     store, uris = faulty_models
     client = mlflow.MlflowClient(store)
     uri = uris[case]
-    attacks = [AttackSpec(attack=FGSM(eps=0.3)), AttackSpec(attack=BIM(eps=0.3, nb_iter=4, eps_iter=0.1)),
-               AttackSpec(attack=MLDP(max_iter=4))]
-    report = run_attacks(uri, toy_data, attacks, num_samples=12, output_dir=str(tmp_path / "out"),
-                         progress_bar=False, accelerator="cpu", tracking_uri=store, panel_samples=0,
-                         experiment=f"attacks-{case}")
+    attacks = [
+        AttackSpec(attack=FGSM(eps=0.3)),
+        AttackSpec(attack=BIM(eps=0.3, nb_iter=4, eps_iter=0.1)),
+        AttackSpec(attack=MLDP(max_iter=4)),
+    ]
+    report = run_attacks(
+        uri,
+        toy_data,
+        attacks,
+        num_samples=12,
+        output_dir=str(tmp_path / "out"),
+        progress_bar=False,
+        accelerator="cpu",
+        tracking_uri=store,
+        panel_samples=0,
+        experiment=f"attacks-{case}",
+    )
 
     assert client.get_run(report.parent_run_id).info.status == "FINISHED"
     failed_total = 0
@@ -73,9 +90,16 @@ def test_non_finite_samples_are_failed_with_a_reason_and_the_run_finishes(tmp_pa
             wins = sum(r["valid"] and r["labels_shown"] >= int(thresholds[k]) for r in records)
             assert m[f"success_rate_n{k}"] == pytest.approx(wins / len(records))
         # the per-sample table in MLflow carries the same verdicts
-        rows = list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(
-            f"{client.get_run(run_id).info.artifact_uri}/samples.csv"))))
-        assert [(int(r["position"]), r["failure"]) for r in rows] == [(r["position"], r["failure"]) for r in records]
+        rows = list(
+            csv.DictReader(
+                io.StringIO(
+                    mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/samples.csv")
+                )
+            )
+        )
+        assert [(int(r["position"]), r["failure"]) for r in rows] == [
+            (r["position"], r["failure"]) for r in records
+        ]
         failed_total += len(failed)
     # the faulty region is reached by some samples and not by others (otherwise the test would prove little)
     assert 0 < failed_total < len(report.child_run_ids) * report.num_selected
