@@ -1,18 +1,20 @@
-"""The linear program of MLA-LP, solved exactly without handing a D-variable LP to a generic solver.
+"""The linear program of MLA-LP, solved exactly using its structure (C general rows, D box-bounded variables).
 
     min_r ||r||_inf   s.t.   J r <= delta,   |r_i| <= 1          (J: C x D, C labels, D = 3·H·W pixels)
 
-Only C rows are general; the D box rows are what make it big. We use that in two stages:
+With ``r = u / s`` (``t = 1/s``) this is the LP  ``max s  s.t.  J u - s·delta <= 0,  -1 <= u <= 1`` whose box rows
+are plain variable bounds. Its dual has C variables: ``t* = 1 / min { ||J^T lam||_1 : lam >= 0, -delta^T lam = 1 }``,
+and at the optimum every coordinate with ``(J^T lam)_i != 0`` sits at its bound ``u_i = -sign((J^T lam)_i)``; at
+most C coordinates are strictly inside. Two stages use that:
 
-1. A log-barrier interior-point method on ``min t + M·sum(e)`` s.t. ``J r - e <= delta``, ``|r_i| <= t``, ``e >= 0``
-   (elastic rows ``e`` make a strictly feasible start trivial). Its Newton system is a diagonal-plus-arrowhead
-   matrix plus the rank-C term ``J^T W J``, solved by the Woodbury identity: each step costs O(C^2 D), no D x D
-   matrix is formed. It yields near-optimal row multipliers ``lam`` (C numbers).
-2. Crossover to an exact vertex. By LP duality ``t* = max { -delta^T lam : lam >= 0, ||J^T lam||_1 <= 1 }``, and
-   at the optimum ``r_i = -t* sign((J^T lam)_i)`` wherever ``(J^T lam)_i != 0``. So we fix those signs outside a small
-   set F of uncertain coordinates (smallest ``|J^T lam|``), solve the reduced LP (|F| + 1 + C variables) with HiGHS,
-   and check the certificate ``||J^T lam_F||_1 <= 1`` on all D coordinates; violated coordinates join F and we
-   repeat. On success the reduced optimum is the full optimum (restricted primal value = relaxed dual value).
+1. **Dual estimate** (C variables): Newton's method on the smoothed dual ``sum_i sqrt((J^T lam)_i^2 + eps^2)`` with
+   a log barrier for ``lam >= 0`` and the equality constraint, ``eps`` and the barrier weight driven towards 0.
+   Each step costs one ``J diag(w) J^T`` product (O(C^2 D)); no D x D matrix is formed.
+2. **Exact crossover**: fix ``u_i = -sign((J^T lam)_i)`` outside a small set F of the coordinates with the smallest
+   ``|J^T lam|``, solve that reduced LP (|F| + 1 variables, C rows) with HiGHS, and check the optimality condition
+   (the sign rule with the reduced LP's own multipliers) on all D coordinates; violators join F and we repeat.
+   When no coordinate violates it, the reduced optimum is a KKT point of the full LP: the same optimum as HiGHS on
+   the full formulation (checked in tests), at the cost of a few forward passes at 448².
 
 Infeasible case (no ``|r_i| <= 1`` satisfies ``J r <= delta``, i.e. ``t* > 1``): reported as ``feasible=False`` with
 ``r = 0``, as the study's code does when its solver finds no optimal solution.
@@ -23,11 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from scipy.optimize import linprog
-
-_PENALTY = 1e4  # elastic penalty M (rows are scaled to unit L1 norm), raised when it binds
 
 
 @dataclass
@@ -37,132 +36,100 @@ class LinfLPSolution:
     feasible: bool
 
 
-def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 50) -> LinfLPSolution:
+def _dual_estimate(j: torch.Tensor, g: torch.Tensor, rounds: int = 6, newton: int = 2) -> torch.Tensor:
+    """Approximate argmin of ||J^T lam||_1 over {lam >= 0, g^T lam = 1} (smoothed, barrier, Newton).
+
+    Only a warm start: the crossover makes the answer exact, so a few rounds (6 x 2 Newton steps) are enough.
+    """
+    pos = g > 0
+    eta = min(1.0, 0.5 * float(g[pos].sum()) / (float(-g[~pos].sum()) + 1e-30)) if bool((~pos).any()) else 1.0
+    lam = torch.where(pos, torch.ones_like(g), torch.full_like(g, eta))
+    lam = lam / (g @ lam)
+    v = lam @ j
+    eps = float(v.abs().mean()) + 1e-30
+    mu = float(v.abs().sum()) * 1e-2 / len(g)
+
+    def objective(lam_: torch.Tensor) -> float:
+        v_ = lam_ @ j
+        return float(torch.sqrt(v_ * v_ + eps * eps).sum() - mu * lam_.log().sum())
+
+    for _ in range(rounds):
+        for _ in range(newton):
+            v = lam @ j
+            phi = torch.sqrt(v * v + eps * eps)
+            grad = j @ (v / phi) - mu / lam
+            hess = (j * (eps * eps / phi**3)) @ j.T + torch.diag(mu / lam**2)
+            kkt = torch.zeros(len(g) + 1, len(g) + 1, dtype=j.dtype, device=j.device)
+            kkt[:-1, :-1], kkt[:-1, -1], kkt[-1, :-1] = hess, g, g
+            rhs = torch.cat([-grad, torch.zeros(1, dtype=j.dtype, device=j.device)])
+            step = torch.linalg.lstsq(kkt, rhs).solution[:-1]
+            neg = step < 0
+            alpha = min(1.0, 0.99 * float((-lam[neg] / step[neg]).min())) if bool(neg.any()) else 1.0
+            f0 = objective(lam)
+            while alpha > 1e-12 and objective(lam + alpha * step) > f0 + 1e-4 * alpha * float(grad @ step):
+                alpha *= 0.5
+            lam = lam + alpha * step
+            lam = lam / (g @ lam)  # stay on the constraint despite round-off
+        eps *= 0.1
+        mu *= 0.1
+    return lam
+
+
+def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) -> LinfLPSolution:
     """Exact solution of ``min ||r||_inf s.t. jac @ r <= delta, |r| <= 1`` for one sample (jac (C, D), delta (C,))."""
     dev, dtype = jac.device, jac.dtype
     j = jac.detach().double()
     d = delta.detach().double()
-    c_rows, n = j.shape
-    zero = LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), 0.0, True)
+    n = j.shape[1]
+    infeasible = LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), float("inf"), False)
     norms = j.abs().sum(1)
     live = norms > 0
     if bool((~live & (d < 0)).any()):  # a row 0 <= delta_j < 0 that no step can fix
-        return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), float("inf"), False)
-    j, d = j[live] / norms[live, None], d[live] / norms[live]
+        return infeasible
+    j, d = j[live] / norms[live, None], d[live] / norms[live]  # row scaling keeps the feasible set
     if j.shape[0] == 0 or bool((d >= 0).all()):
-        return zero
-    lam = _barrier_multipliers(j, d)
-    penalty = _PENALTY
+        return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), 0.0, True)
+    lam = _dual_estimate(j, -d)
     v = lam @ j
-    size = min(n, 4 * c_rows + 64)
+    size = min(n, 8 * j.shape[0] + 256)
     free = torch.argsort(v.abs())[:size]
-    sign = torch.sign(v)
     for _ in range(max_rounds):
-        mask = torch.zeros(n, dtype=torch.bool, device=j.device)
-        mask[free] = True
-        b = j[:, ~mask] @ sign[~mask]
-        r_free, t, e, lam_f = _reduced_lp(j[:, free].cpu().numpy(), b.cpu().numpy(), d.cpu().numpy(), penalty)
-        lam_f = torch.from_numpy(lam_f).to(j.device)
-        v = lam_f @ j
-        viol = ~mask & (sign * v <= 0) & (v != 0)
-        if float(v.abs().sum()) <= 1 + 1e-9:
-            if e.sum() <= 1e-9 * max(1.0, t):
-                if t > 1 + 1e-9:
-                    return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), t, False)
-                r = -t * sign
-                r[free] = torch.from_numpy(r_free).to(j.device)
-                return LinfLPSolution(r.to(dtype=dtype, device=dev), t, True)
-            g = float(v.abs().sum())
-            if g > 0 and float(-(d @ lam_f)) / g > 1:  # a dual point certifying t* > 1
-                return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), float("inf"), False)
-            penalty *= 1e3
+        mask = torch.ones(n, dtype=torch.bool, device=j.device)
+        mask[free] = False
+        sigma = torch.where(v >= 0, -1.0, 1.0).to(j.dtype) * mask  # fixed coordinates at their bound
+        res = _reduced_lp(j[:, free].cpu().numpy(), (-(j @ sigma)).cpu().numpy(), d.cpu().numpy())
+        if res is None:  # the fixed signs leave no feasible point: widen the free set
+            size = min(n, 4 * size)
+            free = torch.argsort(v.abs())[:size]
             continue
-        free = torch.cat([free, viol.nonzero().squeeze(1)])
+        s, u_free, lam = res
+        lam_t = torch.as_tensor(lam, dtype=j.dtype, device=j.device)
+        v = lam_t @ j
+        bad = mask & (v * sigma > 1e-12 * float(v.abs().max() + 1e-300))  # sign rule violated on a fixed coord
+        if not bool(bad.any()):
+            if s <= 0:
+                return infeasible
+            t = 1.0 / s
+            if t > 1.0 + 1e-9:
+                return infeasible
+            u = sigma.clone()
+            u[free] = torch.as_tensor(u_free, dtype=j.dtype, device=j.device)
+            return LinfLPSolution((u * t).clamp(-t, t).to(dtype), t, True)
+        extra = torch.nonzero(bad).flatten()
+        free = torch.cat([free, extra])
     raise RuntimeError("solve_linf_lp: crossover did not converge")
 
 
-def _barrier_multipliers(j: torch.Tensor, d: torch.Tensor, tol: float = 1e-10) -> torch.Tensor:
-    """Approximate optimal row multipliers of the elastic LP by a log-barrier Newton method (see module doc)."""
-    c, n = j.shape
-    m_pen = _PENALTY
-    r = torch.zeros(n, dtype=j.dtype, device=j.device)
-    t = torch.ones((), dtype=j.dtype, device=j.device)
-    e = (-d).clamp_min(0) + 1.0
-    n_constraints = 2 * n + 2 * c
-    tau = float(n_constraints)  # the centre then has t of order 1
-
-    def barrier(r: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> float:
-        g, p, q = d - j @ r + e, t - r, t + r
-        if bool((g <= 0).any() or (p <= 0).any() or (q <= 0).any() or (e <= 0).any()):
-            return float("inf")
-        return float(
-            tau * (t + m_pen * e.sum()) - g.log().sum() - p.log().sum() - q.log().sum() - e.log().sum()
-        )
-
-    while n_constraints / tau > tol:
-        for _ in range(50):
-            g, p, q = d - j @ r + e, t - r, t + r
-            ip, iq, ig = 1 / p, 1 / q, 1 / g
-            grad_r = j.T @ ig + ip - iq
-            grad_t = tau - (ip + iq).sum()
-            grad_e = tau * m_pen - ig - 1 / e
-            diag = ip**2 + iq**2
-            h = iq**2 - ip**2
-            eta = diag.sum()
-            w_inv = g**2
-            ee = e**2  # inverse of the e-block diagonal 1/e^2
-
-            # Woodbury with U = [J, 0, -I], weights 1/g^2: H = K0 + U^T diag(1/g^2) U
-            ur, ut, ue = _arrow_solve(
-                diag,
-                h,
-                eta,
-                ee,
-                j.T,
-                torch.zeros(c, dtype=j.dtype, device=j.device),
-                -torch.eye(c, dtype=j.dtype, device=j.device),
-            )
-            small = torch.diag(w_inv) + j @ ur - ue  # W^-1 + U K0^-1 U^T   (U·col = J xr - xe)
-            xr, xt, xe = _arrow_solve(diag, h, eta, ee, -grad_r, -grad_t, -grad_e)
-            corr = torch.linalg.solve(small, j @ xr - xe)
-            dr, dt, de = xr - ur @ corr, xt - ut @ corr, xe - ue @ corr
-            dec = -(grad_r @ dr + grad_t * dt + grad_e @ de)
-            if float(dec) / 2 <= 1e-12:
-                break
-            f0, step = barrier(r, t, e), 1.0
-            while barrier(r + step * dr, t + step * dt, e + step * de) > f0 - 0.25 * step * float(dec):
-                step *= 0.5
-                if step < 1e-12:
-                    break
-            r, t, e = r + step * dr, t + step * dt, e + step * de
-        tau *= 20.0
-    return (1.0 / (tau / 20.0)) / (d - j @ r + e)
-
-
-def _arrow_solve(diag, h, eta, ee, br, bt, be):
-    """Solve K0 x = b, K0 = [[diag(diag), h, 0], [h^T, eta, 0], [0, 0, diag(1/ee)]]; ``br`` may hold several columns."""
-    st = eta - (h * h / diag).sum()
-    xt = (bt - (h / diag) @ br) / st
-    xr = (br - h[:, None] * xt[None, :]) / diag[:, None] if br.ndim == 2 else (br - h * xt) / diag
-    return xr, xt, be * (ee[:, None] if be.ndim == 2 else ee)
-
-
-def _reduced_lp(j_free: np.ndarray, b: np.ndarray, d: np.ndarray, penalty: float):
-    """HiGHS on: min t + M·sum(e) s.t. J_F r_F - t·b - e <= d, |r_F| <= t, e >= 0; returns (r_F, t, e, lam)."""
-    c, k = j_free.shape
-    eye_k = sp.identity(k, format="csr")
-    col = sp.csr_matrix(np.ones((k, 1)))
-    a_ub = sp.vstack(
-        [
-            sp.hstack([sp.csr_matrix(j_free), sp.csr_matrix(-b[:, None]), -sp.identity(c)]),
-            sp.hstack([eye_k, -col, sp.csr_matrix((k, c))]),
-            sp.hstack([-eye_k, -col, sp.csr_matrix((k, c))]),
-        ]
-    ).tocsc()
-    cost = np.concatenate([np.zeros(k), [1.0], np.full(c, penalty)])
-    b_ub = np.concatenate([d, np.zeros(2 * k)])
-    bounds = [(None, None)] * k + [(0, None)] * (1 + c)
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+def _reduced_lp(j_free: np.ndarray, b: np.ndarray, d: np.ndarray):
+    """max s s.t. J_F u_F - s d <= b, |u_F| <= 1. Returns (s, u_F, row multipliers >= 0) or None if infeasible."""
+    m = j_free.shape[1]
+    c = np.zeros(m + 1)
+    c[-1] = -1.0
+    a = np.hstack([j_free, -d[:, None]])
+    bounds = [(-1.0, 1.0)] * m + [(None, None)]
+    res = linprog(c, A_ub=a, b_ub=b, bounds=bounds, method="highs")
+    if res.status == 2:
+        return None
     if res.status != 0:
         raise RuntimeError(f"solve_linf_lp: HiGHS failed on the reduced LP: {res.message}")
-    return res.x[:k], float(res.x[k]), res.x[k + 1 :], -res.ineqlin.marginals[:c]
+    return float(res.x[-1]), res.x[:-1], -res.ineqlin.marginals
