@@ -19,7 +19,7 @@ with ``--demo_checkpoint`` (a ``models:/`` URI, a Lightning checkpoint, or a ``.
 ``--save_demo``). Samples: the first images whose clean prediction is all correct (the study's selection); for
 the random-init models the clean prediction is the ground truth (images with >= 1 label shown).
 
-    .venv/bin/python benchmarks/loop_speed.py --quick          # a few minutes on 2 CPU cores
+    .venv/bin/python benchmarks/loop_speed.py --quick          # about 10 minutes on 2 busy CPU cores
     .venv/bin/python benchmarks/loop_speed.py --device cuda --samples 64 --batch 32
 """
 
@@ -317,7 +317,7 @@ def main() -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="2-core CPU sizes: ResNet-18 8 samples, ResNet-101 2 samples batch 2, 5 steps; demo 32",
+        help="2-core CPU sizes: ResNet-18 8 samples, batch 4, 5 steps; ResNet-101 2 samples, batch 2, 2 steps",
     )
     args = p.parse_args()
     args.attacks = [a.strip().upper() for a in args.attacks.split(",") if a.strip()]
@@ -332,7 +332,7 @@ def main() -> None:
             depth, size = sizes[name]
             if args.quick:
                 run_args.samples, run_args.batch = (8, 4) if depth == 18 else (2, 2)
-                run_args.nb_iter = 5
+                run_args.nb_iter = 5 if depth == 18 else 2
             model = resnet(depth, args.num_classes).to(args.device)
             x, y = random_samples(
                 model, run_args.resnet_samples or run_args.samples, size, run_args.batch, args.device
