@@ -101,7 +101,7 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                break  # a line cut by a kill -9: everything before it is complete
+                continue  # a line torn by a kill -9; its samples are simply attacked again on resume
     return out
 
 
@@ -265,8 +265,12 @@ class AttackCallback(Callback):
                     "before": rec["true_labels"], "after": rec["labels_shown_names"],
                 }
         job.records_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(job.records_path, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        with open(job.records_path, "ab+") as f:
+            torn = False
+            if f.seek(0, os.SEEK_END) > 0:  # a kill -9 may have cut the last line: start on a fresh one
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            f.write((("\n" if torn else "") + "\n".join(lines) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
         for p in pos:

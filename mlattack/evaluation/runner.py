@@ -155,6 +155,20 @@ def _model_identity(model: str, client: mlflow.MlflowClient) -> str:
     return model
 
 
+def _experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> str:
+    """Get or create the experiment; safe when another process creates it at the same moment."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+    except mlflow.exceptions.MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def _find_resumable(client: mlflow.MlflowClient, experiment_id: str, run_key: str) -> str | None:
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`mlflow.parentRunId` IS NULL",
@@ -249,9 +263,7 @@ def run_attacks(
         json.dumps([sel_key, hp, [s.num_samples for _, s in built], seed, precision, mode], sort_keys=True,
                    default=str).encode()
     ).hexdigest()[:16]
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        experiment, artifact_location=default_artifact_location(tracking_uri))
+    exp_id = _experiment_id(client, experiment, tracking_uri)
     parent = run_id or _find_resumable(client, exp_id, run_key)
     resumed = parent is not None
     if worker:  # a DDP rank > 0 started by Lightning's launcher: rank 0 owns the MLflow side

@@ -21,6 +21,7 @@ from torch import nn
 
 import mlattack
 from mlattack.tracking.callbacks import mlflow_logger
+from mlattack.tracking.store import tracking_uri_set_to
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,8 @@ def log_network(
     with torch.no_grad():
         y = net(x)
     signature = infer_signature(x.numpy().astype(np.float32), y.numpy().astype(np.float32))
-    mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with tracking_uri_set_to(tracking_uri), mlflow.start_run(run_id=run_id):
         # "pickle" keeps the nn.Module (any batch size, autograd for the attacks); "pt2" would trace a fixed graph.
         info = mlflow.pytorch.log_model(
             net,
@@ -71,12 +71,12 @@ def load_network(uri: str, tracking_uri: str | None = None, map_location: str | 
     """Load a network from ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``runs:/...`` or a
     Lightning checkpoint written by ``mlattack fit`` (loaded with ``weights_only=True``)."""
     if uri.startswith(("models:/", "runs:/")):
-        if tracking_uri is not None:
-            mlflow.set_tracking_uri(tracking_uri)
         try:
-            net = mlflow.pytorch.load_model(uri, map_location=map_location)
+            with tracking_uri_set_to(tracking_uri):
+                net = mlflow.pytorch.load_model(uri, map_location=map_location)
         except mlflow.exceptions.MlflowException as e:
-            raise ValueError(f"model {uri!r} could not be loaded from tracking store {mlflow.get_tracking_uri()}: {e}") from e
+            where = tracking_uri or mlflow.get_tracking_uri()
+            raise ValueError(f"model {uri!r} could not be loaded from tracking store {where}: {e}") from e
         return net.eval()
     path = Path(uri)
     if not path.is_file():

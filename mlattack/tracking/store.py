@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -114,3 +115,28 @@ def run_tags(seed: int | None = None) -> dict[str, str]:
     if seed is not None:
         tags["seed"] = str(seed)
     return tags
+
+
+@contextlib.contextmanager
+def tracking_uri_set_to(uri: str | None):
+    """Point MLflow's fluent API at ``uri`` for a block, then restore the previous URI (and environment).
+
+    ``mlflow.set_tracking_uri`` also rewrites ``MLFLOW_TRACKING_URI``; restoring keeps library calls free of
+    process-wide side effects.
+    """
+    import mlflow
+
+    if uri is None:
+        yield
+        return
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env

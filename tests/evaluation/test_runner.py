@@ -9,6 +9,7 @@ from pytorch_lightning.callbacks import Callback
 
 from mlattack.attacks import BIM, FGSM, PGD
 from mlattack.attacks.losses import labels_shown
+from mlattack.evaluation.callback import _read_jsonl
 from mlattack.evaluation.runner import AttackSpec, load_attack_config, run_attacks
 from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds
 from tests.evaluation.toy import LinearColourNet, ToyColours
@@ -87,14 +88,16 @@ def test_interrupted_run_resumes_to_the_identical_table(tmp_path, store, toy_dat
     assert [r.info.status for r in failed] == ["FAILED"]
     records = [json.loads(line) for line in next(out.rglob("FGSM.jsonl")).read_text().splitlines()]
     assert [r["position"] for r in records] == [0, 1, 2, 3]  # batch 0 persisted, batch 1 never ran
+    with open(next(out.rglob("FGSM.jsonl")), "a") as f:
+        f.write('{"position": 4, "index": 9, "labels_sh')  # a record torn by a kill -9 mid-write
     resumed = run(registered_toy_model, toy_data, out)
     assert resumed.resumed and resumed.parent_run_id == failed[0].info.run_id
     assert resumed.table == reference.table
     for name, values in reference.metrics.items():
         for key in ("success_rate_n0", "success_rate_n3", "labels_shown_mean", "l2_mean", "num_samples"):
             assert resumed.metrics[name][key] == pytest.approx(values[key]), (name, key)
-    positions = [json.loads(line)["position"] for line in next(out.rglob("FGSM.jsonl")).read_text().splitlines()]
-    assert positions == list(range(8))  # no sample counted twice
+    positions = [r["position"] for r in _read_jsonl(next(out.rglob("FGSM.jsonl")))]
+    assert positions == list(range(8))  # no sample counted twice; the torn line is skipped, its sample redone
     assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
 
 
