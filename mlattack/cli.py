@@ -141,7 +141,7 @@ def data_stats(argv: list[str]) -> None:
     parser.add_class_arguments(MultiLabelDataModule, "data")
     parser.add_argument("--split", type=str, default="all", help="train, val, test or all")
     cfg = parser.parse_args(argv)
-    dm = MultiLabelDataModule(**cfg.data.as_dict())
+    dm = parser.instantiate_classes(cfg).data
     splits = ("train", "val", "test") if cfg.split == "all" else (cfg.split,)
     for split in splits:
         print(f"\n## {dm.source} / {split}\n")

@@ -46,6 +46,13 @@ def test_unknown_source_and_missing_root_are_clear():
         build_dataset("voc2007", "test")
 
 
+def test_data_stats_command_reads_a_data_config_file(capsys):
+    main(["data", "stats", "--data", "configs/data/synthetic.yaml", "--data.options",
+          '{"num_samples": 20, "num_classes": 4}', "--split", "val"])
+    out = capsys.readouterr().out
+    assert "synthetic / val" in out and "images: 20" in out and "classes: 4" in out
+
+
 def test_data_stats_command_prints_a_table(capsys):
     main(["data", "stats", "--data.source", "synthetic", "--data.image_size", "16",
           "--data.options", '{"num_samples": 30, "num_classes": 5}', "--split", "test"])
