@@ -169,6 +169,12 @@ def _experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) ->
         return exp.experiment_id
 
 
+def _child_runs(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
+    """{attack name: run id} of the nested runs under ``parent``."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    return {r.data.tags.get(ATTACK_NAME_TAG): r.info.run_id for r in runs}
+
+
 def _find_resumable(client: mlflow.MlflowClient, experiment_id: str, run_key: str) -> str | None:
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`mlflow.parentRunId` IS NULL",
@@ -293,10 +299,7 @@ def run_attacks(
             "image_size": data.image_size, "attacks": ",".join(names),
         })
         client.log_dict(parent, {"indices": selection.indices, "ids": selection.ids}, "selection.json")
-        existing = {
-            r.data.tags.get(ATTACK_NAME_TAG): r.info.run_id
-            for r in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
-        }
+        existing = _child_runs(client, exp_id, parent)
         jobs = []
         for (name, attack, extra_tags), spec in built:
             n = min(spec.num_samples or num_samples, len(selection.indices))
@@ -363,10 +366,7 @@ def _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, acc
 def _run_worker(net, parent, client, exp_id, built, selection, dataset, data, run_key, output_dir, seed, precision,
                 mode, accelerator, devices, strategy, num_nodes, num_samples) -> AttackReport:
     """A DDP rank > 0: attack this rank's share and join the metric reduction; log nothing."""
-    existing = {
-        r.data.tags.get(ATTACK_NAME_TAG): r.info.run_id
-        for r in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
-    }
+    existing = _child_runs(client, exp_id, parent)
     jobs = []
     for (name, attack, _), spec in built:
         n = min(spec.num_samples or num_samples, len(selection.indices))
