@@ -22,11 +22,14 @@ Infeasible case (no ``|r_i| <= 1`` satisfies ``J r <= delta``, i.e. ``t* > 1``):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linprog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,18 +94,29 @@ def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) 
         return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), 0.0, True)
     lam = _dual_estimate(j, -d)
     v = lam @ j
+    # s = 1/t is solved as s0 * s' with s0 from the dual estimate (weak duality), so HiGHS sees s' ~ 1
+    s0 = float(v.abs().sum() / (-(d @ lam)).clamp(min=1e-300))
     size = min(n, 8 * j.shape[0] + 256)
     free = torch.argsort(v.abs())[:size]
+    failures = 0
     for _ in range(max_rounds):
         mask = torch.ones(n, dtype=torch.bool, device=j.device)
         mask[free] = False
         sigma = torch.where(v >= 0, -1.0, 1.0).to(j.dtype) * mask  # fixed coordinates at their bound
-        res = _reduced_lp(j[:, free].cpu().numpy(), (-(j @ sigma)).cpu().numpy(), d.cpu().numpy())
+        try:
+            res = _reduced_lp(j[:, free].cpu().numpy(), (-(j @ sigma)).cpu().numpy(), s0 * d.cpu().numpy())
+        except RuntimeError as e:  # numerical trouble in HiGHS: retry on a wider set, then give up on this step
+            failures += 1
+            if failures > 2:
+                log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
+                return infeasible
+            res = None
         if res is None:  # the fixed signs leave no feasible point: widen the free set
             size = min(n, 4 * size)
             free = torch.argsort(v.abs())[:size]
             continue
         s, u_free, lam = res
+        s *= s0
         lam_t = torch.as_tensor(lam, dtype=j.dtype, device=j.device)
         v = lam_t @ j
         bad = mask & (v * sigma > 1e-12 * float(v.abs().max() + 1e-300))  # sign rule violated on a fixed coord

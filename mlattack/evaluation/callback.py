@@ -10,6 +10,7 @@ counts a sample twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from mlattack.attacks.base import Attack
+from mlattack.attacks.base import Attack, AttackResult
 from mlattack.attacks.losses import labels_shown
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
 from mlattack.evaluation.scenarios import scenario_thresholds
+
+log = logging.getLogger(__name__)
 
 PRECISION_TO_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16", "bf16": "bf16", "16": "fp16"}
 
@@ -223,12 +226,22 @@ class AttackCallback(Callback):
             target = torch.ones(len(todo), self.num_classes, device=x.device)
             torch.manual_seed(self.seed * 1_000_003 + positions[todo[0]])
             start = time.perf_counter()
-            with torch.enable_grad():
-                res = job.attack.run(net, x, target)
+            error = ""
+            try:
+                with torch.enable_grad():
+                    res = job.attack.run(net, x, target)
+            except (RuntimeError, ValueError, ArithmeticError) as e:  # e.g. a solver giving up: fail the batch
+                log.warning("%s failed on positions %s: %s", job.name, [positions[i] for i in todo], e)
+                error = f"attack error: {type(e).__name__}: {e}"[:300]
+                n = len(todo)
+                res = AttackResult(x.clone(), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool),
+                                   torch.full((n,), float("nan")))
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
             logits, failure = evaluate_adversarial(net, res.adv, target, job.attack.loss_fn)
+            if error:
+                failure = [error] * len(todo)
             self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure)
 
     def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:

@@ -133,3 +133,22 @@ def test_budget_sweep_logs_one_child_per_value(tmp_path, store, toy_data, regist
         assert run.data.tags["mlattack.sweep_param"] == "eps" and run.data.tags["mlattack.sweep_value"] == value
     assert report.metrics["FGSM[eps=0.05]"]["linf_mean"] == pytest.approx(0.05, abs=1e-6)
     assert report.metrics["FGSM[eps=0.3]"]["linf_mean"] == pytest.approx(0.3, abs=1e-6)
+
+
+class SolverGivesUp(FGSM):
+    """An attack whose inner solver fails on every batch (like an LP solver hitting numerical trouble)."""
+
+    def perturb(self, model, images, target):
+        raise RuntimeError("solver status: numerical difficulties")
+
+
+def test_an_attack_error_fails_its_samples_with_a_reason_and_the_run_goes_on(tmp_path, store, toy_data,
+                                                                             registered_toy_model):
+    specs_ = [AttackSpec(attack=SolverGivesUp(eps=0.1), name="Broken"), AttackSpec(attack=FGSM(eps=0.3))]
+    report = run_attacks(registered_toy_model, toy_data, specs_, num_samples=6, output_dir=str(tmp_path),
+                         progress_bar=False, accelerator="cpu")
+    assert report.metrics["Broken"]["num_failed"] == 6 and report.metrics["Broken"]["success_rate_n0"] == 0
+    assert report.metrics["FGSM"]["num_failed"] == 0
+    records = _read_jsonl(next(tmp_path.rglob("Broken.jsonl")))
+    assert all("numerical difficulties" in r["failure"] and not r["valid"] for r in records)
+    assert mlflow.MlflowClient(store).get_run(report.parent_run_id).info.status == "FINISHED"
