@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult
-from mlattack.attacks.losses import labels_shown
+from mlattack.attacks.losses import labels_shown, shows_target
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
 from mlattack.evaluation.scenarios import scenario_thresholds
 
@@ -228,8 +228,8 @@ class AttackCallback(Callback):
             start = time.perf_counter()
             error = ""
             try:
-                with torch.enable_grad():
-                    res = job.attack.run(net, x, target)
+                with torch.enable_grad():  # the loop evaluates the final images itself (below)
+                    res = job.attack.run(net, x, target, diagnostics=False)
             except (RuntimeError, ValueError, ArithmeticError) as e:  # e.g. a solver giving up: fail the batch
                 log.warning("%s failed on positions %s: %s", job.name, [positions[i] for i in todo], e)
                 error = f"attack error: {type(e).__name__}: {e}"[:300]
@@ -240,6 +240,9 @@ class AttackCallback(Callback):
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
             logits, failure = evaluate_adversarial(net, res.adv, target, job.attack.loss_fn)
+            with torch.no_grad():
+                res = AttackResult(res.adv, res.iterations, shows_target(logits, target),
+                                   job.attack.loss_fn(logits, target).float())
             if error:
                 failure = [error] * len(todo)
             self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure)

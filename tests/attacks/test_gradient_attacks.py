@@ -174,9 +174,13 @@ def test_early_stop_freezes_at_first_success(name):
 def test_one_forward_per_step_without_early_stop():
     model, images, target = case("cnn", 5, 8)
     sizes, handle = _forward_batch_sizes(model)
-    BIM(0.02, 5, 0.005)(model, images, target)
-    handle.remove()
+    with_diagnostics = BIM(0.02, 5, 0.005).run(model, images, target)
     assert sizes == [len(images)] * 6  # 5 steps + 1 final forward for the diagnostics
+    sizes.clear()
+    images_only = BIM(0.02, 5, 0.005)(model, images, target)
+    handle.remove()
+    assert sizes == [len(images)] * 5  # plain call: no diagnostics pass, exactly one forward per step
+    assert torch.equal(images_only, with_diagnostics.adv)
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
