@@ -2,6 +2,7 @@
 
 - ``mlattack fit|validate|test|predict``: LightningCLI over :class:`MultiLabelClassifier` and
   :class:`MultiLabelDataModule`, logging to MLflow (default store: SQLite in ``./mlruns``).
+- ``mlattack attack``: the study's "show many labels" protocol on a trained model (:mod:`mlattack.evaluation`).
 - ``mlattack data stats``: label statistics of a data source as a table.
 - ``mlattack demo``: the end-to-end job on the built-in dataset (what ``make demo`` runs).
 - ``mlattack report``: the study's tables and figures from finished attack runs (:mod:`mlattack.report`).
