@@ -49,6 +49,27 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def keep_best(
+    idx: torch.Tensor,
+    adv: torch.Tensor,
+    logits: torch.Tensor,
+    dist: torch.Tensor,
+    target: torch.Tensor,
+    best_adv: torch.Tensor,
+    best_logits: torch.Tensor,
+    best_score: torch.Tensor,
+    best_dist: torch.Tensor,
+) -> torch.Tensor:
+    """Best-so-far rule of ML-CW, ML-DP and MLA-LP: replace rows ``idx`` of the best tensors where ``adv`` shows
+    more target labels, or as many at a smaller distance ``dist``. ``target`` is the full (N, C) target; returns the
+    score (target labels matched) of ``adv``."""
+    score = ((logits >= 0) == (target[idx] > 0.5)).sum(1)
+    better = (score > best_score[idx]) | ((score == best_score[idx]) & (dist < best_dist[idx]))
+    bi = idx[better]
+    best_adv[bi], best_logits[bi], best_score[bi], best_dist[bi] = adv[better], logits[better], score[better], dist[better]
+    return score
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """Validate a hyperparameter: finite and > 0 (or >= 0); the message names the argument."""
     v = float(value)

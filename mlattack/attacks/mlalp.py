@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
+from mlattack.attacks.base import Attack, AttackResult, check_positive, keep_best
 from mlattack.attacks.jacobian import label_jacobian
 from mlattack.attacks.linf_lp import solve_linf_lp
 from mlattack.attacks.losses import PROB_EPS, AttackLoss, clamped_probabilities, shows_target
@@ -101,16 +101,8 @@ class MLALP(Attack):
                 z = self.forward(model, x)
             else:
                 z, jac = self._jacobian(model, x, tgt)
-            score = ((z >= 0) == (tgt > 0.5)).sum(1)
             l2 = (x - images[idx]).flatten(1).norm(dim=1)
-            better = (score > best_score[idx]) | ((score == best_score[idx]) & (l2 < best_l2[idx]))
-            bi = idx[better]
-            best_adv[bi], best_logits[bi], best_score[bi], best_l2[bi] = (
-                x[better],
-                z[better],
-                score[better],
-                l2[better],
-            )
+            score = keep_best(idx, x, z, l2, target, best_adv, best_logits, best_score, best_l2)
             if it > 0:
                 stalled = score <= last_score[idx]
                 thresh[idx] = torch.where(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
+from mlattack.attacks.base import Attack, AttackResult, check_positive, keep_best
 from mlattack.attacks.losses import AttackLoss, shows_target
 
 _NO_BOUND = 1e10  # "no successful c yet" (upper) as in the reference code
@@ -111,15 +111,7 @@ class MLCW(Attack):
             adv, logits, loss, l2 = adv.detach(), logits.detach(), loss.detach(), l2.detach()
 
             # best so far: most target labels shown, then smallest L2
-            score = ((logits >= 0) == (target[idx] > 0.5)).sum(1)
-            better = (score > best_score[idx]) | ((score == best_score[idx]) & (l2 < best_l2[idx]))
-            bi = idx[better]
-            best_adv[bi], best_score[bi], best_l2[bi], best_logits[bi] = (
-                adv[better],
-                score[better],
-                l2[better],
-                logits[better],
-            )
+            keep_best(idx, adv, logits, l2, target, best_adv, best_logits, best_score, best_l2)
             reached = shows_target(logits, target[idx])
             step_reached[idx] |= reached
             iterations[idx] += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
+from mlattack.attacks.base import Attack, AttackResult, check_positive, keep_best
 from mlattack.attacks.jacobian import label_jacobian
 from mlattack.attacks.losses import AttackLoss, shows_target
 
@@ -99,7 +99,8 @@ class MLDP(Attack):
             z, jac = label_jacobian(logits_of, adv, self.jacobian_chunk)
             p = torch.sigmoid(z)
             jac = jac.flatten(2) * (p * (1 - p)).unsqueeze(-1)  # d sigmoid(z) / dx
-            self._keep_best(idx, adv, z, images, target, best_adv, best_logits, best_score, best_l2)
+            l2 = (adv - images[idx]).flatten(1).norm(dim=1)
+            keep_best(idx, adv, z, l2, target, best_adv, best_logits, best_score, best_l2)
             if self.early_stop:  # the image just evaluated may be the first success
                 keep = ~shows_target(best_logits[idx], target[idx])
                 active[idx] = keep
@@ -118,36 +119,11 @@ class MLDP(Attack):
         idx = (iterations == self.max_iter).nonzero().squeeze(1)
         if idx.numel():  # evaluate the last step
             adv = (images[idx] + r_total[idx]).clamp(0, 1)
-            self._keep_best(
-                idx, adv, self.forward(model, adv), images, target, best_adv, best_logits, best_score, best_l2
-            )
+            l2 = (adv - images[idx]).flatten(1).norm(dim=1)
+            keep_best(idx, adv, self.forward(model, adv), l2, target, best_adv, best_logits, best_score, best_l2)
         return AttackResult(
             adv=best_adv,
             iterations=iterations,
             reached=shows_target(best_logits, target),
             loss=self.loss_fn(best_logits, target),
-        )
-
-    @staticmethod
-    def _keep_best(
-        idx: torch.Tensor,
-        adv: torch.Tensor,
-        logits: torch.Tensor,
-        images: torch.Tensor,
-        target: torch.Tensor,
-        best_adv: torch.Tensor,
-        best_logits: torch.Tensor,
-        best_score: torch.Tensor,
-        best_l2: torch.Tensor,
-    ) -> None:
-        """Replace the best image where ``adv`` shows more target labels, or as many with a smaller L2."""
-        score = ((logits >= 0) == (target[idx] > 0.5)).sum(1)
-        l2 = (adv - images[idx]).flatten(1).norm(dim=1)
-        better = (score > best_score[idx]) | ((score == best_score[idx]) & (l2 < best_l2[idx]))
-        bi = idx[better]
-        best_adv[bi], best_logits[bi], best_score[bi], best_l2[bi] = (
-            adv[better],
-            logits[better],
-            score[better],
-            l2[better],
         )
