@@ -39,11 +39,17 @@ class LinfLPSolution:
     feasible: bool
 
 
-def _dual_estimate(j: torch.Tensor, g: torch.Tensor, rounds: int = 6, newton: int = 2) -> torch.Tensor:
+def _dual_estimate(
+    j: torch.Tensor, g: torch.Tensor, rounds: int = 8, newton: int = 4, shrink: float = 0.1
+) -> torch.Tensor:
     """Approximate argmin of ||J^T lam||_1 over {lam >= 0, g^T lam = 1} (smoothed, barrier, Newton).
 
-    Only a warm start: the crossover makes the answer exact, so a few rounds (6 x 2 Newton steps) are enough.
+    Only a warm start, but the crossover is cheap only when few signs of ``J^T lam`` are wrong: on real ResNet
+    Jacobians 6 x 2 Newton steps left ~20k of 150k signs wrong (40 % error in lam, 44k-column HiGHS solves), while
+    8 x 4 steps reach ~1e-5 and a handful of wrong signs. The Hessian (the O(C^2 D) cost) is formed in float32:
+    it only steers Newton, the gradient and objective stay float64.
     """
+    j32 = j.float()
     pos = g > 0
     eta = min(1.0, 0.5 * float(g[pos].sum()) / (float(-g[~pos].sum()) + 1e-30)) if bool((~pos).any()) else 1.0
     lam = torch.where(pos, torch.ones_like(g), torch.full_like(g, eta))
@@ -51,30 +57,40 @@ def _dual_estimate(j: torch.Tensor, g: torch.Tensor, rounds: int = 6, newton: in
     v = lam @ j
     eps = float(v.abs().mean()) + 1e-30
     mu = float(v.abs().sum()) * 1e-2 / len(g)
+    kkt = torch.zeros(len(g) + 1, len(g) + 1, dtype=j.dtype, device=j.device)
+    rhs = torch.zeros(len(g) + 1, dtype=j.dtype, device=j.device)
 
-    def objective(lam_: torch.Tensor) -> float:
-        v_ = lam_ @ j
+    def objective(v_: torch.Tensor, lam_: torch.Tensor) -> float:
         return float(torch.sqrt(v_ * v_ + eps * eps).sum() - mu * lam_.log().sum())
 
     for _ in range(rounds):
         for _ in range(newton):
-            v = lam @ j
             phi = torch.sqrt(v * v + eps * eps)
             grad = j @ (v / phi) - mu / lam
-            hess = (j * (eps * eps / phi**3)) @ j.T + torch.diag(mu / lam**2)
-            kkt = torch.zeros(len(g) + 1, len(g) + 1, dtype=j.dtype, device=j.device)
-            kkt[:-1, :-1], kkt[:-1, -1], kkt[-1, :-1] = hess, g, g
-            rhs = torch.cat([-grad, torch.zeros(1, dtype=j.dtype, device=j.device)])
+            # curvature eps^2/phi^3 is negligible where |v| >> eps: late rounds touch only a few coordinates
+            near = (v.abs() < 30 * eps).nonzero().squeeze(1)
+            stride = max(1, near.numel() // 16384)  # early rounds: a strided sample steers Newton as well
+            near = near[::stride]
+            w = (eps * eps * stride / phi[near] ** 3).float()
+            jn = j32[:, near]
+            kkt[:-1, :-1] = ((jn * w) @ jn.T).double() + torch.diag(mu / lam**2)
+            kkt[:-1, -1], kkt[-1, :-1] = g, g
+            rhs[:-1] = -grad
             step = torch.linalg.lstsq(kkt, rhs).solution[:-1]
+            slope = float(grad @ step)
+            if -slope < 1e-12 * float(phi.sum()):  # Newton decrement: this round has converged
+                break
+            dv = step @ j
             neg = step < 0
             alpha = min(1.0, 0.99 * float((-lam[neg] / step[neg]).min())) if bool(neg.any()) else 1.0
-            f0 = objective(lam)
-            while alpha > 1e-12 and objective(lam + alpha * step) > f0 + 1e-4 * alpha * float(grad @ step):
+            f0 = objective(v, lam)
+            while alpha > 1e-12 and objective(v + alpha * dv, lam + alpha * step) > f0 + 1e-4 * alpha * slope:
                 alpha *= 0.5
             lam = lam + alpha * step
-            lam = lam / (g @ lam)  # stay on the constraint despite round-off
-        eps *= 0.1
-        mu *= 0.1
+            scale = g @ lam  # stay on the constraint despite round-off
+            lam, v = lam / scale, (v + alpha * dv) / scale
+        eps *= shrink
+        mu *= shrink
     return lam
 
 

@@ -97,10 +97,7 @@ class MLALP(Attack):
                 break
             tgt = target[idx]
             x = adv[idx]
-            if it == self.max_iter:  # evaluate the last step only
-                z = self.forward(model, x)
-            else:
-                z, jac = self._jacobian(model, x, tgt)
+            z = self.forward(model, x)
             l2 = (x - images[idx]).flatten(1).norm(dim=1)
             score = keep_best(idx, x, z, l2, target, best_adv, best_logits, best_score, best_l2)
             if it > 0:
@@ -113,12 +110,17 @@ class MLALP(Attack):
                 break
             if self.early_stop:
                 active[idx[shows_target(z, tgt)]] = False
-            loss = per_label_bce(z, tgt)
-            th = torch.where(flip[idx], thresh[idx, None], torch.full_like(loss, self.threshold))
-            delta = per_label_bce(torch.logit(th.clamp(PROB_EPS, 1 - PROB_EPS)), tgt) - loss
+            th = torch.where(flip[idx], thresh[idx, None], torch.full_like(z, self.threshold))
+            delta = per_label_bce(torch.logit(th.clamp(PROB_EPS, 1 - PROB_EPS)), tgt) - per_label_bce(z, tgt)
+            # a sample whose labels all sit on the right side of their thresholds gets no step (the LP's optimum
+            # is r = 0): it stops here, before its Jacobian (C backward passes) is paid for
+            active[idx[(delta >= 0).all(1)]] = False
+            keep = active[idx]
+            if not bool(keep.any()):
+                continue
+            idx, x, tgt, delta = idx[keep], x[keep], tgt[keep], delta[keep]
+            _, jac = self._jacobian(model, x, tgt)
             for k, i in enumerate(idx.tolist()):
-                if not bool(active[i]):
-                    continue
                 sol = solve_linf_lp(jac[k].flatten(1), delta[k])
                 if not sol.feasible or sol.t == 0.0:
                     active[i] = False

@@ -59,6 +59,21 @@ def test_lp_optimum_equals_highs_on_the_full_formulation(seed: int) -> None:
         assert ref.status == 2 and torch.count_nonzero(sol.r) == 0
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_lp_optimum_equals_highs_on_a_cnn_jacobian(seed: int) -> None:
+    """Real network Jacobians are far more degenerate than Gaussian ones (most columns nearly parallel, many tiny);
+    they broke an earlier, too coarse dual estimate, so the exact answer is checked on one too."""
+    model, x = make_cnn(10, seed=seed), make_images(1, 20, seed=seed)
+    target = torch.ones(1, 10)
+    z, jac = MLALP()._jacobian(model, x, target)
+    delta = per_label_bce(torch.zeros_like(z), target) - per_label_bce(z, target)
+    sol = solve_linf_lp(jac[0].double(), delta[0].double())
+    ref = _highs_full(jac[0].double().numpy(), delta[0].double().numpy())
+    assert sol.feasible == (ref.status == 0)
+    if sol.feasible:
+        assert sol.t == pytest.approx(ref.fun, rel=1e-6, abs=1e-9)
+
+
 def test_lp_trivial_and_impossible_rows() -> None:
     jac = torch.randn(3, 40, dtype=torch.float64)
     assert solve_linf_lp(jac, torch.tensor([0.1, 0.0, 2.0], dtype=torch.float64)).t == 0.0
