@@ -7,11 +7,12 @@ Three loops, timed side by side in one process for each attack (FGSM, BIM, PGD, 
   every step for every sample; fp32; no early stop; ``.data`` updates.
 - **strict**: mlattack's attacks with ``early_stop=False`` (input gradients only, frozen weights). Must produce the
   same adversarial predictions: the per-sample number of labels shown is compared with the reference.
-- **fast**: mlattack's attacks with early stop (a sample leaves the batch once it shows every label), the model and
-  inputs in channels_last, and ``torch.compile`` with ``--compile`` (off by default on CPU, where compiling costs
-  more than a short run saves). Its success table must be >= strict in every cell.
+- **fast**: ``mlattack attack --mode fast``: early stop (a sample leaves the batch once it shows every label) on the
+  network copy of :func:`mlattack.evaluation.fast.fast_attack_copy` (BatchNorm folded into the convolutions,
+  channels_last weights and inputs), ``torch.compile`` with ``--compile`` (off by default: on CPU it did not pay
+  off). Its success table must be >= strict in every cell; the labels shown are counted with the original network.
 
-On CUDA (``--device cuda``) two more loops run: **strict-bf16** (strict under bf16 autocast, channels_last) and
+On CUDA (``--device cuda``) two more loops run: **strict-bf16** (strict under bf16 autocast, on the fast copy) and
 **fast-bf16**; the success difference bf16 - fp32 per cell is printed with the speed ratio, and an estimate of
 GPU-hours for the study's grid. Models: ResNet-18 at 224², ResNet-101 at 448² (random init: speed and equality
 only) and the demo ML-GCN (tiny trunk, 64²), trained here for a few epochs so that it can be attacked, or loaded
@@ -35,6 +36,7 @@ from torch import nn
 
 from mlattack.attacks import BIM, FGSM, MIFGSM, PGD
 from mlattack.attacks.losses import labels_shown, summed_bce
+from mlattack.evaluation.fast import fast_attack_copy
 from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds
 
 ATTACKS = ("FGSM", "BIM", "PGD", "MIFGSM")
@@ -159,8 +161,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, model, x, num_classes: int, batch: int, seed: int, device: str):
-    """(seconds, labels shown per sample): attack every batch towards "all labels", then one forward on the results."""
+def timed(fn, model, x, num_classes: int, batch: int, seed: int, device: str, judge: nn.Module):
+    """(seconds, labels shown per sample): attack ``model`` batch by batch towards "all labels", then count the
+    labels that ``judge`` (the original network) shows on the results."""
     shown, total = [], 0.0
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
@@ -172,7 +175,7 @@ def timed(fn, model, x, num_classes: int, batch: int, seed: int, device: str):
         sync(device)
         total += time.perf_counter() - start
         with torch.no_grad():
-            shown.append(labels_shown(model(adv.float())).cpu())
+            shown.append(labels_shown(judge(adv.float())).cpu())
     return total, torch.cat(shown)
 
 
@@ -183,9 +186,7 @@ def success_row(shown: torch.Tensor, y: torch.Tensor) -> list[float]:
 
 def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> None:
     cuda = args.device.startswith("cuda")
-    fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    if args.compile:
-        fast_model = torch.compile(fast_model, dynamic=True)
+    fast_model = fast_attack_copy(model, compile=args.compile)  # what `mlattack attack --mode fast` attacks
     x_cl = x.contiguous(memory_format=torch.channels_last)
     loops = {
         "reference": (
@@ -230,8 +231,8 @@ def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         secs, shown = {}, {}
         for mode, (make, m, xs) in loops.items():
             if args.warmup:
-                timed(make(name), m, xs[: args.batch], y.shape[1], args.batch, 0, args.device)
-            secs[mode], shown[mode] = timed(make(name), m, xs, y.shape[1], args.batch, 123, args.device)
+                timed(make(name), m, xs[: args.batch], y.shape[1], args.batch, 0, args.device, model)
+            secs[mode], shown[mode] = timed(make(name), m, xs, y.shape[1], args.batch, 123, args.device, model)
             tables[mode][name] = success_row(shown[mode], y)
             total[mode] += secs[mode]
         same = int((shown["strict"] == shown["reference"]).sum())

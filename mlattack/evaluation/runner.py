@@ -350,7 +350,7 @@ def _launched_worker() -> bool:
 def _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices, strategy,
                  num_nodes, progress_bar=True, callbacks=None) -> pl.Trainer:
     """The Trainer test pass that drives AttackCallback over the selected samples (each DDP rank: its share)."""
-    callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, mode == "fast")
+    callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, fast=mode == "fast")
     samples = SelectedSamples(dataset, selection)
     loader = DataLoader(samples, batch_size=data.eval_batch_size, sampler=RankSlice(len(samples)),
                         num_workers=data.num_workers)

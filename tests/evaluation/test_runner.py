@@ -152,3 +152,14 @@ def test_an_attack_error_fails_its_samples_with_a_reason_and_the_run_goes_on(tmp
     records = _read_jsonl(next(tmp_path.rglob("Broken.jsonl")))
     assert all("numerical difficulties" in r["failure"] and not r["valid"] for r in records)
     assert mlflow.MlflowClient(store).get_run(report.parent_run_id).info.status == "FINISHED"
+
+
+def test_fast_mode_never_loses_a_success(tmp_path, store, toy_data, registered_toy_model):
+    paper = run(registered_toy_model, toy_data, tmp_path / "paper", experiment="paper")
+    fast = run(registered_toy_model, toy_data, tmp_path / "fast", experiment="fast", mode="fast")
+    assert mlflow.MlflowClient(store).get_run(fast.parent_run_id).data.params["mode"] == "fast"
+    for name in ("BIM", "PGD-small"):
+        for k in range(8):
+            assert fast.metrics[name][f"success_rate_n{k}"] >= paper.metrics[name][f"success_rate_n{k}"]
+        assert fast.metrics[name]["iterations_mean"] <= paper.metrics[name]["iterations_mean"]
+    assert fast.metrics["FGSM"]["success_rate_n0"] == paper.metrics["FGSM"]["success_rate_n0"]

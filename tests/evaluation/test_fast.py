@@ -1,0 +1,74 @@
+"""The fast mode's network copy: BatchNorm folded, channels_last, frozen; the original left as it was."""
+
+import pytest
+import torch
+from torch import nn
+
+from mlattack.evaluation.fast import fast_attack_copy
+from mlattack.models.backbones import tiny_cnn
+
+
+def trained_bn_net() -> nn.Module:
+    """tiny_cnn + linear head, its BatchNorms given non-trivial running statistics and affine parameters."""
+    torch.manual_seed(0)
+    net = nn.Sequential(tiny_cnn((8, 16, 16, 32)), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 6))
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(8, 3, 32, 32) * 2)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return y.mean((2, 3)) if bool(y.sum() > 0) else -y.mean((2, 3))
+
+
+def test_fast_copy_computes_the_same_function_and_gradients_without_touching_the_original():
+    net = trained_bn_net()
+    flags = [p.requires_grad for p in net.parameters()]
+    fast = fast_attack_copy(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original still has them
+    assert [p.requires_grad for p in net.parameters()] == flags and all(flags)
+    assert not any(p.requires_grad for p in fast.parameters())
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    x = torch.rand(4, 3, 32, 32)
+    xs = [x.clone().requires_grad_(), x.contiguous(memory_format=torch.channels_last).requires_grad_()]
+    outs = [m(v) for m, v in zip((net, fast), xs, strict=True)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    grads = [torch.autograd.grad(o.sigmoid().sum(), v)[0] for o, v in zip(outs, xs, strict=True)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+    assert float(outs[0].detach().abs().max()) > 0.1  # not a degenerate all-zero network
+
+
+def test_untraceable_network_falls_back_to_an_unfolded_copy():
+    torch.manual_seed(0)
+    net = Branchy().eval()
+    fast = fast_attack_copy(net)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x))
+
+
+@pytest.mark.parametrize("fold_bn", [True, False])
+def test_options_can_be_turned_off(fold_bn: bool):
+    net = trained_bn_net()
+    fast = fast_attack_copy(net, channels_last=False, fold_bn=fold_bn)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) == (not fold_bn)
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous()
