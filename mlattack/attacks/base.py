@@ -31,6 +31,9 @@ class AttackResult:
     iterations: torch.Tensor  # (N,) long: gradient steps (or solver iterations) spent on each sample
     reached: torch.Tensor  # (N,) bool: final prediction equals the target on every label
     loss: torch.Tensor  # (N,) float: final value of the attack's loss
+    #: (N,) bool: every input gradient the attack took for the sample was finite; None when the attack does not
+    #: track it (then a caller that cares checks the gradient at the final image itself)
+    grad_finite: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -132,7 +135,7 @@ class Attack(ABC):
             self._diagnostics = True
         return AttackResult(
             adv=res.adv.detach(), iterations=res.iterations.detach(), reached=res.reached.detach(),
-            loss=res.loss.detach(),
+            loss=res.loss.detach(), grad_finite=None if res.grad_finite is None else res.grad_finite.detach(),
         )
 
     @abstractmethod

@@ -181,10 +181,13 @@ def run_iterative(
     iterations = torch.full((n,), nb_iter, dtype=torch.long, device=images.device)
     reached = torch.zeros(n, dtype=torch.bool, device=images.device)
     final_loss = torch.zeros(n, dtype=torch.float32, device=images.device)
+    grad_finite = torch.ones(n, dtype=torch.bool, device=images.device)
     active = torch.arange(n, device=images.device)
 
     for i in range(nb_iter):
         loss, grad, logits = attack.loss_and_grad(model, x + delta, t)
+        # sign(NaN) = 0 would silently freeze a sample: record it (no host sync) so the caller can fail it
+        grad_finite[active] &= torch.isfinite(grad.flatten(1)).all(1)
         if attack.early_stop:
             done = attack.reached(logits, t)
             if bool(done.any()):  # the one host sync per step
@@ -215,4 +218,4 @@ def run_iterative(
             adv[active] = final.clamp(0.0, 1.0)
             reached[active] = attack.reached(logits, t)
             final_loss[active] = attack.loss_fn(logits, t).float()
-    return AttackResult(adv=adv, iterations=iterations, reached=reached, loss=final_loss)
+    return AttackResult(adv=adv, iterations=iterations, reached=reached, loss=final_loss, grad_finite=grad_finite)

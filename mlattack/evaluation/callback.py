@@ -131,21 +131,27 @@ class RankSlice(torch.utils.data.Sampler[int]):
 
 
 def evaluate_adversarial(
-    net: nn.Module, adv: torch.Tensor, target: torch.Tensor, loss_fn
+    net: nn.Module, adv: torch.Tensor, target: torch.Tensor, loss_fn, grad_finite: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, list[str]]:
     """fp32 logits of the adversarial images, and per sample why its result is numerically unusable ("" if not).
 
     A NaN/inf image or logits is plain to see; a NaN input gradient is not (``sign(NaN) == 0`` quietly freezes the
-    step), so the gradient of the attack loss at the returned image is checked in the same forward pass.
+    step). Attacks that tracked their gradients say so in ``grad_finite`` and the images need one forward pass;
+    for the others the gradient of the attack loss at the returned image is checked (one forward + backward).
     """
-    x = adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = net(x).float()
-        (grad,) = torch.autograd.grad(loss_fn(logits, target).sum(), x)
+    if grad_finite is None:
+        x = adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = net(x).float()
+            (grad,) = torch.autograd.grad(loss_fn(logits, target).sum(), x)
+        grad_finite = torch.isfinite(grad.flatten(1)).all(1)
+    else:
+        with torch.no_grad():
+            logits = net(adv.detach()).float()
     checks = (
         (torch.isfinite(adv.flatten(1)).all(1), "non-finite adversarial image"),
         (torch.isfinite(logits).all(1), "non-finite logits"),
-        (torch.isfinite(grad.flatten(1)).all(1), "non-finite input gradient of the attack loss"),
+        (grad_finite.to(logits.device), "non-finite input gradient of the attack loss"),
     )
     ok = [c.tolist() for c, _ in checks]
     failure = ["; ".join(reason for j, (_, reason) in enumerate(checks) if not ok[j][k]) for k in range(len(adv))]
@@ -252,7 +258,7 @@ class AttackCallback(Callback):
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
-            logits, failure = evaluate_adversarial(net, res.adv, target, job.attack.loss_fn)
+            logits, failure = evaluate_adversarial(net, res.adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
                 res = AttackResult(res.adv, res.iterations, shows_target(logits, target),
                                    job.attack.loss_fn(logits, target).float())

@@ -293,3 +293,26 @@ def test_l2_ball_projection():
 def test_bad_hyperparameters_name_the_argument(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+class NaNGradientWhereDark(torch.nn.Module):
+    """Finite logits, but a NaN input gradient for images whose mean is below 0.5 (the torch.where pitfall)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3)) - 0.5
+        bonus = torch.where(m > 0, torch.sqrt(m), torch.zeros_like(m))
+        return self.inner(x) + 0.1 * bonus[:, None]
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_non_finite_gradients_are_reported_per_sample(name, early_stop):
+    model, images, target = case("cnn", 5, 8)
+    images[:3] = 0.2 * images[:3]  # dark: NaN gradients
+    images[3:] = 0.6 + 0.4 * images[3:]  # bright: finite
+    res = make_attack(name, strong=True, early_stop=early_stop).run(NaNGradientWhereDark(model), images, target)
+    assert res.grad_finite.tolist() == [False] * 3 + [True] * 3
