@@ -53,7 +53,7 @@ def _dual_estimate(
     pos = g > 0
     eta = min(1.0, 0.5 * float(g[pos].sum()) / (float(-g[~pos].sum()) + 1e-30)) if bool((~pos).any()) else 1.0
     lam = torch.where(pos, torch.ones_like(g), torch.full_like(g, eta))
-    lam = lam / (g @ lam)
+    lam = start = lam / (g @ lam)
     v = lam @ j
     eps = float(v.abs().mean()) + 1e-30
     mu = float(v.abs().sum()) * 1e-2 / len(g)
@@ -84,23 +84,35 @@ def _dual_estimate(
             neg = step < 0
             alpha = min(1.0, 0.99 * float((-lam[neg] / step[neg]).min())) if bool(neg.any()) else 1.0
             f0 = objective(v, lam)
-            while alpha > 1e-12 and objective(v + alpha * dv, lam + alpha * step) > f0 + 1e-4 * alpha * slope:
+            # "not <=" also rejects NaN: on near-degenerate rows (a delta of -1e-7 next to O(1) ones) a step can
+            # leave the domain of the log barrier through round-off
+            while alpha > 1e-12 and not objective(v + alpha * dv, lam + alpha * step) <= f0 + 1e-4 * alpha * slope:
                 alpha *= 0.5
-            lam = lam + alpha * step
-            scale = g @ lam  # stay on the constraint despite round-off
-            lam, v = lam / scale, (v + alpha * dv) / scale
+            new = lam + alpha * step
+            scale = float(g @ new)  # stay on the constraint despite round-off
+            if alpha <= 1e-12 or not scale > 0 or not bool((new > 0).all()):
+                break  # no safe progress at this smoothing level
+            lam, v = new / scale, (v + alpha * dv) / scale
         eps *= shrink
         mu *= shrink
-    return lam
+    # only a warm start: anything unusable falls back to the first guess (the crossover stays exact either way)
+    return lam if bool(torch.isfinite(lam).all()) else start
 
 
 def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) -> LinfLPSolution:
-    """Exact solution of ``min ||r||_inf s.t. jac @ r <= delta, |r| <= 1`` for one sample (jac (C, D), delta (C,))."""
+    """Exact solution of ``min ||r||_inf s.t. jac @ r <= delta, |r| <= 1`` for one sample (jac (C, D), delta (C,)).
+
+    Numerical failures (non-finite input, HiGHS giving up) yield ``feasible=False`` with ``r = 0`` and a warning:
+    the sample gets no step, as when the reference's solver returns nothing.
+    """
     dev, dtype = jac.device, jac.dtype
     j = jac.detach().double()
     d = delta.detach().double()
     n = j.shape[1]
     infeasible = LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), float("inf"), False)
+    if not (bool(torch.isfinite(j).all()) and bool(torch.isfinite(d).all())):
+        log.warning("MLA-LP: non-finite Jacobian or loss gap; no step for this sample")
+        return infeasible
     norms = j.abs().sum(1)
     live = norms > 0
     if bool((~live & (d < 0)).any()):  # a row 0 <= delta_j < 0 that no step can fix
@@ -108,6 +120,27 @@ def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) 
     j, d = j[live] / norms[live, None], d[live] / norms[live]  # row scaling keeps the feasible set
     if j.shape[0] == 0 or bool((d >= 0).all()):
         return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), 0.0, True)
+    # Row generation: start from the violated rows only and add satisfied rows once the step breaks them. A row
+    # with slack d_j can only bind once t >= d_j (rows have unit L1 norm), and labels far from their threshold
+    # would otherwise sit in the dual beside a row violated by 1e-9 with multipliers 1e9 apart.
+    rows = d < 0
+    while True:
+        try:
+            r, t = _solve_rows(j[rows], d[rows], max_rounds)
+        except (RuntimeError, ValueError) as e:
+            log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
+            return infeasible
+        if r is None or t > 1.0 + 1e-9:  # a relaxation without a step inside the box: none for the full LP
+            return infeasible
+        broken = ~rows & (j @ r > d + 1e-9 * t)
+        if not bool(broken.any()):
+            return LinfLPSolution(r.to(dtype), t, True)
+        rows |= broken
+
+
+def _solve_rows(j: torch.Tensor, d: torch.Tensor, max_rounds: int) -> tuple[torch.Tensor | None, float]:
+    """Dual estimate + sign-rule crossover (module docstring) for unit-L1 rows; (None, inf) when infeasible."""
+    n = j.shape[1]
     lam = _dual_estimate(j, -d)
     v = lam @ j
     # s = 1/t is solved as s0 * s' with s0 from the dual estimate (weak duality), so HiGHS sees s' ~ 1
@@ -121,11 +154,10 @@ def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) 
         sigma = torch.where(v >= 0, -1.0, 1.0).to(j.dtype) * mask  # fixed coordinates at their bound
         try:
             res = _reduced_lp(j[:, free].cpu().numpy(), (-(j @ sigma)).cpu().numpy(), s0 * d.cpu().numpy())
-        except RuntimeError as e:  # numerical trouble in HiGHS: retry on a wider set, then give up on this step
+        except (RuntimeError, ValueError):  # numerical trouble in HiGHS: retry on a wider set, then give up
             failures += 1
             if failures > 2:
-                log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
-                return infeasible
+                raise
             res = None
         if res is None:  # the fixed signs leave no feasible point: widen the free set
             size = min(n, 4 * size)
@@ -138,16 +170,13 @@ def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) 
         bad = mask & (v * sigma > 1e-12 * float(v.abs().max() + 1e-300))  # sign rule violated on a fixed coord
         if not bool(bad.any()):
             if s <= 0:
-                return infeasible
+                return None, float("inf")
             t = 1.0 / s
-            if t > 1.0 + 1e-9:
-                return infeasible
             u = sigma.clone()
             u[free] = torch.as_tensor(u_free, dtype=j.dtype, device=j.device)
-            return LinfLPSolution((u * t).clamp(-t, t).to(dtype), t, True)
-        extra = torch.nonzero(bad).flatten()
-        free = torch.cat([free, extra])
-    raise RuntimeError("solve_linf_lp: crossover did not converge")
+            return (u * t).clamp(-t, t), t
+        free = torch.cat([free, torch.nonzero(bad).flatten()])
+    raise RuntimeError("the sign-rule crossover did not converge")
 
 
 def _reduced_lp(j_free: np.ndarray, b: np.ndarray, d: np.ndarray):

@@ -74,6 +74,30 @@ def test_lp_optimum_equals_highs_on_a_cnn_jacobian(seed: int) -> None:
         assert sol.t == pytest.approx(ref.fun, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("neg", [-1e-7, -1e-9, -1e-11])
+@pytest.mark.parametrize("seed", range(2))
+def test_lp_with_one_barely_violated_row(seed: int, neg: float) -> None:
+    """A label sitting on its threshold (delta ~ -1e-9) beside comfortably satisfied ones, on a CNN Jacobian: the
+    multipliers are ~1e9 apart, which once drove the dual estimate out of its domain and the crossover in circles.
+    Only that row can bind, so the optimum is known exactly: t = -delta_k / ||J_k||_1, r = t * -sign(J_k)."""
+    model, x = make_cnn(20, seed=seed), make_images(1, 32, seed=seed)
+    _, jac = MLALP()._jacobian(model, x, torch.ones(1, 20))
+    j = jac[0].double()
+    delta = torch.ones(20, dtype=torch.float64)
+    delta[seed] = neg
+    sol = solve_linf_lp(j, delta)
+    assert sol.feasible
+    assert sol.t == pytest.approx(-neg / float(j[seed].abs().sum()), rel=1e-6)
+    assert float((j @ sol.r - delta).max()) <= 1e-6 * abs(neg)
+
+
+def test_lp_non_finite_input_gives_no_step() -> None:
+    jac = torch.randn(3, 40, dtype=torch.float64)
+    jac[1, 5] = float("nan")
+    sol = solve_linf_lp(jac, torch.tensor([-0.1, -0.2, 0.3], dtype=torch.float64))
+    assert not sol.feasible and torch.count_nonzero(sol.r) == 0
+
+
 def test_lp_trivial_and_impossible_rows() -> None:
     jac = torch.randn(3, 40, dtype=torch.float64)
     assert solve_linf_lp(jac, torch.tensor([0.1, 0.0, 2.0], dtype=torch.float64)).t == 0.0
