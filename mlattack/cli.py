@@ -165,7 +165,11 @@ def demo(argv: list[str]) -> None:
     print(f"\nDemo finished in {time.time() - start:.0f} s (fit {fit_seconds:.0f} s).")
     print(f"Fit run: {mlflow_logger(cli.trainer).run_id}   Attack run: {report.parent_run_id}")
     print(f"Model: {reg.model_uri}  (alias: models:/{reg.model_uri.split('/')[1]}@best)")
-    print("See the runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db  -> http://127.0.0.1:5000")
+    uri = default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"See the runs:  {uri}")
+    else:
+        print(f"See the runs:  .venv/bin/mlflow ui --backend-store-uri {uri}  -> http://127.0.0.1:5000")
 
 
 def attack(argv: list[str]) -> AttackReport:
