@@ -96,17 +96,20 @@ class MLDP(Attack):
             if idx.numel() == 0:
                 break
             adv = (images[idx] + r_total[idx]).clamp(0, 1)
-            z, jac = label_jacobian(logits_of, adv, self.jacobian_chunk)
-            p = torch.sigmoid(z)
-            jac = jac.flatten(2) * (p * (1 - p)).unsqueeze(-1)  # d sigmoid(z) / dx
             l2 = (adv - images[idx]).flatten(1).norm(dim=1)
-            keep_best(idx, adv, z, l2, target, best_adv, best_logits, best_score, best_l2)
-            if self.early_stop:  # the image just evaluated may be the first success
+            if self.early_stop:  # a forward first: a sample that just succeeded skips its Jacobian (C backwards)
+                keep_best(idx, adv, self.forward(model, adv), l2, target, best_adv, best_logits, best_score, best_l2)
                 keep = ~shows_target(best_logits[idx], target[idx])
                 active[idx] = keep
-                idx, p, jac = idx[keep], p[keep], jac[keep]
+                idx, adv = idx[keep], adv[keep]
                 if idx.numel() == 0:
                     break
+                z, jac = label_jacobian(logits_of, adv, self.jacobian_chunk)
+            else:
+                z, jac = label_jacobian(logits_of, adv, self.jacobian_chunk)
+                keep_best(idx, adv, z, l2, target, best_adv, best_logits, best_score, best_l2)
+            p = torch.sigmoid(z)
+            jac = jac.flatten(2) * (p * (1 - p)).unsqueeze(-1)  # d sigmoid(z) / dx
             finite = torch.isfinite(jac).flatten(1).all(1) & torch.isfinite(p).all(1)
             if not bool(finite.all()):  # NaN/inf scores or Jacobian (the solver would fail): keep the best so far
                 active[idx[~finite]] = False

@@ -72,3 +72,14 @@ def test_any_class_count(num_classes: int) -> None:
     model, x = make_cnn(num_classes), make_images(2, 6)
     res = MLDP(max_iter=2).run(model, x, torch.ones(2, num_classes))
     assert res.adv.shape == x.shape and res.loss.shape == (2,)
+
+
+def test_early_stop_returns_the_first_success_as_the_full_run_up_to_that_step() -> None:
+    model, x = make_linear(4, 5, scale=2.0), make_images(3, 5, seed=2)
+    target = torch.ones(3, 4)
+    early = MLDP(max_iter=20, early_stop=True).run(model, x, target)
+    assert early.reached.all() and (early.iterations >= 1).all() and (early.iterations < 20).all()
+    for i in range(3):  # the same images as a run that simply stops after that many steps
+        k = int(early.iterations[i])
+        full = MLDP(max_iter=k, early_stop=False).run(model, x[i : i + 1], target[i : i + 1])
+        torch.testing.assert_close(early.adv[i : i + 1], full.adv, atol=1e-6, rtol=0)
