@@ -16,6 +16,10 @@ most C coordinates are strictly inside. Two stages use that:
    When no coordinate violates it, the reduced optimum is a KKT point of the full LP: the same optimum as HiGHS on
    the full formulation (checked in tests), at the cost of a few forward passes at 448².
 
+Both run inside a row generation loop: first only the rows the step must fix (``delta_j < 0``), then satisfied rows
+that the step breaks (at most C rounds; usually one). Labels far from their threshold cannot bind a small step, and
+leaving them out keeps the dual well scaled when one label sits a hair's breadth off its threshold.
+
 Infeasible case (no ``|r_i| <= 1`` satisfies ``J r <= delta``, i.e. ``t* > 1``): reported as ``feasible=False`` with
 ``r = 0``, as the study's code does when its solver finds no optimal solution.
 """
