@@ -52,3 +52,14 @@ def make_linear(num_classes: int, size: int, scale: float = 1.0, seed: int = 0) 
 def make_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, size, size, generator=g)
+
+
+def assert_batch_equals_one_by_one(attack, model, images, target) -> tuple:
+    """Attacking the batch gives each sample's one-by-one result (1e-5) and repeats exactly; returns
+    ``(batch result, one-by-one results)`` for attack-specific checks."""
+    batch = attack.run(model, images, target)
+    ones = [attack.run(model, images[i : i + 1], target[i : i + 1]) for i in range(len(images))]
+    for i, one in enumerate(ones):
+        torch.testing.assert_close(one.adv, batch.adv[i : i + 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(attack.run(model, images, target).adv, batch.adv, atol=0, rtol=0)
+    return batch, ones

@@ -35,15 +35,6 @@ STRONG = {
 ITERATIVE = ["BIM", "PGD", "MIFGSM", "SLIDE"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: intra-op threads only contend for the shared cores (about 15x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_attack(name: str, strong: bool = False, **kw) -> Attack:
     if name == "PGD" and "generator" not in kw:
         kw["generator"] = torch.Generator().manual_seed(0)

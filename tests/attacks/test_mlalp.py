@@ -11,15 +11,7 @@ from scipy.optimize import linprog
 from mlattack.attacks import MLALP
 from mlattack.attacks.linf_lp import solve_linf_lp
 from mlattack.attacks.mlalp import per_label_bce
-from tests.attacks.models import make_cnn, make_images, make_linear
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.attacks.models import assert_batch_equals_one_by_one, make_cnn, make_images, make_linear
 
 
 def _highs_full(jac: np.ndarray, delta: np.ndarray):
@@ -127,12 +119,7 @@ def test_one_lp_step_lowers_the_loss_and_the_attack_keeps_range() -> None:
 def test_batch_equals_one_by_one_and_deterministic() -> None:
     model, x = make_cnn(3), make_images(2, 5, seed=3)
     target = torch.tensor([[1.0, 1, 1], [1, 0, 1]])
-    attack = MLALP(max_iter=2)
-    batch = attack.run(model, x, target)
-    for i in range(2):
-        one = attack.run(model, x[i : i + 1], target[i : i + 1])
-        torch.testing.assert_close(one.adv, batch.adv[i : i + 1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(attack.run(model, x, target).adv, batch.adv, atol=0, rtol=0)
+    assert_batch_equals_one_by_one(MLALP(max_iter=2), model, x, target)
 
 
 @pytest.mark.parametrize("num_classes", [1, 6])

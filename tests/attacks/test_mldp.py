@@ -7,15 +7,7 @@ import torch
 
 from mlattack.attacks import MLDP
 from mlattack.attacks.mldp import minimum_norm_step
-from tests.attacks.models import make_cnn, make_images, make_linear
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.attacks.models import assert_batch_equals_one_by_one, make_cnn, make_images, make_linear
 
 
 def test_minimum_norm_step_is_the_pseudo_inverse_solution() -> None:
@@ -59,12 +51,7 @@ def test_reaches_target_within_budget_and_range() -> None:
 def test_batch_equals_one_by_one_and_deterministic() -> None:
     model, x = make_cnn(4), make_images(3, 6, seed=2)
     target = torch.ones(3, 4)
-    attack = MLDP(max_iter=3, early_stop=False)
-    batch = attack.run(model, x, target)
-    for i in range(3):
-        one = attack.run(model, x[i : i + 1], target[i : i + 1])
-        torch.testing.assert_close(one.adv, batch.adv[i : i + 1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(attack.run(model, x, target).adv, batch.adv, atol=0, rtol=0)
+    assert_batch_equals_one_by_one(MLDP(max_iter=3, early_stop=False), model, x, target)
 
 
 @pytest.mark.parametrize("num_classes", [1, 9])
