@@ -73,6 +73,26 @@ def keep_best(
     return score
 
 
+VARIANTS = ("reference", "corrected")
+
+
+def check_variant(variant: str) -> str:
+    """Validate ``variant``: "reference" (the study's code, quirks included) or "corrected" (the paper's algorithm)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    return variant
+
+
+def quirk(name: str, value: bool | None, variant: str) -> bool:
+    """Resolve one reference quirk switch: ``None`` follows the variant (on for "reference", off for "corrected");
+    an explicit bool switches that quirk alone, which is what the ablations do."""
+    if value is None:
+        return variant == "reference"
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true, false or null (follow variant), got {value!r}")
+    return value
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """Validate a hyperparameter: finite and > 0 (or >= 0); the message names the argument."""
     v = float(value)
