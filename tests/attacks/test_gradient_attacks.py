@@ -1,4 +1,4 @@
-"""Invariants of FGSM, FGM, BIM, PGD, MI-FGSM and SLIDE, and parity with AdverTorch's arithmetic."""
+"""Invariants of FGSM, FGM, BIM, PGD, MI-FGSM and SLIDE, and bit-identical parity with AdverTorch 0.2.3."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 from mlattack.attacks import BIM, FGM, FGSM, MIFGSM, PGD, SLIDE, Attack
 from mlattack.attacks.iterative import l1_ball, l2_ball, momentum_step
 from mlattack.attacks.losses import summed_bce
-from tests.attacks import advertorch_reference as ref
+from mlattack.evaluation.runner import load_attack_config
+from tests.attacks.advertorch_compat import attacks as advertorch
+from tests.attacks.advertorch_compat import utils as advertorch_utils
 from tests.attacks.models import make_cnn, make_images, make_linear
 
 # Small budgets for 8x8 / 16x16 images; the iterative ones take more steps than eps allows, so projections act.
@@ -194,24 +196,56 @@ def test_autocast_bf16_runs_within_budget():
     assert res.loss.mean() < summed_bce(model(images), target).mean()
 
 
-# --- parity with AdverTorch ------------------------------------------------------------------------------------
-def _ref_loss(logits, target):
-    return summed_bce(logits, target).sum()
+# --- parity with AdverTorch 0.2.3 (the real package, see advertorch_compat) ---------------------------------------
+def _summed_loss(logits, target):
+    return summed_bce(logits, target).sum()  # AdverTorch's loss_fn returns one scalar for the batch
 
 
-REFERENCE = {
-    "FGSM": lambda m, x, y: ref.gradient_sign_attack(m, _ref_loss, x, y, eps=0.05),
-    "FGM": lambda m, x, y: ref.gradient_attack(m, _ref_loss, x, y, eps=0.5),
-    "BIM": lambda m, x, y: ref.pgd_attack(m, _ref_loss, x, y, 0.02, 8, 0.005, rand_init=False),
-    "PGD": lambda m, x, y: ref.pgd_attack(m, _ref_loss, x, y, 0.02, 8, 0.005, rand_init=True),
-    "MIFGSM": lambda m, x, y: ref.momentum_iterative_attack(
-        m, _ref_loss, x, y, 0.02, 8, 0.005, decay_factor=1.0
+def _advertorch(
+    name: str, model, eps: float, nb_iter: int = 1, eps_iter: float = 0.0, loss_fn=_summed_loss, **kw
+):
+    """AdverTorch's attack class for ``name``, targeted (it descends the loss) and clipped to [0, 1]."""
+    common = {"loss_fn": loss_fn, "eps": eps, "clip_min": 0.0, "clip_max": 1.0, "targeted": True}
+    if name in ("FGSM", "FGM"):
+        cls = {"FGSM": advertorch.GradientSignAttack, "FGM": advertorch.GradientAttack}[name]
+        return cls(model, **common)
+    cls = {
+        "BIM": advertorch.LinfBasicIterativeAttack,
+        "PGD": advertorch.PGDAttack,  # the study's class; its defaults are L-inf with a random start
+        "MIFGSM": advertorch.MomentumIterativeAttack,
+        "SLIDE": advertorch.SparseL1DescentAttack,
+    }[name]
+    return cls(model, nb_iter=nb_iter, eps_iter=eps_iter, **common, **kw)
+
+
+REFERENCE = {  # name: (mlattack attack, AdverTorch attack for a model), the settings of SETTINGS
+    "FGSM": (lambda: FGSM(0.05), lambda m: _advertorch("FGSM", m, 0.05)),
+    "FGM": (lambda: FGM(0.5), lambda m: _advertorch("FGM", m, 0.5)),
+    "BIM": (lambda: BIM(0.02, 8, 0.005), lambda m: _advertorch("BIM", m, 0.02, 8, 0.005)),
+    "PGD": (lambda: PGD(0.02, 8, 0.005), lambda m: _advertorch("PGD", m, 0.02, 8, 0.005)),
+    "MIFGSM": (
+        lambda: MIFGSM(0.02, 8, 0.005, decay_factor=1.0),
+        lambda m: _advertorch("MIFGSM", m, 0.02, 8, 0.005, decay_factor=1.0),
     ),
-    "SLIDE": lambda m, x, y: ref.pgd_attack(m, _ref_loss, x, y, 3.0, 8, 1.0, False, ord=1, l1_sparsity=0.9),
-    "SLIDE_rand": lambda m, x, y: ref.pgd_attack(
-        m, _ref_loss, x, y, 3.0, 8, 1.0, True, ord=1, l1_sparsity=0.9
+    "SLIDE": (
+        lambda: SLIDE(3.0, 8, 1.0, l1_sparsity=0.9),
+        lambda m: _advertorch("SLIDE", m, 3.0, 8, 1.0, l1_sparsity=0.9),
+    ),
+    "SLIDE_rand": (
+        lambda: SLIDE(3.0, 8, 1.0, l1_sparsity=0.9, rand_init=True),
+        lambda m: _advertorch("SLIDE", m, 3.0, 8, 1.0, l1_sparsity=0.9, rand_init=True),
     ),
 }
+
+
+def _assert_same_images(ours_attack, theirs_attack, model, images, target):
+    torch.manual_seed(11)  # same random start for both (PGD, SLIDE_rand: both draw from the global RNG)
+    ours = ours_attack(model, images, target)
+    torch.manual_seed(11)
+    theirs = theirs_attack.perturb(images, target)
+    assert not torch.equal(ours, images)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    assert torch.equal(ours, theirs), (ours - theirs).abs().max()  # bit-identical
 
 
 @pytest.mark.parametrize("kind,num_classes,size", CASES)
@@ -219,14 +253,50 @@ REFERENCE = {
 def test_equals_advertorch(name, kind, num_classes, size):
     model, images, _ = case(kind, num_classes, size)
     target = (torch.rand(len(images), num_classes, generator=torch.Generator().manual_seed(5)) > 0.4).float()
-    kw = {"generator": None} if name == "PGD" else {}
-    ours_attack = SLIDE(3.0, 8, 1.0, 0.9, rand_init=True) if name == "SLIDE_rand" else make_attack(name, **kw)
-    torch.manual_seed(11)  # same random start for both
-    ours = ours_attack(model, images, target)
-    torch.manual_seed(11)
-    theirs = REFERENCE[name](model, images, target)
-    assert not torch.equal(ours, images)
-    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    ours, theirs = REFERENCE[name]
+    _assert_same_images(ours(), theirs(model), model, images, target)
+
+
+class Probabilities(torch.nn.Module):
+    """The study's victims output sigmoid probabilities, and its attack loss takes them."""
+
+    def __init__(self, logits_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.logits_model = logits_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits_model(x))
+
+
+def _study_loss(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The study's attack loss on probabilities: BCE with p clamped to [1e-6, 1 - 1e-6], summed over everything."""
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(target * p.log() + (1 - target) * (1 - p).log()).sum()
+
+
+# The values the study's driver passes to AdverTorch (src/attack_model.py): eps per attack, nb_iter 30 and
+# eps_iter 0.001 for the iterative L-inf ones, SparseL1DescentAttack with eps 300 and step 30 (class default
+# l1_sparsity 0.95, no random start), PGDAttack with its default random start, MomentumIterativeAttack decay 1.
+STUDY = {
+    "FGSM": {"eps": 0.3},
+    "FGM": {"eps": 1.0},
+    "BIM": {"eps": 0.1, "nb_iter": 30, "eps_iter": 0.001},
+    "PGD": {"eps": 0.3, "nb_iter": 30, "eps_iter": 0.001},
+    "MIFGSM": {"eps": 0.3, "nb_iter": 30, "eps_iter": 0.001},
+    "SLIDE": {"eps": 300.0, "nb_iter": 30, "eps_iter": 30.0},
+}
+
+
+@pytest.mark.parametrize("name", list(STUDY))
+def test_study_configs_equal_advertorch_as_the_study_called_it(name):
+    """configs/attack/<name>.yaml on a logits model == AdverTorch with the study's arguments, its probability
+    model and its loss on probabilities. (At this size SLIDE's 300 L1 budget never binds: its steps pile onto
+    pixels already at the box, as in AdverTorch; the projection is compared in test_equals_advertorch.)"""
+    model, images, _ = case("cnn", 5, 16)
+    target = (torch.rand(len(images), 5, generator=torch.Generator().manual_seed(5)) > 0.4).float()
+    ours = load_attack_config(f"configs/attack/{name.lower()}.yaml")
+    theirs = _advertorch(name, Probabilities(model), loss_fn=_study_loss, **STUDY[name])
+    _assert_same_images(ours, theirs, model, images, target)
 
 
 def test_momentum_step_accumulates_l1_normalised_gradients():
@@ -237,10 +307,14 @@ def test_momentum_step_accumulates_l1_normalised_gradients():
     step = momentum_step(eps_iter=0.01, decay_factor=0.5)
     _, state = step(g1, torch.zeros_like(g1))
     update, state = step(g2, state)
-    expected = 0.5 * ref.normalize_by_pnorm(g1, p=1) + ref.normalize_by_pnorm(g2, p=1)
+    expected = 0.5 * advertorch_utils.normalize_by_pnorm(g1, p=1) + advertorch_utils.normalize_by_pnorm(
+        g2, p=1
+    )
     torch.testing.assert_close(state, expected)
     assert torch.equal(update, -0.01 * expected.sign())
-    l2_weighted = 0.5 * ref.normalize_by_pnorm(g1, p=2) + ref.normalize_by_pnorm(g2, p=2)
+    l2_weighted = 0.5 * advertorch_utils.normalize_by_pnorm(g1, p=2) + advertorch_utils.normalize_by_pnorm(
+        g2, p=2
+    )
     assert not torch.equal(update.sign(), -l2_weighted.sign())  # the test can tell the norms apart
 
 
@@ -255,7 +329,7 @@ def test_l1_ball_projection():
     proj = l1_ball(10.0)(x)
     assert torch.equal(proj[0], x[0])  # inside the ball: untouched
     torch.testing.assert_close(proj.flatten(1).abs().sum(1)[1:], torch.full((5,), 10.0))
-    torch.testing.assert_close(proj, ref.batch_l1_proj(x, 10.0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(proj, advertorch_utils.batch_l1_proj(x, 10.0), atol=1e-6, rtol=0)
 
 
 def test_l2_ball_projection():
@@ -265,7 +339,7 @@ def test_l2_ball_projection():
     proj = l2_ball(1.0)(x)
     assert torch.equal(proj[0], x[0])
     torch.testing.assert_close(proj.flatten(1).norm(dim=1)[1:], torch.ones(2))
-    torch.testing.assert_close(proj, ref.clamp_by_pnorm(x, 2, 1.0))
+    torch.testing.assert_close(proj, advertorch_utils.clamp_by_pnorm(x, 2, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -305,5 +379,7 @@ def test_non_finite_gradients_are_reported_per_sample(name, early_stop):
     model, images, target = case("cnn", 5, 8)
     images[:3] = 0.2 * images[:3]  # dark: NaN gradients
     images[3:] = 0.6 + 0.4 * images[3:]  # bright: finite
-    res = make_attack(name, strong=True, early_stop=early_stop).run(NaNGradientWhereDark(model), images, target)
+    res = make_attack(name, strong=True, early_stop=early_stop).run(
+        NaNGradientWhereDark(model), images, target
+    )
     assert res.grad_finite.tolist() == [False] * 3 + [True] * 3
