@@ -110,24 +110,57 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 class RankSlice(torch.utils.data.Sampler[int]):
-    """Positions ``rank, rank + world, ...``: each DDP rank attacks a disjoint share, with no padding (Lightning's
-    DistributedSampler would repeat samples to even out ranks, which would count them twice)."""
+    """The positions of whole groups ``g = rank, rank + world, ...`` of ``group`` consecutive positions.
 
-    def __init__(self, length: int) -> None:
-        self.length = length
+    A group is the attack batch (the study's ``adv_batch_size``): keeping it whole on one rank keeps the batches
+    the same under DDP, which matters for the reference variants that couple the samples of a batch on purpose.
+    No padding (Lightning's DistributedSampler would repeat samples to even out ranks and count them twice).
+    """
 
-    def _share(self) -> range:
+    def __init__(self, length: int, group: int = 1) -> None:
+        self.length, self.group = int(length), max(1, int(group))
+
+    def _share(self) -> list[int]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        else:
-            rank, world = 0, 1
-        return range(rank, self.length, world)
+            return group_share(self.length, self.group, torch.distributed.get_rank(), torch.distributed.get_world_size())
+        return group_share(self.length, self.group, 0, 1)
 
     def __iter__(self):
         return iter(self._share())
 
     def __len__(self) -> int:
         return len(self._share())
+
+
+def group_share(length: int, group: int, rank: int, world: int) -> list[int]:
+    """Positions of groups ``rank, rank + world, ...`` of ``group`` consecutive positions out of ``length``."""
+    starts = range(rank * group, length, world * group)
+    return [p for s in starts for p in range(s, min(s + group, length))]
+
+
+def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
+    """The run-time settings a mode gives an attack, applied before its parameters are logged or hashed.
+
+    Paper mode runs each attack as configured (its own stopping rule included); fast mode adds the per-sample stop
+    once every label shows. Mixed precision runs the forward passes under autocast.
+    """
+    if fast:
+        attack.early_stop = True
+    attack.autocast = PRECISION_TO_AUTOCAST.get(str(precision))
+    return attack
+
+
+def quantize_images(adv: torch.Tensor, rule: str) -> torch.Tensor:
+    """The images as they are judged: "floor" is the study's ``uint8(x * 255) / 255`` (saved as 8-bit files,
+    truncated), "round" the nearest 8-bit value, "none" the float images the attack returned."""
+    if rule == "none":
+        return adv
+    scaled = adv.float() * 255.0
+    q = torch.floor(scaled) if rule == "floor" else torch.round(scaled)
+    return q.clamp(0, 255) / 255.0
+
+
+QUANTIZE_RULES = ("floor", "round", "none")
 
 
 def evaluate_adversarial(
@@ -186,6 +219,11 @@ class AttackCallback(Callback):
             network with BatchNorm folded and channels_last memory (:func:`~mlattack.evaluation.fast.fast_attack_copy`);
             the adversarial images are still judged by the original network.
         compile: ``torch.compile`` that copy (fast mode only; pays off on GPUs and long runs, not on small CPU runs).
+        quantize: how adversarial images are stored and judged (:func:`quantize_images`; the study: "floor").
+
+    Every batch is one group of consecutive selection positions: when any of its samples lacks a record, the whole
+    group is attacked again (so a reference variant sees the same batch as in an uninterrupted run) and only the
+    missing samples are recorded.
     """
 
     def __init__(
@@ -197,14 +235,16 @@ class AttackCallback(Callback):
         precision: str = "32-true",
         fast: bool = False,
         compile: bool = False,
+        quantize: str = "none",
     ) -> None:
+        if quantize not in QUANTIZE_RULES:
+            raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
         self.jobs, self.num_classes, self.class_names = jobs, int(num_classes), list(class_names)
         self.seed, self.precision, self.fast, self.compile = int(seed), str(precision), bool(fast), bool(compile)
+        self.quantize = quantize
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
-        autocast = PRECISION_TO_AUTOCAST.get(self.precision)
         for job in jobs:
-            job.attack.early_stop = self.fast
-            job.attack.autocast = autocast
+            apply_mode(job.attack, self.fast, self.precision)
             job.metric = ShowManyLabels(self.num_classes, scenario_thresholds(job.avg_labels, self.num_classes))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -235,8 +275,9 @@ class AttackCallback(Callback):
         images, targets = batch["image"], batch["target"]
         positions = batch["position"].tolist()
         for job in self.jobs:
-            todo = [i for i, p in enumerate(positions) if p < job.num_samples and p not in job.done]
-            if not todo:
+            todo = [i for i, p in enumerate(positions) if p < job.num_samples]
+            fresh = [k for k, i in enumerate(todo) if positions[i] not in job.done]
+            if not fresh:
                 continue
             rows = torch.tensor(todo, device=images.device)
             x = images.index_select(0, rows)
@@ -258,12 +299,19 @@ class AttackCallback(Callback):
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
-            logits, failure = evaluate_adversarial(net, res.adv, target, job.attack.loss_fn, res.grad_finite)
+            adv = quantize_images(res.adv, self.quantize)
+            logits, failure = evaluate_adversarial(net, adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
-                res = AttackResult(res.adv, res.iterations, shows_target(logits, target),
+                res = AttackResult(adv, res.iterations, shows_target(logits, target),
                                    job.attack.loss_fn(logits, target).float())
             if error:
                 failure = [error] * len(todo)
+            if len(fresh) < len(todo):  # a re-attacked group: record only the samples without a record
+                k = torch.tensor(fresh, device=x.device)
+                x, logits = x.index_select(0, k), logits.index_select(0, k)
+                res = AttackResult(*(t.index_select(0, k.to(t.device)) for t in (res.adv, res.iterations,
+                                                                                    res.reached, res.loss)))
+                failure, todo = [failure[j] for j in fresh], [todo[j] for j in fresh]
             self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure)
 
     def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:

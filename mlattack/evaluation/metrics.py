@@ -31,6 +31,10 @@ class ShowManyLabels(Metric):
 
     ``update(labels_shown, norms, iterations, seconds, valid)`` takes per-sample tensors; samples with
     ``valid == False`` (numerical failure) count as attacked but unsuccessful and are excluded from the norm means.
+
+    Norms are averaged two ways: ``<norm>_mean`` over every (valid) attacked sample, and
+    ``<norm>_mean_success_n<k>`` over the samples that succeeded in scenario k, which is how the study's code
+    reports them (its evaluation drops the failed samples before averaging).
     """
 
     full_state_update = False
@@ -44,6 +48,9 @@ class ShowManyLabels(Metric):
         self.add_state("success", torch.zeros(NUM_SCENARIOS, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("shown_hist", torch.zeros(self.num_classes + 1, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("norm_sum", torch.zeros(len(NORMS), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "norm_success_sum", torch.zeros(NUM_SCENARIOS, len(NORMS), dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("iterations", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("seconds", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("reached", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -61,10 +68,12 @@ class ShowManyLabels(Metric):
         ok = torch.ones_like(shown, dtype=torch.bool) if valid is None else valid.bool().to(shown.device)
         self.count += shown.numel()
         self.valid += ok.sum()
-        self.success += (scenario_success(shown, self.thresholds) & ok.unsqueeze(1)).sum(0)
+        won = scenario_success(shown, self.thresholds) & ok.unsqueeze(1)  # (N, S)
+        self.success += won.sum(0)
         self.shown_hist += torch.bincount(shown[ok].clamp(0, self.num_classes), minlength=self.num_classes + 1)
         stacked = torch.stack([norms[k].double().to(shown.device) for k in NORMS], dim=1)
         self.norm_sum += stacked[ok].sum(0)
+        self.norm_success_sum += won.double().T @ stacked.nan_to_num()
         self.iterations += iterations.double().to(shown.device).sum()
         self.seconds += seconds.double().to(shown.device).sum()
         self.reached += (reached.bool().to(shown.device) & ok).sum()
@@ -84,4 +93,8 @@ class ShowManyLabels(Metric):
             "num_failed": (self.count - self.valid).double(),
         })
         out.update({f"{k}_mean": self.norm_sum[i] / v for i, k in enumerate(NORMS)})
+        for n in range(NUM_SCENARIOS):  # absent where no sample succeeded: there is nothing to average
+            if int(self.success[n]) > 0:
+                won = self.success[n].double()
+                out.update({f"{k}_mean_success_n{n}": self.norm_success_sum[n, i] / won for i, k in enumerate(NORMS)})
         return out

@@ -30,7 +30,14 @@ from torch.utils.data import DataLoader
 
 from mlattack.attacks.base import Attack
 from mlattack.data.datamodule import MultiLabelDataModule
-from mlattack.evaluation.callback import AttackCallback, AttackJob, AttackTarget, RankSlice
+from mlattack.evaluation.callback import (
+    QUANTIZE_RULES,
+    AttackCallback,
+    AttackJob,
+    AttackTarget,
+    RankSlice,
+    apply_mode,
+)
 from mlattack.evaluation.scenarios import NUM_SCENARIOS, exp_labels
 from mlattack.evaluation.selection import (
     SelectedSamples,
@@ -211,6 +218,8 @@ def run_attacks(
     attacks: list[AttackSpec],
     num_samples: int = 1000,
     mode: Literal["paper", "fast"] = "paper",
+    batch_size: int = 10,
+    quantize: Literal["floor", "round", "none"] | None = None,
     precision: str = "32-true",
     accelerator: str = "auto",
     devices: int | str = 1,
@@ -225,9 +234,25 @@ def run_attacks(
     progress_bar: bool = True,
     callbacks: list[pl.Callback] | None = None,
 ) -> AttackReport:
-    """Reproduce the study's protocol for one model and dataset (see module docstring)."""
+    """Reproduce the study's protocol for one model and dataset (see module docstring).
+
+    Arguments (besides the obvious ones):
+        mode: "paper" runs every attack as configured, its own stopping rule included (the study's code);
+            "fast" also stops each sample once it shows every label and attacks a BatchNorm-folded copy.
+        batch_size: samples attacked together: consecutive groups of the selection (the study's
+            ``adv_batch_size`` = 10). The reference variants of ML-CW and MLA-LP couple the samples of a batch as
+            the study's code did, so their results depend on it; every other attack is batch-independent.
+        quantize: how adversarial images are judged and measured: "floor" = saved as 8-bit and re-read, as the
+            study's evaluation did (``uint8(x * 255)`` truncates), "round", or "none" (the float images).
+            Default: "floor" in paper mode, "none" in fast mode.
+    """
     if num_samples <= 0:
         raise ValueError(f"num_samples must be > 0, got {num_samples}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    quantize = quantize or ("floor" if mode == "paper" else "none")
+    if quantize not in QUANTIZE_RULES:
+        raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
     if not attacks:
         raise ValueError("attacks: give at least one attack")
     built = [(entry, spec) for spec in attacks for entry in spec.build()]
@@ -264,9 +289,12 @@ def run_attacks(
         print(f"Only {len(selection.indices)} correctly predicted samples exist (asked for {num_samples}); "
               "attacking those.")
 
+    for (_, a, _), _ in built:  # the settings that run are the settings that are logged and hashed
+        apply_mode(a, mode == "fast", precision)
     hp = {n: a.hyperparameters() for (n, a, _), _ in built}
     run_key = hashlib.sha1(
-        json.dumps([sel_key, hp, [s.num_samples for _, s in built], seed, precision, mode], sort_keys=True,
+        json.dumps([sel_key, hp, [s.num_samples for _, s in built], seed, precision, mode, batch_size, quantize],
+                   sort_keys=True,
                    default=str).encode()
     ).hexdigest()[:16]
     exp_id = _experiment_id(client, experiment, tracking_uri)
@@ -276,7 +304,8 @@ def run_attacks(
         if parent is None:
             raise RuntimeError("DDP worker found no attack run to join (rank 0 creates it before launching workers)")
         return _run_worker(net, parent, client, exp_id, built, selection, dataset, data, run_key, output_dir, seed,
-                           precision, mode, accelerator, devices, strategy, num_nodes, num_samples)
+                           precision, mode, accelerator, devices, strategy, num_nodes, num_samples, batch_size,
+                           quantize)
     if parent is None:
         model_name = identity.split("/")[0] if model.startswith("models:/") else Path(model).stem
         run = client.create_run(
@@ -295,7 +324,7 @@ def run_attacks(
             "dataset": data.source, "split": split,
             "num_samples": num_samples, "num_selected": len(selection.indices),
             "avg_labels": round(selection.avg_labels, 4), "num_classes": data.num_classes, "seed": seed,
-            "precision": precision, "device": str(device), "mode": mode, "early_stop": mode == "fast",
+            "precision": precision, "device": str(device), "mode": mode, "batch_size": batch_size, "quantize": quantize,
             "image_size": data.image_size, "attacks": ",".join(names),
         })
         client.log_dict(parent, {"indices": selection.indices, "ids": selection.ids}, "selection.json")
@@ -313,13 +342,15 @@ def run_attacks(
                 client.update_run(cid, status="RUNNING")
             child_ids[name] = cid
             _log_params(client, cid, {**{f"attack.{k}": v for k, v in hp[name].items()}, "num_samples": n,
-                                      "avg_labels": round(sub.avg_labels, 4), "mode": mode, "precision": precision,
+                                      "avg_labels": round(selection.avg_labels, 4),
+                                      "avg_labels_subset": round(sub.avg_labels, 4), "mode": mode,
+                                      "batch_size": batch_size, "quantize": quantize, "precision": precision,
                                       "dataset": data.source, "model_uri": model,
                                       "network": type(net).__name__.lower()})
-            jobs.append(AttackJob(name, attack, n, sub.avg_labels, run_dir,
+            jobs.append(AttackJob(name, attack, n, selection.avg_labels, run_dir,
                                   panel_positions=tuple(range(min(panel_samples, n)))))
         trainer = _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices,
-                               strategy, num_nodes, progress_bar, callbacks)
+                               strategy, num_nodes, batch_size, quantize, progress_bar, callbacks)
         metrics = {}
         for job in jobs:
             values = {k: float(v) for k, v in job.metric.compute().items()}  # reduced across DDP ranks
@@ -348,11 +379,13 @@ def _launched_worker() -> bool:
 
 
 def _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices, strategy,
-                 num_nodes, progress_bar=True, callbacks=None) -> pl.Trainer:
-    """The Trainer test pass that drives AttackCallback over the selected samples (each DDP rank: its share)."""
-    callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, fast=mode == "fast")
+                 num_nodes, batch_size, quantize, progress_bar=True, callbacks=None) -> pl.Trainer:
+    """The Trainer test pass that drives AttackCallback over the selected samples (each DDP rank: its share of
+    whole batches, so a batch is the same group of positions whatever the number of ranks)."""
+    callback = AttackCallback(jobs, data.num_classes, dataset.class_names, seed, precision, fast=mode == "fast",
+                              quantize=quantize)
     samples = SelectedSamples(dataset, selection)
-    loader = DataLoader(samples, batch_size=data.eval_batch_size, sampler=RankSlice(len(samples)),
+    loader = DataLoader(samples, batch_size=batch_size, sampler=RankSlice(len(samples), batch_size),
                         num_workers=data.num_workers)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, logger=False,
@@ -364,16 +397,15 @@ def _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, acc
 
 
 def _run_worker(net, parent, client, exp_id, built, selection, dataset, data, run_key, output_dir, seed, precision,
-                mode, accelerator, devices, strategy, num_nodes, num_samples) -> AttackReport:
+                mode, accelerator, devices, strategy, num_nodes, num_samples, batch_size, quantize) -> AttackReport:
     """A DDP rank > 0: attack this rank's share and join the metric reduction; log nothing."""
     existing = _child_runs(client, exp_id, parent)
     jobs = []
     for (name, attack, _), spec in built:
         n = min(spec.num_samples or num_samples, len(selection.indices))
-        jobs.append(AttackJob(name, attack, n, selection.head(n, dataset.targets).avg_labels,
-                              Path(output_dir) / run_key))
+        jobs.append(AttackJob(name, attack, n, selection.avg_labels, Path(output_dir) / run_key))
     _attack_pass(net, jobs, selection, dataset, data, seed, precision, mode, accelerator, devices,
-                 strategy, num_nodes, progress_bar=False)
+                 strategy, num_nodes, batch_size, quantize, progress_bar=False)
     metrics = {job.name: {k: float(v) for k, v in job.metric.compute().items()} for job in jobs}
     return AttackReport(parent, existing, metrics, selection.avg_labels, len(selection.indices), "", True)
 

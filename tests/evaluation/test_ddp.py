@@ -36,11 +36,11 @@ def test_attack_under_ddp_equals_single_process(tmp_path, store, toy_source, reg
         AttackSpec(attack=BIM(eps=0.2, nb_iter=4, eps_iter=0.05)),
         AttackSpec(attack=MIFGSM(eps=0.2, nb_iter=4, eps_iter=0.05), num_samples=5),
     ]
-    single = run_attacks(registered_toy_model, MultiLabelDataModule(**data), same_attacks, num_samples=8,
+    single = run_attacks(registered_toy_model, MultiLabelDataModule(**data), same_attacks, num_samples=8, batch_size=2,
                          output_dir=str(tmp_path / "single"), progress_bar=False, accelerator="cpu",
                          experiment="single")
     cfg = tmp_path / "attack.yaml"
-    cfg.write_text(yaml.safe_dump({"num_samples": 8, "data": data, "attacks": ATTACKS}))
+    cfg.write_text(yaml.safe_dump({"num_samples": 8, "batch_size": 2, "data": data, "attacks": ATTACKS}))
     cmd = [sys.executable, str(DRIVER), "attack", "--config", str(cfg), "--model", registered_toy_model,
            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--experiment", "ddp",
            "--output_dir", str(tmp_path / "ddp")]

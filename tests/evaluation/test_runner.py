@@ -24,6 +24,7 @@ def specs():
 
 
 def run(model, data, out, **kw):
+    kw = {"batch_size": 4, "quantize": "none", **kw}
     return run_attacks(model, data, specs(), num_samples=8, output_dir=str(out), panel_samples=2,
                        progress_bar=False, accelerator="cpu", **kw)
 
@@ -124,7 +125,7 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_running(tmp_path, store, toy_
 def test_budget_sweep_logs_one_child_per_value(tmp_path, store, toy_data, registered_toy_model):
     sweep = [AttackSpec(config="configs/attack/fgsm.yaml", sweep={"eps": [0.05, 0.3]})]
     report = run_attacks(registered_toy_model, toy_data, sweep, num_samples=4, output_dir=str(tmp_path),
-                         progress_bar=False, accelerator="cpu")
+                         progress_bar=False, accelerator="cpu", quantize="none")
     assert list(report.metrics) == ["FGSM[eps=0.05]", "FGSM[eps=0.3]"]
     client = mlflow.MlflowClient(store)
     for name, value in (("FGSM[eps=0.05]", "0.05"), ("FGSM[eps=0.3]", "0.3")):
@@ -163,3 +164,32 @@ def test_fast_mode_never_loses_a_success(tmp_path, store, toy_data, registered_t
             assert fast.metrics[name][f"success_rate_n{k}"] >= paper.metrics[name][f"success_rate_n{k}"]
         assert fast.metrics[name]["iterations_mean"] <= paper.metrics[name]["iterations_mean"]
     assert fast.metrics["FGSM"]["success_rate_n0"] == paper.metrics["FGSM"]["success_rate_n0"]
+
+
+def test_paper_mode_judges_the_images_as_8_bit_files_like_the_study(tmp_path, store, toy_data, registered_toy_model):
+    """The study saved adversarial images with uint8(x * 255) (truncation) and judged the re-read files."""
+    report = run_attacks(registered_toy_model, toy_data, [AttackSpec(attack=FGSM(eps=0.3))], num_samples=8,
+                         output_dir=str(tmp_path), progress_bar=False, accelerator="cpu")
+    run_ = mlflow.MlflowClient(store).get_run(report.parent_run_id)
+    assert run_.data.params["quantize"] == "floor" and run_.data.params["batch_size"] == "10"
+    ds = ToyColours()
+    sel = json.loads(open(mlflow.MlflowClient(store).download_artifacts(report.parent_run_id,
+                                                                        "selection.json")).read())
+    x = torch.stack([ds[i]["image"] for i in sel["indices"]])
+    adv = FGSM(eps=0.3)(LinearColourNet(), x, torch.ones(len(x), 5))
+    saved = torch.floor(adv * 255) / 255
+    assert not torch.equal(saved, adv)  # the toy colours are not on the 8-bit grid: truncation changes them
+    got = report.metrics["FGSM"]
+    assert got["linf_mean"] == pytest.approx(float((saved - x).abs().flatten(1).amax(1).mean()), abs=1e-6)
+    with torch.no_grad():
+        shown = labels_shown(LinearColourNet()(saved))
+    assert got["labels_shown_mean"] == pytest.approx(float(shown.float().mean()))
+    # norms over the samples that succeeded in scenario n (the study's average) next to the all-sample one
+    won = scenario_success(shown, scenario_thresholds(report.avg_labels, 5))
+    l2 = (saved - x).flatten(1).norm(dim=1)
+    for n in range(8):
+        key = f"l2_mean_success_n{n}"
+        if won[:, n].any():
+            assert got[key] == pytest.approx(float(l2[won[:, n]].mean()), abs=1e-6)
+        else:
+            assert key not in got
