@@ -35,8 +35,10 @@ from mlattack.report.sweeps import budget_curves
 from mlattack.report.tables import (
     comparison_table,
     network_label,
+    norm_by_scenario_table,
     norms_table,
     success_table,
+    summary_table,
     to_markdown,
     write_table,
 )
@@ -140,18 +142,16 @@ def build_report(
             )
             report.files.append(fig)
             index += [f"![success vs n, {title}](figures/{fig.name})", ""]
-            norms = norms_table(group)
-            ncap = (
-                f"Mean perturbation per attack, {title} (L2 and L∞ on [0,1] pixels, RMSD on the 0-255 scale)"
+            extra = (  # (file stem, heading, caption, frame)
+                ("norms", "### Perturbation size", f"Mean perturbation per attack, {title} (L2 and L∞ on "
+                 "[0,1] pixels, RMSD on the 0-255 scale)", norms_table(group)),
+                ("l2_success", "### L2 over successful samples", f"Mean L2 over the samples that succeeded in "
+                 f"each scenario, {title} (the study's averaging)", norm_by_scenario_table(group, "l2")),
+                ("summary", "### Summary", f"Success (%), mean labels shown and mean L∞ per attack (variant), "
+                 f"{title}", summary_table(group)),
             )
-            _add(
-                report,
-                index,
-                write_table(norms, tables_dir, f"norms_{net}_{ds}", ncap),
-                "### Perturbation size",
-                ncap,
-                norms,
-            )
+            for stem, heading, cap, frame in extra:
+                _add(report, index, write_table(frame, tables_dir, f"{stem}_{net}_{ds}", cap), heading, cap, frame)
             _labels(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir)
 
     by_dataset: dict[str, dict[str, list[AttackRun]]] = {}

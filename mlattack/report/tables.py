@@ -36,14 +36,46 @@ def success_table(runs: list[AttackRun]) -> pd.DataFrame:
     return frame
 
 
-def norms_table(runs: list[AttackRun]) -> pd.DataFrame:
-    """Mean perturbation size per attack: L2, L∞ (pixel range [0, 1]) and RMSD (the study's 0-255 scale)."""
+def norms_table(runs: list[AttackRun], scenario: int = 0) -> pd.DataFrame:
+    """Mean perturbation size per attack: L2, L∞ (pixel range [0, 1]) and RMSD (the study's 0-255 scale), averaged
+    two ways, both labelled: over every attacked sample, and over the samples that succeeded in ``scenario`` (the
+    study's code drops failed samples before averaging; "–" where none succeeded)."""
+    cols = {f"{name} (all)": key for key, name in NORM_COLUMNS.items()}
+    cols.update(
+        {f"{name} (succ. n={scenario})": f"{key}_success_n{scenario}" for key, name in NORM_COLUMNS.items()}
+    )
     rows = {
-        r.attack: {name: r.metrics.get(key, np.nan) for key, name in NORM_COLUMNS.items()}
+        r.attack: {col: r.metrics.get(key, np.nan) for col, key in cols.items()}
         for r in sorted(runs, key=lambda r: attack_sort_key(r.attack))
     }
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(NORM_COLUMNS.values()))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(cols))
     frame.index.name = "attack"
+    return frame
+
+
+def norm_by_scenario_table(runs: list[AttackRun], norm: str = "l2") -> pd.DataFrame:
+    """Mean ``norm`` over the samples that succeeded in each scenario n = 0..7 (the study's averaging)."""
+    label = NORM_COLUMNS.get(f"{norm}_mean", norm)
+    rows = {
+        r.attack: {
+            f"{label} n={k}": r.metrics.get(f"{norm}_mean_success_n{k}", np.nan) for k in range(NUM_SCENARIOS)
+        }
+        for r in sorted(runs, key=lambda r: attack_sort_key(r.attack))
+    }
+    frame = pd.DataFrame.from_dict(
+        rows, orient="index", columns=[f"{label} n={k}" for k in range(NUM_SCENARIOS)]
+    )
+    frame.index.name = "attack"
+    return frame
+
+
+def summary_table(runs: list[AttackRun]) -> pd.DataFrame:
+    """One row per attack: success (%) n = 0..7, mean labels shown and mean L∞ (all samples) — the ablation view,
+    where each row is one variant of an attack."""
+    frame = success_table(runs).drop(columns=["avgLabels"])
+    by_name = {r.attack: r for r in runs}
+    frame["labels shown"] = [by_name[a].metrics.get("labels_shown_mean", np.nan) for a in frame.index]
+    frame["Linf (all)"] = [by_name[a].metrics.get("linf_mean", np.nan) for a in frame.index]
     return frame
 
 
@@ -69,7 +101,9 @@ def _cell(value: object, digits: int) -> str:
 
 
 def _digits(column: str) -> int:
-    return 3 if column in ("avgLabels", "L2", "Linf", "RMSD") or column.startswith("avgLabels") else 1
+    if column == "labels shown":
+        return 2
+    return 3 if column.startswith(("avgLabels", "L2", "Linf", "RMSD")) else 1
 
 
 def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:

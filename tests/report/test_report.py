@@ -27,20 +27,29 @@ def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report)
     _, attack_reports, _ = populated_store
     tables = report.output_dir / "tables"
     for net in NETS:
-        for kind in ("success", "norms"):
+        for kind in ("success", "norms", "l2_success", "summary"):
             for ext in ("md", "csv", "tex"):
                 assert (tables / f"{kind}_{net}_toy.{ext}").stat().st_size > 0
         success = pd.read_csv(tables / f"success_{net}_toy.csv", index_col="attack")
         norms = pd.read_csv(tables / f"norms_{net}_toy.csv", index_col="attack")
+        l2 = pd.read_csv(tables / f"l2_success_{net}_toy.csv", index_col="attack")
+        summary = pd.read_csv(tables / f"summary_{net}_toy.csv", index_col="attack")
         metrics = attack_reports[net].metrics
         assert sorted(success.index) == sorted(metrics)
         for attack, m in metrics.items():
             for k in range(8):
                 assert success.loc[attack, f"n={k}"] == pytest.approx(100 * m[f"success_rate_n{k}"])
             assert success.loc[attack, "N"] == m["num_samples"]
-            assert norms.loc[attack, "L2"] == pytest.approx(m["l2_mean"])
-            assert norms.loc[attack, "Linf"] == pytest.approx(m["linf_mean"])
-            assert norms.loc[attack, "RMSD"] == pytest.approx(m["rmsd_mean"])
+            assert norms.loc[attack, "L2 (all)"] == pytest.approx(m["l2_mean"])
+            assert norms.loc[attack, "Linf (all)"] == pytest.approx(m["linf_mean"])
+            assert norms.loc[attack, "RMSD (all)"] == pytest.approx(m["rmsd_mean"])
+            if "l2_mean_success_n0" in m:  # the study's average: over the samples that succeeded
+                assert norms.loc[attack, "L2 (succ. n=0)"] == pytest.approx(m["l2_mean_success_n0"])
+                assert l2.loc[attack, "L2 n=0"] == pytest.approx(m["l2_mean_success_n0"])
+            else:
+                assert pd.isna(norms.loc[attack, "L2 (succ. n=0)"])
+            assert summary.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
+            assert summary.loc[attack, "n=3"] == pytest.approx(100 * m["success_rate_n3"])
         # the study's row order, and the printed Markdown carries the same (rounded) numbers
         assert list(success.index)[:1] == ["FGSM"] and list(success.index)[-2:] == ["BIM", "MIFGSM"]
         md = report.markdown[f"success_{net}_toy"]
