@@ -1,11 +1,14 @@
 """ML-CW: the Carlini-Wagner L2 attack for multi-label models (Song et al. 2018, "Multi-label adversarial
-perturbations"), as run in the study: tanh box, Adam, hinge towards the target on the 0.5 probability threshold plus
-the squared L2 distance, and a per-sample binary search over the hinge weight ``c``.
+perturbations"): tanh box, Adam, hinge towards the target on the 0.5 probability threshold plus the squared L2
+distance, and a per-sample binary search over the hinge weight ``c``.
 
-Every sample runs its own schedule (binary-search step, Adam state, abort check) inside one batch: a sample whose
-search step ends (abort or ``max_iter``) restarts from the clean image with its new ``c`` while the others carry on,
-and a sample that has used all its search steps (or, with ``early_stop``, reached the target) leaves the active batch.
-The cost is the sum of the steps each sample really needs, not ``binary_search_steps * max_iter``.
+Two variants. ``corrected`` (the paper's algorithm) runs every sample on its own schedule inside one batch: a sample
+whose search step ends (stall or ``max_iter``) restarts from the clean image with its new ``c`` while the others carry
+on, so attacking a batch equals attacking its samples one by one. ``reference`` is the study's code
+(``attacks/ml_cw_pytorch.py``), quirks included: most importantly its stall check sums the loss over the whole batch
+and ends the search step of every sample of the batch at once, so a sample's result depends on the other samples of
+its batch (the study attacked consecutive groups of ``adv_batch_size`` = 10; the evaluation loop feeds the same).
+With ``early_stop`` a sample that shows the target leaves; the others keep their shared schedule.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive, keep_best
+from mlattack.attacks.base import Attack, AttackResult, check_positive, check_variant, quirk
 from mlattack.attacks.losses import AttackLoss, shows_target
+from mlattack.attacks.mlcw_steps import adam_step, next_search_step
 
 _NO_BOUND = 1e10  # "no successful c yet" (upper) as in the reference code
 _TANH_SHRINK = 0.999999  # keeps atanh finite at 0 and 1, as in the reference code
+_STALL_RATIO = 0.9999  # a check that finds the loss above 99.99 % of the last checked loss ends the step
 
 
 class MLCW(Attack):
@@ -25,26 +30,39 @@ class MLCW(Attack):
 
     Distance measure: L2.
 
-    Per sample and step it minimises ``c * sum_j max(0, confidence - s_j (sigmoid(z_j) - 0.5)) + ||x' - x||_2^2``
-    over ``w`` with ``x' = (tanh(atanh((2x - 1) * 0.999999) + w) + 1) / 2`` (so x' stays in [0, 1]), where
-    ``s_j = +1`` for target-positive and ``-1`` for target-negative labels. Binary search on ``c`` per sample: a
-    step that showed the target at least once sets ``upper = min(upper, c)``, otherwise ``lower = max(lower, c)``;
-    the next ``c`` is ``(lower + upper) / 2`` once an upper bound exists, else ``10 * c``. A step aborts when the
-    sample's loss, checked every ``check_every`` iterations, fell by less than 0.01 % since the last check.
-    The returned image is the best over all steps: most target labels shown, then smallest L2. The study's code
-    also computes CW's "repeat with the upper bound" on the last step but never applies it; neither do we.
+    Per sample and search step it minimises ``c * sum_j max(0, confidence - s_j (sigmoid(z_j) - 0.5)) + ||x' - o||^2``
+    over ``w`` with Adam, ``x' = (tanh(atanh((2x - 1) * 0.999999) + w) + 1) / 2`` (so x' stays in [0, 1]),
+    ``s_j = +1`` for target-positive and ``-1`` for target-negative labels, and ``o`` the clean image. A step that
+    showed the target sets ``upper = min(upper, c)``, otherwise ``lower = max(lower, c)``; the next ``c`` is
+    ``(lower + upper) / 2`` once an upper bound exists, else ``10 * c``. With ``abort_early`` a step ends when the
+    loss, checked every ``check_every`` iterations, fell by less than 0.01 % since the last check. The returned image
+    is the best over all steps: most target labels shown, then smallest L2. (The study's code also sets CW's
+    "repeat with the upper bound" on the last step, but after that step's ``c`` was copied to the loss, so it has
+    no effect; neither variant has it.)
 
     Arguments:
         max_iter: Adam steps per binary-search step (study: 1000).
-        binary_search_steps: number of values of ``c`` tried per sample (study: 10).
+        binary_search_steps: values of ``c`` tried per sample (study: 10).
         initial_const: first ``c`` (study: 1e5).
         lr: Adam learning rate (study: 0.01).
-        abort_early: stop a search step when the loss stalls.
-        check_every: iterations between stall checks (study: ``max_iter // 10`` = 100).
+        abort_early: end a search step when the loss stalls (study: yes).
+        check_every: iterations between stall checks; ``None`` = ``max(max_iter // 10, 1)`` as in the study.
         confidence: margin on the probability scale the hinge asks for (study: 0).
+        variant: ``"reference"`` (the study's code) or ``"corrected"`` (the paper's algorithm, batch-independent).
+            Each quirk below is ``None`` (follow the variant) or an explicit bool that switches it alone.
+        batch_stall_check: the stall check compares the batch's summed loss and ends the step of every sample in
+            the batch (off: each sample's own loss ends its own step).
+        stall_skips_best: the iteration whose check ends the step is not considered for the best image.
+        stall_cap_1e10: the first check of a step compares with 1e10 (not infinity), so a step whose loss starts
+            above 9.999e9 (a large ``c``; in batch mode the sum over the batch) ends at once, with no step taken.
+        half_matches_both: images are judged on the float32 sigmoid output, as the reference's probability models
+            gave it: a label at exactly p = 0.5 matches either target sign when images are ranked, and counts as
+            positive when a step's success is judged (off: the logit's sign decides both, as in the evaluation).
+        tanh_origin: the L2 distance is measured from the tanh reconstruction of the clean image,
+            ``x * 0.999999 + 5e-7``, instead of the clean image.
         loss_fn: used only to report the final per-sample loss (ML-CW descends its own hinge objective).
         early_stop, autocast: see :class:`~mlattack.attacks.base.Attack`. Under autocast only the model's forward
-            runs in low precision; ``w``, Adam's moments, the hinge and the L2 term stay in fp32.
+            runs in low precision; ``w``, Adam's moments, the hinge and the L2 term stay in fp32 (``c`` in fp64).
 
     Shape:
         images (N, 3, H, W) in [0, 1], target (N, C) multi-hot -> adversarial images (N, 3, H, W) in [0, 1].
@@ -60,89 +78,127 @@ class MLCW(Attack):
         initial_const: float = 1e5,
         lr: float = 0.01,
         abort_early: bool = True,
-        check_every: int = 100,
+        check_every: int | None = None,
         confidence: float = 0.0,
+        variant: str = "corrected",
+        batch_stall_check: bool | None = None,
+        stall_skips_best: bool | None = None,
+        stall_cap_1e10: bool | None = None,
+        half_matches_both: bool | None = None,
+        tanh_origin: bool | None = None,
         loss_fn: AttackLoss | None = None,
         early_stop: bool = False,
         autocast: str | None = None,
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
-        self.max_iter = int(check_positive("max_iter", max_iter))
-        self.binary_search_steps = int(check_positive("binary_search_steps", binary_search_steps))
+        self.max_iter = _positive_int("max_iter", max_iter)
+        self.binary_search_steps = _positive_int("binary_search_steps", binary_search_steps)
         self.initial_const = check_positive("initial_const", initial_const)
         self.lr = check_positive("lr", lr)
-        self.abort_early = bool(abort_early)
-        self.check_every = int(check_positive("check_every", check_every))
+        if not isinstance(abort_early, bool):
+            raise ValueError(f"abort_early must be true or false, got {abort_early!r}")
+        self.abort_early = abort_early
+        self.check_every = (
+            max(self.max_iter // 10, 1) if check_every is None else _positive_int("check_every", check_every)
+        )
         self.confidence = check_positive("confidence", confidence, allow_zero=True)
+        self.variant = check_variant(variant)
+        self.batch_stall_check = quirk("batch_stall_check", batch_stall_check, variant)
+        self.stall_skips_best = quirk("stall_skips_best", stall_skips_best, variant)
+        self.stall_cap_1e10 = quirk("stall_cap_1e10", stall_cap_1e10, variant)
+        self.half_matches_both = quirk("half_matches_both", half_matches_both, variant)
+        self.tanh_origin = quirk("tanh_origin", tanh_origin, variant)
+
+    def _score_and_shown(
+        self, p: torch.Tensor, logits: torch.Tensor, sign: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target labels matched (ranks images) and whether the image shows the target (judges a search step)."""
+        if self.half_matches_both:  # the reference thresholds the float32 probability; 0.5 matches +1 and -1
+            score = ((p - 0.5) * sign >= 0).sum(1)
+            shown = ((p >= 0.5) == (sign > 0)).all(1)
+        else:
+            match = (logits >= 0) == (sign > 0)
+            score, shown = match.sum(1), match.all(1)
+        return score, shown
 
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        n = images.shape[0]
-        dev = images.device
+        n, dev, dims = images.shape[0], images.device, tuple(range(1, images.ndim))
         sign = 2.0 * target - 1.0
         w0 = torch.atanh((2.0 * images - 1.0) * _TANH_SHRINK)
-        w = torch.zeros_like(images)
-        m1, m2 = torch.zeros_like(images), torch.zeros_like(images)
+        origin = (torch.tanh(w0) + 1.0) / 2.0 if self.tanh_origin else images
+        w, m1, m2 = torch.zeros_like(images), torch.zeros_like(images), torch.zeros_like(images)
         adam_t = torch.zeros(n, dtype=torch.long, device=dev)
         const = torch.full((n,), self.initial_const, dtype=torch.float64, device=dev)
         lower = torch.zeros(n, dtype=torch.float64, device=dev)
         upper = torch.full((n,), _NO_BOUND, dtype=torch.float64, device=dev)
-        search_step = torch.zeros(n, dtype=torch.long, device=dev)
-        inner = torch.zeros(n, dtype=torch.long, device=dev)
-        prev = torch.full((n,), float("inf"), device=dev)
-        step_reached = torch.zeros(n, dtype=torch.bool, device=dev)
-        iterations = torch.zeros(n, dtype=torch.long, device=dev)
-        best_adv = images.clone()
+        first_prev = _NO_BOUND if self.stall_cap_1e10 else float("inf")
+        prev = torch.full((n,), first_prev, dtype=torch.float64, device=dev)
+        search_step, inner, iterations = (torch.zeros(n, dtype=torch.long, device=dev) for _ in range(3))
+        # best of the current search step (judges it) and best over all steps (returned)
+        step_score = torch.full((n,), -1, dtype=torch.long, device=dev)
+        step_l2 = torch.full((n,), float("inf"), device=dev)
+        step_shown = torch.zeros(n, dtype=torch.bool, device=dev)
+        best_adv, best_logits = images.clone(), torch.zeros_like(target)
         best_score = torch.full((n,), -1, dtype=torch.long, device=dev)
         best_l2 = torch.full((n,), float("inf"), device=dev)
-        best_logits = torch.zeros_like(target)
         done = torch.zeros(n, dtype=torch.bool, device=dev)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
 
         while not bool(done.all()):
             idx = (~done).nonzero().squeeze(1)
-            x, wi = images[idx], w[idx].requires_grad_(True)
+            wi = w[idx].requires_grad_(True)
             with torch.enable_grad():
                 adv = (torch.tanh(w0[idx] + wi) + 1.0) / 2.0
                 logits = self.forward(model, adv)
-                hinge = (self.confidence - sign[idx] * (torch.sigmoid(logits) - 0.5)).clamp_min(0).sum(1)
-                l2 = (adv - x).flatten(1).pow(2).sum(1)
-                loss = const[idx].float() * hinge + l2
-                (grad,) = torch.autograd.grad(loss.sum(), wi)
-            adv, logits, loss, l2 = adv.detach(), logits.detach(), loss.detach(), l2.detach()
-
-            # best so far: most target labels shown, then smallest L2
-            keep_best(idx, adv, logits, l2, target, best_adv, best_logits, best_score, best_l2)
-            reached = shows_target(logits, target[idx])
-            step_reached[idx] |= reached
+                p = torch.sigmoid(logits)
+                margin = self.confidence - sign[idx] * (p - 0.5)
+                hinge = torch.maximum(torch.zeros_like(margin), margin).sum(1)
+                l2 = (adv - origin[idx]).pow(2).sum(dims)
+                weighted = const[idx] * hinge  # fp64, as the reference's float64 c promotes it
+                total = weighted.sum() + l2.sum()  # the reference's batch loss; its gradient is per sample
+                (grad,) = torch.autograd.grad(total, wi)
+            adv, logits, p, l2 = adv.detach(), logits.detach(), p.detach(), l2.detach()
             iterations[idx] += 1
 
-            # per-sample stall check, every check_every iterations of the current search step
-            checking = inner[idx] % self.check_every == 0
-            stalled = checking & (loss > prev[idx] * 0.9999) & self.abort_early
-            prev[idx[checking]] = loss[checking]
+            stalled = torch.zeros(len(idx), dtype=torch.bool, device=dev)
+            if self.abort_early:
+                checking = inner[idx] % self.check_every == 0
+                if self.batch_stall_check:  # the active samples share one schedule, so one check for all
+                    loss = total.detach().expand(len(idx))
+                else:
+                    loss = weighted.detach() + l2.double()
+                stalled = checking & (loss > prev[idx] * _STALL_RATIO)
+                keep = checking & ~stalled
+                prev[idx[keep]] = loss[keep]
 
-            # Adam step (torch.optim.Adam's formula, with a per-sample step count)
+            score, shown = self._score_and_shown(p, logits, sign[idx])
+            record = ~stalled if self.stall_skips_best else torch.ones_like(stalled)
+            better = record & ((score > step_score[idx]) | ((score == step_score[idx]) & (l2 < step_l2[idx])))
+            bi = idx[better]
+            step_score[bi], step_l2[bi], step_shown[bi] = score[better], l2[better], shown[better]
+            better = record & ((score > best_score[idx]) | ((score == best_score[idx]) & (l2 < best_l2[idx])))
+            bi = idx[better]
+            best_adv[bi], best_logits[bi] = adv[better], logits[better]
+            best_score[bi], best_l2[bi] = score[better], l2[better]
+
             go = ~stalled
-            gi = idx[go]
-            adam_t[gi] += 1
-            t = adam_t[gi].to(torch.float32).view(-1, *([1] * (images.ndim - 1)))
-            m1[gi] = beta1 * m1[gi] + (1 - beta1) * grad[go]
-            m2[gi] = beta2 * m2[gi] + (1 - beta2) * grad[go].square()
-            denom = (m2[gi] / (1 - beta2**t)).sqrt() + eps
-            w[gi] = w[gi] - self.lr * (m1[gi] / (1 - beta1**t)) / denom
+            adam_step(idx[go], grad[go], w, m1, m2, adam_t, self.lr)
             inner[idx] += 1
 
             if self.early_stop:
-                done[idx[reached]] = True
+                done[idx[record & shows_target(logits, target[idx])]] = True
             ends = (stalled | (inner[idx] >= self.max_iter)) & ~done[idx]
             if bool(ends.any()):
-                self._next_search_step(idx[ends], step_reached, const, lower, upper)
                 ei = idx[ends]
+                next_search_step(ei, step_shown[ei] & (step_score[ei] >= 0), const, lower, upper)
                 search_step[ei] += 1
                 done[ei] = search_step[ei] >= self.binary_search_steps
                 w[ei], m1[ei], m2[ei] = 0.0, 0.0, 0.0
-                adam_t[ei], inner[ei], prev[ei], step_reached[ei] = 0, 0, float("inf"), False
+                adam_t[ei], inner[ei], prev[ei] = 0, 0, first_prev
+                step_score[ei], step_l2[ei], step_shown[ei] = -1, float("inf"), False
 
+        unseen = best_score < 0  # every step of the sample ended at its first check: the clean image stays
+        if bool(unseen.any()):
+            best_logits[unseen] = self.forward(model, images[unseen]).detach()
         self.last_const_bounds = (lower, upper)  # diagnostics: each sample's final binary-search bracket on c
         return AttackResult(
             adv=best_adv,
@@ -151,19 +207,10 @@ class MLCW(Attack):
             loss=self.loss_fn(best_logits, target),
         )
 
-    @staticmethod
-    def _next_search_step(
-        ei: torch.Tensor,
-        step_reached: torch.Tensor,
-        const: torch.Tensor,
-        lower: torch.Tensor,
-        upper: torch.Tensor,
-    ) -> None:
-        """The reference's binary-search update of ``c`` for the samples ``ei`` whose search step just ended."""
-        ok = step_reached[ei]
-        c = const[ei]
-        up = torch.where(ok, torch.minimum(upper[ei], c), upper[ei])
-        lo = torch.where(ok, lower[ei], torch.maximum(lower[ei], c))
-        bounded = up < 1e9
-        const[ei] = torch.where(bounded, (lo + up) / 2, torch.where(ok, c, c * 10))
-        upper[ei], lower[ei] = up, lo
+
+def _positive_int(name: str, value: int) -> int:
+    """A count >= 1 (an integral float such as 1e3 is accepted); the message names the argument."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+    if not ok or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
