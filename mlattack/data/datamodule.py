@@ -36,7 +36,9 @@ def build_dataset(source: str, split: Split, root: str | None = None, **kwargs: 
         raise ValueError(f"unknown data source {source!r}; expected one of {sorted(SOURCES)}")
     module, cls_name, needs_root = SOURCES[source]
     if needs_root and root is None:
-        raise ValueError(f"data source {source!r} needs `root` (the dataset folder; see README for the layout)")
+        raise ValueError(
+            f"data source {source!r} needs `root` (the dataset folder; see README for the layout)"
+        )
     cls = getattr(importlib.import_module(module), cls_name)
     if root is not None:
         kwargs["root"] = root
@@ -53,7 +55,8 @@ class MultiLabelDataModule(pl.LightningDataModule):
         batch_size, num_workers: loader settings (eval loaders use ``eval_batch_size`` if given).
         augment: ML-GCN's multi-scale crop + horizontal flip on the training split.
         seed: seeds the sources' train/val divisions (and the built-in dataset's generation).
-        options: extra source arguments (e.g. ``num_classes`` for synthetic, ``layout`` for nuswide).
+        options: extra source arguments (e.g. ``num_classes`` for synthetic, ``layout`` for nuswide,
+            ``train_split: trainval`` + ``val_split: test`` for VOC2007 as ML-GCN's reference trained it).
         stats_cache: folder for cached label statistics (default: ``<root>/.mlattack`` when ``root`` is set).
     """
 
@@ -101,12 +104,16 @@ class MultiLabelDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     def label_stats(self, split: Split = "train") -> LabelStats:
-        key = f"{self.source}-{split}-{self.image_size}"
-        return label_stats(self.dataset(split), self.stats_cache, key=key)
+        ds = self.dataset(split)
+        official = getattr(ds, "official_split", split)  # e.g. VOC2007 "train" read from official trainval
+        key = f"{self.source}-{split}{'' if official == split else '-' + official}-{self.image_size}"
+        return label_stats(ds, self.stats_cache, key=key)
 
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        splits: tuple[Split, ...] = {"fit": ("train", "val"), "validate": ("val",)}.get(stage or "", ("test",))
+        splits: tuple[Split, ...] = {"fit": ("train", "val"), "validate": ("val",)}.get(
+            stage or "", ("test",)
+        )
         for split in splits:
             self.dataset(split)
 

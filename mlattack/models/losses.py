@@ -1,9 +1,41 @@
-"""Training losses. ML-GCN uses torch's own ``nn.MultiLabelSoftMarginLoss``; ML-LIW uses :class:`LIWLoss`."""
+"""Training losses: :class:`MultiLabelSoftMarginLoss` (ML-GCN's) and :class:`LIWLoss` (ML-LIW's).
+
+Both take ``forward(logits, targets, ignore=None)``: ``ignore`` (N, C) bool marks entries that are neither positive
+nor negative, so VOC "difficult" labels can be left out of the loss (ML-LIW's reference does that).
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class MultiLabelSoftMarginLoss(nn.Module):
+    """torch's ``nn.MultiLabelSoftMarginLoss`` (per-label binary cross-entropy on logits, mean over labels, then
+    over images) that can also leave entries out.
+
+    Without ``ignore`` it is torch's loss exactly. With it, an image's loss is the mean over its kept labels only,
+    and images with no kept label are skipped (the loss is 0 when nothing is kept, still differentiable).
+    """
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, ignore: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if logits.shape != targets.shape or logits.ndim != 2:
+            raise ValueError(
+                f"logits and targets must both be (N, C), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            )
+        per_entry = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+        if ignore is None:
+            return per_entry.mean(dim=1).mean()
+        keep = ~ignore.bool()
+        kept = keep.sum(dim=1)
+        rows = kept > 0
+        per_image = torch.where(keep, per_entry, torch.zeros_like(per_entry)).sum(dim=1)[rows] / kept[rows]
+        if not rows.any():  # everything ignored: zero, with the graph kept connected
+            return 0.0 * logits.sum()
+        return per_image.mean()
 
 
 def pairwise_exp_rank(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,10 @@ attack loop can take ``module.net`` — the bare logits model — without knowin
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -22,6 +23,8 @@ from torchmetrics.classification import (
     MultilabelRankingLoss,
 )
 
+from mlattack.models.losses import MultiLabelSoftMarginLoss
+
 log = logging.getLogger(__name__)
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
@@ -29,6 +32,22 @@ SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.L
 
 #: the label value torchmetrics skips: VOC "difficult" labels are excluded from every metric
 IGNORE = -1
+
+#: how the training (and validation) loss treats VOC "difficult" labels; metrics always skip them
+DIFFICULT_MODES = ("positive", "negative", "ignore")
+Difficult = Literal["positive", "negative", "ignore"]
+
+
+def check_difficult(difficult: str, loss: nn.Module) -> str:
+    """Validate ``difficult`` and that the loss can leave entries out when it is ``ignore``."""
+    if difficult not in DIFFICULT_MODES:
+        raise ValueError(f"model.difficult must be one of {list(DIFFICULT_MODES)}, got {difficult!r}")
+    if difficult == "ignore" and "ignore" not in inspect.signature(loss.forward).parameters:
+        raise ValueError(
+            f"model.difficult='ignore' needs a loss whose forward takes an `ignore` mask; {type(loss).__name__} "
+            "does not (use mlattack.models.losses.MultiLabelSoftMarginLoss or LIWLoss)"
+        )
+    return difficult
 
 
 def multilabel_metrics(num_labels: int, prefix: str) -> MetricCollection:
@@ -57,7 +76,12 @@ class MultiLabelClassifier(pl.LightningModule):
     Arguments:
         net: the network; input (N, 3, H, W) in [0, 1], output (N, C) logits. Networks that model the label graph
             (``set_label_graph``) receive the training split's co-occurrence before fitting.
-        loss: training loss on (logits, multi-hot targets); default ``MultiLabelSoftMarginLoss`` (ML-GCN's).
+        loss: training loss on (logits, multi-hot targets); default ``MultiLabelSoftMarginLoss`` (ML-GCN's; the
+            one in :mod:`mlattack.models.losses`, which equals torch's and can also leave entries out).
+        difficult: what the loss makes of VOC "difficult" labels (the batch's ``difficult`` mask; the targets
+            hold them as 0): ``positive`` (ML-GCN's reference maps them to 1), ``negative`` (as the attack
+            protocol sees them) or ``ignore`` (left out of the loss, ML-LIW's reference). Used for the training
+            and the validation/test loss; the metrics skip difficult labels whatever this says.
         lr: base learning rate; ``backbone_lr_scale`` multiplies it for the pretrained trunk (0.1 in ML-GCN).
         optimizer: optimiser factory applied to the network's parameter groups (jsonargparse ``class_path``).
         lr_scheduler: optional scheduler factory (e.g. ``MultiStepLR`` with ML-GCN's step epochs).
@@ -71,6 +95,7 @@ class MultiLabelClassifier(pl.LightningModule):
         backbone_lr_scale: float = 0.1,
         optimizer: OptimizerCallable = sgd_default,
         lr_scheduler: SchedulerCallable | None = None,
+        difficult: Difficult = "negative",
     ) -> None:
         super().__init__()
         # Under LightningCLI the hparams are the parsed config (class paths + init args), which is what lets
@@ -78,7 +103,8 @@ class MultiLabelClassifier(pl.LightningModule):
         from_config = _given_hyperparameters.get() is not None
         self.save_hyperparameters(ignore=[] if from_config else ["net", "loss", "optimizer", "lr_scheduler"])
         self.net = net
-        self.loss_fn = loss if loss is not None else nn.MultiLabelSoftMarginLoss()
+        self.loss_fn = loss if loss is not None else MultiLabelSoftMarginLoss()
+        self.difficult = check_difficult(difficult, self.loss_fn)
         self.lr, self.backbone_lr_scale = float(lr), float(backbone_lr_scale)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         c = self.num_classes
@@ -118,19 +144,40 @@ class MultiLabelClassifier(pl.LightningModule):
         opt = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"},
+        }
 
     # -- steps ----------------------------------------------------------------------------------------------------
+    def compute_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, difficult: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss with difficult labels treated as ``self.difficult`` says (targets themselves stay {0, 1})."""
+        if self.difficult == "positive":
+            return self.loss_fn(logits, torch.where(difficult.bool(), torch.ones_like(target), target))
+        if self.difficult == "ignore":
+            return self.loss_fn(logits, target, ignore=difficult.bool())
+        return self.loss_fn(logits, target)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
-        loss = self.loss_fn(logits, batch["target"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
+        loss = self.compute_loss(logits, batch["target"], batch["difficult"])
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(logits),
+            sync_dist=True,
+        )
         return loss
 
     def _eval_step(self, batch: dict, metrics: MetricCollection, prefix: str) -> None:
         logits = self(batch["image"])
         target = batch["target"]
-        loss = self.loss_fn(logits, target)
+        loss = self.compute_loss(logits, target, batch["difficult"])
         labels = target.long().masked_fill(batch["difficult"].bool(), IGNORE)
         metrics.update(torch.sigmoid(logits.float()), labels)
         self.log(f"{prefix}loss", loss, on_epoch=True, batch_size=len(logits), sync_dist=True)

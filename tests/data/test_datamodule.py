@@ -47,14 +47,54 @@ def test_unknown_source_and_missing_root_are_clear():
 
 
 def test_data_stats_command_reads_a_data_config_file(capsys):
-    main(["data", "stats", "--data", "configs/data/synthetic.yaml", "--data.options",
-          '{"num_samples": 20, "num_classes": 4}', "--split", "val"])
+    main(
+        [
+            "data",
+            "stats",
+            "--data",
+            "configs/data/synthetic.yaml",
+            "--data.options",
+            '{"num_samples": 20, "num_classes": 4}',
+            "--split",
+            "val",
+        ]
+    )
     out = capsys.readouterr().out
     assert "synthetic / val" in out and "images: 20" in out and "classes: 4" in out
 
 
 def test_data_stats_command_prints_a_table(capsys):
-    main(["data", "stats", "--data.source", "synthetic", "--data.image_size", "16",
-          "--data.options", '{"num_samples": 30, "num_classes": 5}', "--split", "test"])
+    main(
+        [
+            "data",
+            "stats",
+            "--data.source",
+            "synthetic",
+            "--data.image_size",
+            "16",
+            "--data.options",
+            '{"num_samples": 30, "num_classes": 5}',
+            "--split",
+            "test",
+        ]
+    )
     out = capsys.readouterr().out
     assert "synthetic / test" in out and "images: 30" in out and "| 4 |" in out
+
+
+def test_voc2007_trainval_options_reach_every_split_and_the_label_graph(tmp_path):
+    from tests.data.fixtures import VOC2007_SPLITS, make_voc
+
+    root = make_voc(tmp_path / "voc")
+    opts = {"train_split": "trainval", "val_split": "test"}
+    d = MultiLabelDataModule("voc2007", str(root), image_size=16, batch_size=4, num_workers=0, options=opts)
+    d.setup("fit")
+    assert d.dataset("train").ids == sorted(VOC2007_SPLITS["train"] + VOC2007_SPLITS["val"])
+    assert d.dataset("val").ids == d.dataset("test").ids == VOC2007_SPLITS["test"]
+    stats = d.label_stats("train")  # ML-GCN's adjacency comes from the images it trains on
+    assert stats.num_images == 5 and sum(stats.difficult_counts) == 2
+    assert (root / ".mlattack" / "stats-voc2007-train-trainval-16.json").is_file()
+    plain = MultiLabelDataModule("voc2007", str(root), image_size=16, batch_size=4, num_workers=0)
+    assert plain.label_stats("train").num_images == 3  # a separate cache entry, not the trainval one
+    batch = next(iter(d.train_dataloader()))
+    assert batch["difficult"].shape == batch["target"].shape == (4, 20)

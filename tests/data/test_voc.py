@@ -93,6 +93,51 @@ def test_getitem_returns_resized_image_and_target(voc07):
         assert torch.equal(item["target"], ds.targets[i]) and item["index"] == i
 
 
+def test_voc2007_trainval_from_official_files_or_train_plus_val(tmp_path):
+    # A tree without trainval files gets train + val in id order; the devkit's own trainval files give the same.
+    combined = VOC2007(
+        make_voc(tmp_path / "a"), "train", image_size=S, train_split="trainval", val_split="test"
+    )
+    trainval = sorted(VOC2007_SPLITS["train"] + VOC2007_SPLITS["val"])
+    assert combined.ids == trainval and combined.official_split == "trainval"
+    t, d = expected(VOC_LABELS, trainval)
+    assert torch.equal(combined.targets, torch.from_numpy(t)) and torch.equal(
+        combined.difficult, torch.from_numpy(d)
+    )
+    assert combined.difficult.sum() == 2  # 000002 person and 000004 chair
+    official = make_voc(tmp_path / "b", splits={**VOC2007_SPLITS, "trainval": trainval})
+    from_files = VOC2007(official, "train", image_size=S, train_split="trainval", val_split="test")
+    assert from_files.ids == combined.ids and torch.equal(from_files.targets, combined.targets)
+    assert torch.equal(from_files.difficult, combined.difficult)
+    xml = VOC2007(
+        official, "train", image_size=S, label_source="annotations", train_split="trainval", val_split="test"
+    )
+    assert xml.ids == combined.ids and torch.equal(xml.targets, combined.targets)
+    val = VOC2007(official, "val", image_size=S, train_split="trainval", val_split="test")
+    assert val.ids == VOC2007_SPLITS["test"] and val.official_split == "test"
+    test = VOC2007(official, "test", image_size=S, train_split="trainval", val_split="test")
+    assert test.ids == VOC2007_SPLITS["test"]  # the attacked split never moves
+    # an item still carries a {0, 1} target and the difficult mask beside it
+    item = combined[combined.ids.index("000002")]
+    person = VOC_CLASSES.index("person")
+    assert (
+        item["target"][person] == 0
+        and item["difficult"][person]
+        and set(item["target"].tolist()) <= {0.0, 1.0}
+    )
+
+
+def test_official_split_options_are_checked(voc07):
+    with pytest.raises(ValueError, match="train_split must be one of"):
+        VOC2007(voc07, "train", train_split="all")
+    with pytest.raises(ValueError, match="val_split must be one of"):
+        VOC2007(voc07, "train", val_split="train")
+    with pytest.raises(ValueError, match="val_split: 'val' is part of train_split 'trainval'"):
+        VOC2007(voc07, "train", train_split="trainval")
+    with pytest.raises(ValueError, match="train_split/val_split choose official VOC2007 splits"):
+        VOCDataset(voc07, "2012", "train", train_split="trainval", val_split="test")
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 

@@ -156,3 +156,80 @@ def test_mlliw_state_dict_round_trip(images):
 def test_bad_num_classes_is_refused(cls):
     with pytest.raises(ValueError, match="num_classes"):
         cls(0, backbone="tiny")
+
+
+# ------------------------------------------------------------------------------- ML-LIW's input transform
+
+
+def torchvision_inception(num_classes: int, transform_input: bool) -> torch.nn.Module:
+    """torchvision's own Inception-v3 with random weights, float64, its BatchNorm statistics set from one batch
+    so the eval-mode network actually depends on its input (with unit statistics it is nearly constant)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.inception_v3(
+        weights=None,
+        aux_logits=False,
+        init_weights=False,
+        transform_input=transform_input,
+        num_classes=num_classes,
+    ).double()
+    for m in tv.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch sets the statistics
+    with torch.no_grad():
+        tv.train()(torch.rand(4, 3, 75, 75, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    return tv.eval()
+
+
+def mlliw_with_weights_of(tv: torch.nn.Module, transform_input: bool | None) -> MLLIW:
+    net = MLLIW(5, transform_input=transform_input).double().eval()
+    trunk_keys = set(net.backbone.state_dict())
+    net.backbone.load_state_dict({k: v for k, v in tv.state_dict().items() if k in trunk_keys})
+    net.fc.load_state_dict(tv.fc.state_dict())
+    return net
+
+
+def first_conv_input(
+    model: torch.nn.Module, conv: torch.nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    seen = []
+    handle = conv.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    with torch.no_grad():
+        out = model(x)
+    handle.remove()
+    return seen[0], out
+
+
+@pytest.mark.parametrize("transform_input", [True, False])
+def test_mlliw_trunk_input_is_torchvision_inception_fed_as_the_reference(transform_input):
+    # The reference (Inceptionv3Rank) normalised x in [0, 1] to (x - 0.5)/0.5 and fed torchvision's Inception-v3,
+    # whose pretrained constructor switches transform_input on. MLLIW must be that same function of x.
+    x = torch.rand(2, 3, 75, 75, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tv = torchvision_inception(5, transform_input)
+    net = mlliw_with_weights_of(tv, transform_input)
+    tv_in, tv_out = first_conv_input(tv, tv.Conv2d_1a_3x3, (x - 0.5) / 0.5)
+    net_in, net_out = first_conv_input(net, net.backbone.Conv2d_1a_3x3, x)
+    torch.testing.assert_close(net_in, tv_in)
+    torch.testing.assert_close(net_out, tv_out)
+    if transform_input:  # per channel: (x - 0.5) * std / 0.25 + (mean - 0.5) / 0.5
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+        torch.testing.assert_close(net_in, (x - 0.5) * std / 0.25 + (mean - 0.5) / 0.5)
+    else:
+        torch.testing.assert_close(net_in, (x - 0.5) / 0.5)
+
+
+def test_mlliw_transform_input_default_follows_the_trunk_and_changes_the_output():
+    assert MLLIW(5).transform_input is True  # inception_v3: as torchvision's pretrained model (the reference)
+    assert MLLIW(5, backbone="tiny").transform_input is False
+    assert MLLIW(5, backbone="tiny", transform_input=True).transform_input is True
+    x = torch.rand(2, 3, 75, 75, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    tv = torchvision_inception(5, True)
+    on, off = mlliw_with_weights_of(tv, True), mlliw_with_weights_of(tv, False)
+    with torch.no_grad():
+        assert (on(x) - off(x)).abs().max() > 1e-4 * off(x).abs().max()
+    assert set(on.state_dict()) == set(off.state_dict())  # no new state: old state_dicts still load
+    with pytest.raises(ValueError, match="transform_input"):
+        MLLIW(5, backbone="tiny", transform_input="yes")
