@@ -22,10 +22,9 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult
-from mlattack.attacks.losses import labels_shown, shows_target
 from mlattack.evaluation.fast import fast_attack_copy
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
-from mlattack.evaluation.scenarios import scenario_thresholds
+from mlattack.evaluation.scenarios import predicted_positive, scenario_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +301,7 @@ class AttackCallback(Callback):
             adv = quantize_images(res.adv, self.quantize)
             logits, failure = evaluate_adversarial(net, adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
-                res = AttackResult(adv, res.iterations, shows_target(logits, target),
+                res = AttackResult(adv, res.iterations, (predicted_positive(logits) == (target > 0.5)).all(1),
                                    job.attack.loss_fn(logits, target).float())
             if error:
                 failure = [error] * len(todo)
@@ -315,7 +314,8 @@ class AttackCallback(Callback):
             self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure)
 
     def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:
-        shown = labels_shown(logits)
+        on_mask = predicted_positive(logits)
+        shown = on_mask.sum(1)
         norms = perturbation_norms(x, res.adv)
         valid = torch.tensor([not f for f in failure])
         iters = res.iterations.double()
@@ -324,7 +324,7 @@ class AttackCallback(Callback):
         lines = []
         for k, i in enumerate(todo):
             truth = torch.nonzero(targets[i] > 0.5).flatten().tolist()
-            on = torch.nonzero(logits[k] >= 0).flatten().tolist()
+            on = torch.nonzero(on_mask[k]).flatten().tolist()
             rec = {
                 "position": pos[k],
                 "index": int(batch["index"][i]),

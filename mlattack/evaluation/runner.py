@@ -219,6 +219,7 @@ def run_attacks(
     num_samples: int = 1000,
     mode: Literal["paper", "fast"] = "paper",
     batch_size: int = 10,
+    min_positive: int = 1,
     quantize: Literal["floor", "round", "none"] | None = None,
     precision: str = "32-true",
     accelerator: str = "auto",
@@ -242,6 +243,8 @@ def run_attacks(
         batch_size: samples attacked together: consecutive groups of the selection (the study's
             ``adv_batch_size`` = 10). The reference variants of ML-CW and MLA-LP couple the samples of a batch as
             the study's code did, so their results depend on it; every other attack is batch-independent.
+        min_positive: the least number of positive ground-truth labels a selected sample has (the study's
+            ML-GCN driver: 1, its ML-LIW driver: 2).
         quantize: how adversarial images are judged and measured: "floor" = saved as 8-bit and re-read, as the
             study's evaluation did (``uint8(x * 255)`` truncates), "round", or "none" (the float images).
             Default: "floor" in paper mode, "none" in fast mode.
@@ -250,6 +253,8 @@ def run_attacks(
         raise ValueError(f"num_samples must be > 0, got {num_samples}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if min_positive < 1:
+        raise ValueError(f"min_positive must be >= 1, got {min_positive}")
     quantize = quantize or ("floor" if mode == "paper" else "none")
     if quantize not in QUANTIZE_RULES:
         raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
@@ -277,11 +282,13 @@ def run_attacks(
     device = pl.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
                         num_nodes=num_nodes).strategy.root_device
     key_parts = (identity, data.source, data.root, split, data.image_size, data.options, num_samples)
+    key_parts += (() if min_positive == 1 else (min_positive,))  # keeps the keys of existing selections
     sel_key = selection_key(*key_parts)
     cache_dir = Path(output_dir) / "selections"
     selection: Selection = cached_selection(
         cache_dir, sel_key,
-        lambda: select_correct_samples(net.to(device), dataset, num_samples, data.eval_batch_size, device),
+        lambda: select_correct_samples(net.to(device), dataset, num_samples, data.eval_batch_size, device,
+                                       min_positive=min_positive),
     )
     if len(selection.indices) == 0:
         raise ValueError(f"no sample of {data.source!r}/{split} is predicted correctly: nothing to attack")
@@ -322,7 +329,7 @@ def run_attacks(
         _log_params(client, parent, {
             "model_uri": model, "model_identity": identity, "network": type(net).__name__.lower(),
             "dataset": data.source, "split": split,
-            "num_samples": num_samples, "num_selected": len(selection.indices),
+            "num_samples": num_samples, "num_selected": len(selection.indices), "min_positive": min_positive,
             "avg_labels": round(selection.avg_labels, 4), "num_classes": data.num_classes, "seed": seed,
             "precision": precision, "device": str(device), "mode": mode, "batch_size": batch_size, "quantize": quantize,
             "image_size": data.image_size, "attacks": ",".join(names),

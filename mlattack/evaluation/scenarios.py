@@ -24,6 +24,13 @@ def scenario_thresholds(avg_labels: float, num_classes: int, num_scenarios: int 
     return torch.tensor([int(e) for e in exp_labels(avg_labels, num_classes, num_scenarios)], dtype=torch.long)
 
 
+def predicted_positive(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C) bool: the study's prediction rule, float32 sigmoid >= 0.5. It equals ``logit >= 0`` except for
+    logits in (-6e-8, 0), whose sigmoid rounds to exactly 0.5: attacks that land labels on the boundary (ML-DP aims
+    at 0.5) are judged there, so the loop and the selection use this rule, as the study's evaluation did."""
+    return torch.sigmoid(logits.float()) >= 0.5
+
+
 def scenario_success(labels_shown: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """(N, S) bool: sample i succeeds in scenario n when it shows >= thresholds[n] labels."""
     return labels_shown.long().unsqueeze(1) >= thresholds.to(labels_shown.device).unsqueeze(0)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlattack.data.base import MultiLabelDataset
+from mlattack.evaluation.scenarios import predicted_positive
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,14 @@ class Selection:
         return Selection(idx, self.ids[:n], avg, n, self.scanned)
 
 
-def correct_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: prediction (logit >= 0) equals the target on every label and at least one label is positive.
+def correct_mask(logits: torch.Tensor, targets: torch.Tensor, min_positive: int = 1) -> torch.Tensor:
+    """(N,) bool: prediction (sigmoid >= 0.5) equals the target on every label and at least ``min_positive``
+    labels are positive (the study's ML-GCN driver asks for 1, its ML-LIW driver for 2).
 
     ``targets`` must already hold difficult labels as 0 (the datasets do).
     """
     pos = targets > 0.5
-    return ((logits >= 0) == pos).all(dim=1) & pos.any(dim=1)
+    return (predicted_positive(logits) == pos).all(dim=1) & (pos.sum(dim=1) >= max(1, int(min_positive)))
 
 
 @torch.no_grad()
@@ -53,6 +55,7 @@ def select_correct_samples(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    min_positive: int = 1,
 ) -> Selection:
     """Scan the split in order and keep the first ``num_samples`` correctly predicted samples.
 
@@ -69,7 +72,7 @@ def select_correct_samples(
     try:
         for batch in loader:
             logits = net(batch["image"].to(device)).float().cpu()
-            ok = correct_mask(logits, batch["target"])
+            ok = correct_mask(logits, batch["target"], min_positive)
             keep.extend((scanned + torch.nonzero(ok).flatten()).tolist())  # rows of `dataset`, in order
             scanned += len(ok)
             if len(keep) >= num_samples:

@@ -50,3 +50,12 @@ def test_metric_accumulates_like_a_direct_computation():
     assert out["rmsd_mean"] == pytest.approx((0.1 + 0.2) * 255 / 3)
     assert out["iterations_mean"] == pytest.approx(30 / 4)
     assert out["num_failed"] == 1 and out["target_reached_rate"] == pytest.approx(0.25)
+
+
+def test_prediction_rule_is_the_studys_float32_sigmoid_threshold() -> None:
+    """A logit just below 0 has sigmoid exactly 0.5 in float32: the study's evaluation counts that label shown."""
+    from mlattack.evaluation.scenarios import predicted_positive
+
+    logits = torch.tensor([[-3e-8, -1e-6, 0.0, 2.0, -2.0]])
+    assert predicted_positive(logits).tolist() == [[True, False, True, True, False]]
+    assert (logits >= 0).sum() == 2  # the logit-sign rule would count two

@@ -12,6 +12,9 @@ def test_correct_mask_rules():
     targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
     # exact match / one wrong label / no positive label / logit 0 means probability 0.5 -> positive
     assert correct_mask(logits, targets).tolist() == [True, False, False, True]
+    # the study's ML-LIW driver keeps only samples with at least two positive labels
+    two = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    assert correct_mask(torch.tensor([[2.0, 2.0], [2.0, -2.0]]), two, min_positive=2).tolist() == [True, False]
 
 
 def test_selection_keeps_first_n_correct_in_dataset_order():
