@@ -90,7 +90,10 @@ def _dual_estimate(
             f0 = objective(v, lam)
             # "not <=" also rejects NaN: on near-degenerate rows (a delta of -1e-7 next to O(1) ones) a step can
             # leave the domain of the log barrier through round-off
-            while alpha > 1e-12 and not objective(v + alpha * dv, lam + alpha * step) <= f0 + 1e-4 * alpha * slope:
+            while (
+                alpha > 1e-12
+                and not objective(v + alpha * dv, lam + alpha * step) <= f0 + 1e-4 * alpha * slope
+            ):
                 alpha *= 0.5
             new = lam + alpha * step
             scale = float(g @ new)  # stay on the constraint despite round-off
@@ -145,11 +148,13 @@ def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) 
 def _solve_rows(j: torch.Tensor, d: torch.Tensor, max_rounds: int) -> tuple[torch.Tensor | None, float]:
     """Dual estimate + sign-rule crossover (module docstring) for unit-L1 rows; (None, inf) when infeasible."""
     n = j.shape[1]
-    lam = _dual_estimate(j, -d)
+    size = min(n, 8 * j.shape[0] + 256)
+    # a small image fits the first reduced LP whole: the dual estimate would only pick its free set, so its
+    # first guess (enough for the scale s0) does (tiny test models: 3x faster)
+    lam = _dual_estimate(j, -d, rounds=0 if size == n else 8)
     v = lam @ j
     # s = 1/t is solved as s0 * s' with s0 from the dual estimate (weak duality), so HiGHS sees s' ~ 1
     s0 = float(v.abs().sum() / (-(d @ lam)).clamp(min=1e-300))
-    size = min(n, 8 * j.shape[0] + 256)
     free = torch.argsort(v.abs())[:size]
     failures = 0
     for _ in range(max_rounds):
@@ -171,7 +176,8 @@ def _solve_rows(j: torch.Tensor, d: torch.Tensor, max_rounds: int) -> tuple[torc
         s *= s0
         lam_t = torch.as_tensor(lam, dtype=j.dtype, device=j.device)
         v = lam_t @ j
-        bad = mask & (v * sigma > 1e-12 * float(v.abs().max() + 1e-300))  # sign rule violated on a fixed coord
+        # sign rule violated on a fixed coordinate
+        bad = mask & (v * sigma > 1e-12 * float(v.abs().max() + 1e-300))
         if not bool(bad.any()):
             if s <= 0:
                 return None, float("inf")
