@@ -40,7 +40,7 @@ from mlattack.evaluation.fast import fast_attack_copy
 from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds
 
 ATTACKS = ("FGSM", "BIM", "PGD", "MIFGSM")
-PAPER_EPS = {"FGSM": 0.3, "BIM": 0.1, "PGD": 0.3, "MIFGSM": 0.3}  # PROTOCOL.md; 30 steps of 0.001
+PAPER_EPS = {"FGSM": 0.3, "BIM": 0.1, "PGD": 0.3, "MIFGSM": 0.3}  # docs/PROTOCOL.md; 30 steps of 0.001
 
 
 # -- the reference loop (AdverTorch 0.2.3 semantics, targeted = descend the loss) ------------------------------

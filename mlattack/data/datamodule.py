@@ -1,6 +1,6 @@
 """One LightningDataModule for every source, configured by source name and options (see configs/data/*.yaml).
 
-Splits follow PROTOCOL.md: each source maps "train" / "val" / "test" to its official files, and "test" is always
+Splits follow docs/PROTOCOL.md: each source maps "train" / "val" / "test" to its official files, and "test" is always
 the split the attacks are evaluated on.
 """
 

@@ -8,7 +8,7 @@ folder itself; inside it the loader reads::
     Annotations/<image_id>.xml            only with label_source="annotations"
     JPEGImages/<image_id>.jpg
 
-Protocol splits (PROTOCOL.md): VOC2007 maps train/val/test to the official splits of the same name by default;
+Protocol splits (docs/PROTOCOL.md): VOC2007 maps train/val/test to the official splits of the same name by default;
 ``train_split="trainval"`` trains on the official trainval (ML-GCN's reference) and then ``val_split="test"``
 validates on the official test set, as that reference did. VOC2012 has no public test labels, so its official
 ``val`` is the attacked "test" split and the official ``train`` is divided 80/20 (seeded) into train/val.

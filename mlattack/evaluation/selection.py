@@ -1,4 +1,4 @@
-"""Which samples are attacked (PROTOCOL.md): the first N of the attacked split, in dataset order, whose clean
+"""Which samples are attacked (docs/PROTOCOL.md): the first N of the attacked split, in dataset order, whose clean
 prediction equals the ground truth on every label (difficult labels count as negative) and that have at least one
 positive label."""
 

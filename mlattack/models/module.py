@@ -66,7 +66,7 @@ def multilabel_metrics(num_labels: int, prefix: str) -> MetricCollection:
 
 
 def sgd_default(params: Iterable) -> torch.optim.Optimizer:
-    """ML-GCN's optimiser (PROTOCOL.md): SGD, momentum 0.9, weight decay 1e-4."""
+    """ML-GCN's optimiser (docs/PROTOCOL.md): SGD, momentum 0.9, weight decay 1e-4."""
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
 
 

@@ -1,4 +1,4 @@
-"""Sample selection (PROTOCOL.md): dataset order, exact match on every label, >= 1 positive, difficult = negative."""
+"""Sample selection (docs/PROTOCOL.md): dataset order, exact match on every label, >= 1 positive, difficult = negative."""
 
 import pytest
 import torch
