@@ -24,6 +24,7 @@ from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.evaluation.runner import AttackReport
 from mlattack.models.module import MultiLabelClassifier
 from mlattack.models.registry import RegisterBestModel
+from mlattack.resources import config_dir
 from mlattack.tracking.callbacks import RUN_ID_KEY, MLflowRunContext, MLflowSaveConfig, mlflow_logger
 from mlattack.tracking.store import (
     EXPERIMENT,
@@ -32,7 +33,7 @@ from mlattack.tracking.store import (
     default_tracking_uri,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = config_dir()
 
 
 # Callbacks registered as their own config groups (checkpoint:, registry:, run_context:) so YAML files can

@@ -47,6 +47,7 @@ from mlattack.evaluation.selection import (
     selection_key,
 )
 from mlattack.models.registry import load_network
+from mlattack.resources import find_config
 from mlattack.tracking.panels import attack_panel, plt, success_table_markdown
 from mlattack.tracking.store import (
     check_tracking_uri,
@@ -57,7 +58,6 @@ from mlattack.tracking.store import (
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 ATTACK_EXPERIMENT = "mlattack-attacks"
 RUN_KEY_TAG = "mlattack.run_key"
@@ -114,11 +114,10 @@ def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
     """Instantiate an attack from a ``class_path``/``init_args`` YAML file (with optional overrides)."""
     from jsonargparse import ArgumentParser
 
-    p = Path(path)
-    if not p.is_file() and (CONFIG_DIR.parent / path).is_file():
-        p = CONFIG_DIR.parent / path
-    if not p.is_file():
-        raise FileNotFoundError(f"attack config {path!r} not found (looked in . and {CONFIG_DIR.parent})")
+    try:
+        p = find_config(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"attack {e}") from None
     spec = yaml.safe_load(p.read_text())
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ValueError(f"{p}: expected a mapping with `class_path` (and `init_args`) of an attack")
