@@ -77,7 +77,7 @@ VARIANTS = ("reference", "corrected")
 
 
 def check_variant(variant: str) -> str:
-    """Validate ``variant``: "reference" (the study's code, quirks included) or "corrected" (the paper's algorithm)."""
+    """Validate ``variant``: "reference" (the study's code, quirks included) or "corrected" (the algorithm without the code's accidents)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     return variant

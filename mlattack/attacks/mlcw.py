@@ -2,7 +2,7 @@
 perturbations"): tanh box, Adam, hinge towards the target on the 0.5 probability threshold plus the squared L2
 distance, and a per-sample binary search over the hinge weight ``c``.
 
-Two variants. ``corrected`` (the paper's algorithm) runs every sample on its own schedule inside one batch: a sample
+Two variants. ``corrected`` (batch-independent, without the code's accidents) runs every sample on its own schedule inside one batch: a sample
 whose search step ends (stall or ``max_iter``) restarts from the clean image with its new ``c`` while the others carry
 on, so attacking a batch equals attacking its samples one by one. ``reference`` is the study's code
 (``attacks/ml_cw_pytorch.py``), quirks included: most importantly its stall check sums the loss over the whole batch
@@ -48,7 +48,7 @@ class MLCW(Attack):
         abort_early: end a search step when the loss stalls (study: yes).
         check_every: iterations between stall checks; ``None`` = ``max(max_iter // 10, 1)`` as in the study.
         confidence: margin on the probability scale the hinge asks for (study: 0).
-        variant: ``"reference"`` (the study's code) or ``"corrected"`` (the paper's algorithm, batch-independent).
+        variant: ``"reference"`` (the study's code) or ``"corrected"`` (batch-independent, without the code's accidents).
             Each quirk below is ``None`` (follow the variant) or an explicit bool that switches it alone.
         batch_stall_check: the stall check compares the batch's summed loss and ends the step of every sample in
             the batch (off: each sample's own loss ends its own step).

@@ -1,11 +1,11 @@
-"""ML-DP: multi-label DeepFool (Song et al. 2018), as the paper describes it or exactly as the study's code ran it.
+"""ML-DP: multi-label DeepFool (Song et al. 2018), without the study's code accidents, or exactly as that code ran it.
 
 Each iteration linearises every label's sigmoid output ``p`` around the current image and takes the minimum-L2 step
 that puts all of them at their aim at once, ``J r = level - p`` (``J`` the (C, D) Jacobian of ``p``); the image is
 ``clip(x + r_total)``. ``variant: reference`` reproduces the study's ``ml_deepfool_pytorch.py``: every label aimed at
 0.5 itself, the best image chosen by the norm of the *image*, an exact inverse that skips a singular sample, labels
-counted by ``p >= 0.5`` in float32 and unclipped steps accumulated. ``variant: corrected`` (the default) is the
-paper's algorithm: the same linearisation, a pseudo-inverse, the closest perturbation kept, and a small margin past
+counted by ``p >= 0.5`` in float32 and unclipped steps accumulated. ``variant: corrected`` (the default) removes the
+code's accidents: the same linearisation, a pseudo-inverse, the closest perturbation kept, and a small margin past
 the boundary so that a label that lands ends up on its target side (DeepFool's overshoot). The study's code treats
 the samples of a batch independently, so neither variant couples them.
 """
@@ -33,7 +33,7 @@ class MLDP(Attack):
 
     Arguments:
         max_iter: linearisation steps (the study: 20, hard-coded in its code).
-        variant: ``"corrected"`` (the paper's algorithm) or ``"reference"`` (the study's code, quirks included); each
+        variant: ``"corrected"`` (without the code's accidents) or ``"reference"`` (the study's code, quirks included); each
             quirk below is ``None`` (follow the variant) or an explicit bool that switches it alone.
         overshoot: each label aims at ``0.5 + overshoot`` (target-positive) or ``0.5 - overshoot`` (target-negative)
             rather than at the boundary, where a label that lands is shown or not by rounding. None: 0 for the
