@@ -22,6 +22,7 @@ import numpy as np
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.scenarios import exp_labels
 from mlattack.report import plots
+from mlattack.report.architectures import architecture_map, architecture_table, clean_map, shown_vs_size
 from mlattack.report.collect import (
     ATTACK_EXPERIMENT,
     AttackRun,
@@ -162,14 +163,9 @@ def build_report(
             continue
         comp = comparison_table(nets)
         cap = f"Success rate (%) on {ds}: " + " vs ".join(network_label(n) for n in nets)
-        _add(
-            report,
-            index,
-            write_table(comp, tables_dir, f"compare_{ds}", cap),
-            f"## Model comparison: {ds}",
-            cap,
-            comp,
-        )
+        _add(report, index, write_table(comp, tables_dir, f"compare_{ds}", cap), f"## Model comparison: {ds}",
+             cap, comp)
+        _architectures(report, index, client, nets, ds, tables_dir, fig_dir)
 
     curves = budget_curves(runs)
     if curves:
@@ -200,6 +196,21 @@ def build_report(
         },
     )
     return report
+
+
+def _architectures(report, index, client, nets, ds, tables_dir, fig_dir) -> None:
+    """The architecture-vulnerability map of one dataset: table, success heatmaps, labels shown vs size."""
+    maps = {net: float(np.nanmax([clean_map(client, u) for u in {r.model_uri for r in runs}] or [np.nan]))
+            for net, runs in nets.items()}
+    arch = architecture_table(nets, maps)
+    cap = f"Architectures on {ds}: clean mAP, success (%), labels shown and perturbation size per attack"
+    _add(report, index, write_table(arch, tables_dir, f"architectures_{ds}", cap), f"### Architectures: {ds}",
+         cap, arch)
+    for fig in (architecture_map(nets, maps, f"Success (%) per architecture on {ds}",
+                                 fig_dir / f"architectures_{ds}.png"),
+                shown_vs_size(nets, f"Labels shown vs perturbation size on {ds}", fig_dir / f"shown_vs_l2_{ds}.png")):
+        report.files.append(fig)
+        index += [f"![{fig.stem}](figures/{fig.name})", ""]
 
 
 def _add(

@@ -10,6 +10,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.report.build import REPORT_EXPERIMENT, Report, build_report
 from mlattack.report.collect import ATTACK_EXPERIMENT
+from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
 
 def report_parser() -> ArgumentParser:
@@ -73,13 +74,15 @@ def main(argv: list[str]) -> Report:
     """Parse ``argv``, build the report, print every Markdown table and where the files went."""
     parser = report_parser()
     cfg = parser.parse_args(argv)
+    tracking_uri = cfg.tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)  # like fit and attack: a dead server fails in seconds, not after retries
     report = build_report(
         output_dir=cfg.output_dir,
         experiment=cfg.experiment,
         network=cfg.network,
         dataset=cfg.dataset,
         filter_string=cfg.filter,
-        tracking_uri=cfg.tracking_uri,
+        tracking_uri=tracking_uri,
         report_experiment=cfg.report_experiment,
         data=load_data_config(cfg.data) if cfg.data else None,
     )

@@ -103,7 +103,7 @@ def _cell(value: object, digits: int) -> str:
 def _digits(column: str) -> int:
     if column == "labels shown":
         return 2
-    return 3 if column.startswith(("avgLabels", "L2", "Linf", "RMSD")) else 1
+    return 3 if column.startswith(("avgLabels", "L2", "Linf", "RMSD", "clean mAP")) else 1
 
 
 def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:

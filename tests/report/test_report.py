@@ -197,3 +197,19 @@ def test_filters_and_cli(populated_store, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| attack | N | avgLabels | n=0 |" in printed and "| MIFGSM | 6 |" in printed
     assert (tmp_path / "cli" / "index.md").is_file()
+
+
+def test_architecture_map_puts_networks_side_by_side_with_their_clean_map(populated_store, report):
+    """Two networks on one dataset: one row per (network, attack) with the model's clean mAP, and both figures."""
+    _, attack_reports, _ = populated_store
+    arch = pd.read_csv(report.output_dir / "tables" / "architectures_toy.csv", index_col="attack")
+    maps = {"linearcolournet": 0.81, "shiftedcolournet": 0.67}
+    for net, rep in attack_reports.items():
+        rows = arch[arch["network"] == net]
+        assert sorted(rows.index) == sorted(rep.metrics)
+        assert (rows["clean mAP"] == maps[net]).all()
+        for attack, m in rep.metrics.items():
+            assert rows.loc[attack, "n=0"] == pytest.approx(100 * m["success_rate_n0"])
+            assert rows.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
+    for name in ("architectures_toy.png", "shown_vs_l2_toy.png"):
+        assert (report.output_dir / "figures" / name).stat().st_size > 10_000

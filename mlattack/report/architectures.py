@@ -1,0 +1,111 @@
+"""The architecture-vulnerability map: several networks attacked on one dataset, side by side.
+
+One success heatmap (attacks x scenarios n) per network with the network's clean validation mAP in its title, and
+a "labels shown vs perturbation size" figure with one line per network (one point per attack). Together they answer
+whether a network is more vulnerable than another at the same perturbation size, not only at its attacks' budgets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from mlattack.report.collect import AttackRun
+from mlattack.report.plots import plt
+from mlattack.report.tables import SCENARIO_COLUMNS, network_label, success_table
+
+MAP_METRICS = ("best/val_mAP", "val/mAP")
+
+
+def clean_map(client: mlflow.MlflowClient, model_uri: str) -> float:
+    """The validation mAP recorded for a registered model (``models:/name/version`` or ``models:/name@alias``):
+    the version's ``val_mAP`` tag if present, else the metric of the run that produced it; NaN when unknown."""
+    if not model_uri.startswith("models:/"):
+        return float("nan")
+    ref = model_uri[len("models:/") :]
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = ref.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+        if "val_mAP" in (version.tags or {}):
+            return float(version.tags["val_mAP"])
+        metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    except (mlflow.exceptions.MlflowException, ValueError):
+        return float("nan")
+    return next((float(metrics[k]) for k in MAP_METRICS if k in metrics), float("nan"))
+
+
+def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, float]) -> pd.DataFrame:
+    """Rows (network, attack): clean mAP, success (%) n = 0..7, mean labels shown, mean L2 and L∞."""
+    rows = []
+    for net, runs in by_network.items():
+        table = success_table(runs)
+        by_name = {r.attack: r for r in runs}
+        for attack, row in table.iterrows():
+            m = by_name[attack].metrics
+            rows.append({
+                "network": network_label(net), "attack": attack, "clean mAP": maps.get(net, np.nan),
+                **{c: row[c] for c in SCENARIO_COLUMNS},
+                "labels shown": m.get("labels_shown_mean", np.nan),
+                "L2 (all)": m.get("l2_mean", np.nan), "Linf (all)": m.get("linf_mean", np.nan),
+            })
+    return pd.DataFrame(rows).set_index("attack")
+
+
+def architecture_map(by_network: dict[str, list[AttackRun]], maps: dict[str, float], title: str,
+                     path: Path) -> Path:
+    """One heatmap per network: rows attacks (the study's order), columns n = 0..7, cells success (%)."""
+    nets = list(by_network)
+    tables = {net: success_table(by_network[net]) for net in nets}
+    height = max(len(t) for t in tables.values()) * 0.35 + 1.6
+    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), height), squeeze=False, sharey=False)
+    for ax, net in zip(axes[0], nets, strict=True):
+        t = tables[net][SCENARIO_COLUMNS]
+        im = ax.imshow(t.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(SCENARIO_COLUMNS)), [c.split("=")[1] for c in SCENARIO_COLUMNS])
+        ax.set_yticks(range(len(t)), list(t.index), fontsize=8)
+        ax.set_xlabel("scenario n")
+        mean_ap = maps.get(net, np.nan)
+        ax.set_title(f"{network_label(net)}" + ("" if np.isnan(mean_ap) else f" (clean mAP {mean_ap:.3f})"),
+                     fontsize=10)
+        for (i, j), v in np.ndenumerate(t.to_numpy(dtype=float)):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v < 60 else "black")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="success (%)")
+    fig.suptitle(title, fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def shown_vs_size(by_network: dict[str, list[AttackRun]], title: str, path: Path, norm: str = "l2") -> Path:
+    """Mean labels shown against mean perturbation size, one point per attack and one line per network."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for net, runs in by_network.items():
+        pts = sorted((r.metrics.get(f"{norm}_mean", np.nan), r.metrics.get("labels_shown_mean", np.nan), r.attack)
+                     for r in runs)
+        pts = [p for p in pts if not (np.isnan(p[0]) or np.isnan(p[1]))]
+        if not pts:
+            continue
+        xs, ys, names = zip(*pts, strict=True)
+        ax.plot(xs, ys, marker="o", label=network_label(net))
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel(f"mean {norm.upper()} of the perturbation (pixels in [0, 1])")
+    ax.set_ylabel("mean labels shown")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
