@@ -1,5 +1,6 @@
 """mlattack.attacks: one attack per file; see base.py for the contract."""
 
+from mlattack.attacks.apgd import APGD
 from mlattack.attacks.base import Attack, AttackResult
 from mlattack.attacks.bim import BIM
 from mlattack.attacks.fgm import FGM
@@ -11,4 +12,17 @@ from mlattack.attacks.mldp import MLDP
 from mlattack.attacks.pgd import PGD
 from mlattack.attacks.slide import SLIDE
 
-__all__ = ["Attack", "AttackResult", "BIM", "FGM", "FGSM", "MIFGSM", "MLALP", "MLCW", "MLDP", "PGD", "SLIDE"]
+__all__ = [
+    "APGD",
+    "Attack",
+    "AttackResult",
+    "BIM",
+    "FGM",
+    "FGSM",
+    "MIFGSM",
+    "MLALP",
+    "MLCW",
+    "MLDP",
+    "PGD",
+    "SLIDE",
+]

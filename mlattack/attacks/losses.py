@@ -41,3 +41,23 @@ def shows_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def labels_shown(logits: torch.Tensor) -> torch.Tensor:
     """(N,) number of labels predicted positive."""
     return (logits >= 0).sum(dim=1)
+
+
+#: default margin (in logits) of :func:`multilabel_margin`: a label counts as done only a little past the boundary,
+#: so that float rounding in the judging forward pass (a folded or bf16 copy of the net) cannot flip it back
+MARGIN_KAPPA = 0.1
+
+
+def multilabel_margin(
+    logits: torch.Tensor, target: torch.Tensor, kappa: float = MARGIN_KAPPA
+) -> torch.Tensor:
+    """Margin-style multi-label loss: sum over labels of ``max(0, kappa - s * logit)``, s = +1 where the target
+    shows the label and -1 where it hides it.
+
+    Why: the summed BCE keeps pulling labels that are already on the right side (its weight ``1 - p`` never
+    vanishes) and saturates on the far side of its clamp; the margin puts the whole step on the labels still
+    wrong, in logit units, and is zero exactly when every label is past the boundary by ``kappa`` (so the point
+    with the smallest loss is a success whenever one was seen, which is what ML-APGD returns).
+    """
+    sign = 2.0 * target.to(torch.float32) - 1.0
+    return torch.relu(kappa - sign * logits.float()).sum(dim=1)

@@ -1,0 +1,283 @@
+"""ML-APGD: Auto-PGD (Croce & Hein, ICML 2020), the step-size-free attack inside AutoAttack, towards a multi-label
+target, L∞ or L2.
+
+Written from the paper's description (Algorithm 1 and Section 3.1). Every piece of state is per sample (step size,
+best point, success counters), so a batch gives each sample's one-by-one result. The loss is *descended* (the
+paper ascends f; here f = -loss).
+
+One step, k = 1..nb_iter (x(0) is the start)::
+
+    z      = P(x(k-1) - η · dir(∇loss(x(k-1))))                     dir = sign (L∞) or g / ‖g‖₂ (L2)
+    x(k)   = z                                                       k = 1
+    x(k)   = P(x(k-1) + α (z - x(k-1)) + (1 - α)(x(k-1) - x(k-2)))   k > 1, α = 0.75
+
+P projects onto the eps ball and the pixel range. At each checkpoint w_j (after evaluating x(w_j)), η is halved
+and the iterate restarts from the best point seen so far when
+
+    (1) fewer than ρ · (w_j - w_{j-1}) of the steps since w_{j-1} lowered the loss, or
+    (2) η was not halved at w_{j-1} and the best loss has not changed since w_{j-1}.
+
+Cost: nb_iter forward + input-backward passes and one forward pass at the last iterate (its loss decides
+whether it is the best point); the returned image is the best point, so its loss and prediction are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from mlattack.attacks.base import Attack, AttackResult, check_positive
+from mlattack.attacks.iterative import check_nb_iter, l2_ball, linf_box, pnorm, uniform_linf_start
+from mlattack.attacks.losses import AttackLoss
+
+NORMS = ("Linf", "L2")
+
+
+def checkpoint_fractions() -> list[float]:
+    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), while p_j <= 1.
+
+    Computed in hundredths (integers) so that 0.41 is exactly 41/100, not 0.41000000000000003 (which ceil would
+    turn into one iteration later)."""
+    p = [0, 22]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - 3, 6)
+        if nxt > 100:
+            return [v / 100 for v in p]
+        p.append(nxt)
+
+
+def checkpoints(nb_iter: int) -> list[int]:
+    """The checkpoint iterations w_j = ceil(p_j · nb_iter), j >= 1, without repeats (small nb_iter)."""
+    hundredths = [round(f * 100) for f in checkpoint_fractions()[1:]]
+    return sorted({-(-h * nb_iter // 100) for h in hundredths})
+
+
+def halve_step(
+    successes: torch.Tensor,
+    span: int,
+    rho: float,
+    halved_last: torch.Tensor,
+    best_loss: torch.Tensor,
+    best_loss_last: torch.Tensor,
+) -> torch.Tensor:
+    """(N,) bool: the paper's two conditions at a checkpoint. ``successes`` counts the steps since the last
+    checkpoint that lowered the loss, ``span`` is the number of those steps; ``halved_last`` and
+    ``best_loss_last`` are the decision and the best loss at the last checkpoint."""
+    oscillating = successes < rho * span
+    stalled = ~halved_last & (best_loss >= best_loss_last)
+    return oscillating | stalled
+
+
+def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+@dataclass
+class _State:
+    """Per-sample state of one descent; every field's first dimension follows the still-active rows."""
+
+    x: torch.Tensor  # clean images
+    t: torch.Tensor  # targets
+    delta: torch.Tensor  # x(k) - x
+    prev: torch.Tensor  # x(k-1) - x
+    grad: torch.Tensor  # gradient at x(k)
+    loss: torch.Tensor  # loss at x(k)
+    eta: torch.Tensor  # step size
+    best_delta: torch.Tensor
+    best_grad: torch.Tensor
+    best_loss: torch.Tensor
+    best_logits: torch.Tensor
+    successes: torch.Tensor  # steps since the last checkpoint that lowered the loss
+    halved_last: torch.Tensor
+    best_loss_last: torch.Tensor
+    rows: torch.Tensor  # positions in the caller's batch
+
+    def select(self, keep: torch.Tensor) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name).index_select(0, keep))
+
+
+class APGD(Attack):
+    r"""ML-APGD: Auto-PGD (Croce & Hein 2020) towards a multi-label target; no step size to tune.
+
+    Starts with η = 2·eps, halves it at the checkpoints w_j = ceil(p_j · nb_iter) (p = 0, 0.22, 0.41, 0.57,
+    0.70, 0.80, 0.87, 0.93, 0.99) under the paper's two conditions, restarting from the best point; momentum
+    α = 0.75. Returns the point with the smallest loss seen (with ``early_stop``: the first that shows the target).
+
+    Distance measure: Linf or L2
+
+    Arguments:
+        eps (float): budget in ``norm`` (default 0.3, the study's L∞ budget for PGD and MI-FGSM).
+        nb_iter (int): steps per restart; each costs one forward + input-backward pass (default 30, as the
+            study's iterative attacks).
+        norm (str): "Linf" (default) or "L2".
+        rand_init (bool): start from a random point of the eps ball (uniform for L∞, on the sphere for L2)
+            instead of the clean image (default False: deterministic and batch-independent).
+        n_restarts (int): independent runs from fresh random starts; each sample keeps its best (default 1).
+        rho (float): condition (1)'s fraction of loss-lowering steps (default 0.75).
+        momentum (float): α, the weight of the new gradient step against the previous move (default 0.75).
+        generator (torch.Generator, optional): source of the random starts (``None``: global RNG).
+        loss_fn: the loss to descend: the study's summed BCE (default) or e.g.
+            :func:`mlattack.attacks.losses.multilabel_margin`. early_stop, autocast: see :class:`Attack`.
+
+    Shape:
+        - images: (N, 3, H, W) in [0, 1]; target: (N, C) multi-hot; output: (N, 3, H, W) in [0, 1].
+
+    Example::
+
+        >>> attack = APGD(eps=0.3, nb_iter=30, loss_fn=multilabel_margin)
+        >>> adv = attack(model, images, torch.ones(len(images), num_labels))
+    """
+
+    def __init__(
+        self,
+        eps: float = 0.3,
+        nb_iter: int = 30,
+        norm: str = "Linf",
+        rand_init: bool = False,
+        n_restarts: int = 1,
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        generator: torch.Generator | None = None,
+        loss_fn: AttackLoss | None = None,
+        early_stop: bool = False,
+        autocast: str | None = None,
+    ) -> None:
+        super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
+        if isinstance(n_restarts, bool) or int(n_restarts) != n_restarts or n_restarts < 1:
+            raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
+        if n_restarts > 1 and not rand_init:
+            raise ValueError(
+                "n_restarts > 1 needs rand_init: true (restarts from the clean image are identical)"
+            )
+        for name, value in (("rho", rho), ("momentum", momentum)):
+            if not 0.0 < check_positive(name, value) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        self.eps = check_positive("eps", eps)
+        self.nb_iter = check_nb_iter(nb_iter)
+        self.norm = norm
+        self.rand_init = bool(rand_init)
+        self.n_restarts = int(n_restarts)
+        self.rho, self.momentum = float(rho), float(momentum)
+        self.generator = generator
+
+    # -- geometry -------------------------------------------------------------------------------------------
+    def _project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Into the eps ball, then into the pixel range (which only shrinks |delta|, so it stays in the ball)."""
+        delta = linf_box(self.eps)(delta) if self.norm == "Linf" else l2_ball(self.eps)(delta)
+        return (x + delta).clamp(0.0, 1.0) - x
+
+    def _direction(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.norm == "Linf":
+            return grad.sign()
+        return grad * _view(1.0 / pnorm(grad, 2).clamp_min(1e-12), grad)
+
+    def _start(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.rand_init:
+            return torch.zeros_like(images)
+        if self.norm == "Linf":
+            return uniform_linf_start(images, self.eps, self.generator)
+        device = self.generator.device if self.generator is not None else images.device
+        g = torch.randn(images.shape, generator=self.generator, device=device).to(images.device)
+        return self._project(images, g * _view(self.eps / pnorm(g, 2).clamp_min(1e-12), g))
+
+    # -- the algorithm ----------------------------------------------------------------------------------------
+    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        n, dev = images.shape[0], images.device
+        adv = images.clone()
+        best_loss = torch.full((n,), float("inf"), device=dev)
+        reached = torch.zeros(n, dtype=torch.bool, device=dev)
+        iterations = torch.zeros(n, dtype=torch.long, device=dev)
+        grad_finite = torch.ones(n, dtype=torch.bool, device=dev)
+        rows = torch.arange(n, device=dev)  # samples still attacked (early stop drops those that succeeded)
+        for restart in range(self.n_restarts):
+            x, t = images.index_select(0, rows), target.index_select(0, rows)
+            r_adv, r_loss, r_reached, r_iters, r_finite, stopped = self._descend(model, x, t)
+            take = stopped | (r_loss < best_loss[rows]) | (restart == 0)
+            idx = rows[take]
+            adv[idx], best_loss[idx], reached[idx] = r_adv[take], r_loss[take], r_reached[take]
+            iterations[rows] += r_iters
+            grad_finite[rows] &= r_finite
+            if self.early_stop:
+                rows = rows[~stopped]
+                if rows.numel() == 0:
+                    break
+        return AttackResult(
+            adv=adv, iterations=iterations, reached=reached, loss=best_loss, grad_finite=grad_finite
+        )
+
+    def _descend(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One run from a fresh start: (images, loss, reached, steps, grad_finite, stopped early) per sample."""
+        n, dev = x.shape[0], x.device
+        adv, out_loss = torch.empty_like(x), torch.empty(n, device=dev)
+        reached = torch.zeros(n, dtype=torch.bool, device=dev)
+        steps = torch.full((n,), self.nb_iter, dtype=torch.long, device=dev)
+        finite = torch.ones(n, dtype=torch.bool, device=dev)
+        stopped = torch.zeros(n, dtype=torch.bool, device=dev)
+
+        delta = self._start(x)
+        loss, grad, logits = self.loss_and_grad(model, x + delta, t)
+        finite &= torch.isfinite(grad.flatten(1)).all(1)
+        s = _State(
+            x=x, t=t, delta=delta, prev=delta, grad=grad, loss=loss,
+            eta=torch.full((n,), 2.0 * self.eps, device=dev),
+            best_delta=delta, best_grad=grad, best_loss=loss, best_logits=logits,
+            successes=torch.zeros(n, dtype=torch.long, device=dev),
+            halved_last=torch.zeros(n, dtype=torch.bool, device=dev), best_loss_last=loss,
+            rows=torch.arange(n, device=dev),
+        )  # fmt: skip
+        marks, last_mark = set(checkpoints(self.nb_iter)), 0
+        for k in range(self.nb_iter + 1):
+            if k > 0:
+                z = self._project(s.x, s.delta - s.eta.view(-1, 1, 1, 1) * self._direction(s.grad))
+                if k > 1:
+                    a = self.momentum
+                    z = self._project(s.x, s.delta + a * (z - s.delta) + (1.0 - a) * (s.delta - s.prev))
+                s.prev, s.delta = s.delta, z
+                if k < self.nb_iter:
+                    loss, s.grad, logits = self.loss_and_grad(model, s.x + s.delta, s.t)
+                    finite[s.rows] &= torch.isfinite(s.grad.flatten(1)).all(1)
+                else:  # the last iterate only needs its loss
+                    with torch.no_grad():
+                        logits = self.forward(model, s.x + s.delta)
+                        loss = self.loss_fn(logits, s.t).float()
+                s.successes = s.successes + (loss < s.loss).long()
+                s.loss = loss
+                better = loss < s.best_loss
+                s.best_loss = torch.where(better, loss, s.best_loss)
+                s.best_logits = torch.where(better[:, None], logits, s.best_logits)
+                s.best_delta = torch.where(_view(better, s.delta), s.delta, s.best_delta)
+                if (
+                    k < self.nb_iter
+                ):  # restarts need the gradient at the best point (none is taken at the last)
+                    s.best_grad = torch.where(_view(better, s.grad), s.grad, s.best_grad)
+            if self.early_stop:
+                done = self.reached(logits, s.t)
+                if bool(done.any()):  # one host sync per step, as the other iterative attacks
+                    r = s.rows[done]
+                    adv[r], out_loss[r], steps[r] = (s.x + s.delta)[done], loss[done], k
+                    reached[r], stopped[r] = True, True
+                    s.select((~done).nonzero().squeeze(1))
+                    if s.rows.numel() == 0:
+                        break
+            if k in marks and k < self.nb_iter:
+                halve = halve_step(
+                    s.successes, k - last_mark, self.rho, s.halved_last, s.best_loss, s.best_loss_last
+                )
+                s.eta = torch.where(halve, s.eta / 2.0, s.eta)
+                back = _view(halve, s.delta)
+                s.delta = torch.where(back, s.best_delta, s.delta)
+                s.prev = torch.where(back, s.best_delta, s.prev)  # a restart carries no momentum
+                s.grad = torch.where(back, s.best_grad, s.grad)
+                s.loss = torch.where(halve, s.best_loss, s.loss)
+                s.successes = torch.zeros_like(s.successes)
+                s.halved_last, s.best_loss_last, last_mark = halve, s.best_loss, k
+        if s.rows.numel() > 0:
+            adv[s.rows] = (s.x + s.best_delta).clamp(0.0, 1.0)
+            out_loss[s.rows] = s.best_loss
+            reached[s.rows] = self.reached(s.best_logits, s.t)
+        return adv, out_loss, reached, steps, finite, stopped
