@@ -1,7 +1,8 @@
 """Attack cost per sample-iteration, as a ratio to the floor: one forward plus input-gradient pass of the same model
 and batch with frozen weights, measured in the same process (median of repeats, after a warm-up).
 
-Targets (issue 5): ratio <= 1.10 for FGSM, FGM, BIM, PGD, MI-FGSM, SLIDE and ML-CW; ML-DP and MLA-LP per iteration
+Targets (issues 5, 16): ratio <= 1.10 for FGSM, FGM, BIM, PGD, MI-FGSM, SLIDE, ML-CW and ML-APGD (its time also holds
+one forward-only pass at the last iterate, so a small --iters weighs that more); ML-DP and MLA-LP per iteration
 <= (C + 2) x the floor, C = number of labels. Weights are random (nothing is downloaded); a linear head gives C logits.
 
     python benchmarks/attack_speed.py --quick                 # ResNet-18 at 224^2, few iterations (CPU: minutes)
@@ -22,7 +23,7 @@ from torch import nn
 import mlattack.attacks as attacks
 
 SIZES = {"resnet18": 224, "resnet101": 448}
-ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP"]
+ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP", "APGD"]
 PER_LABEL = {"MLDP", "MLALP"}  # target (C + 2) x floor; the others 1.10 x floor
 
 
