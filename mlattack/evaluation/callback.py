@@ -2,33 +2,30 @@
 
 The attack run is ``trainer.test(AttackTarget(net), loader_over_selected_samples)`` with ``inference_mode=False``;
 per batch the callback runs each attack, measures the result, appends one record per sample to a JSON-lines file
-(flushed and fsynced before the next batch — that is what makes a killed run resumable) and updates a
-:class:`ShowManyLabels` metric (DDP-reducible state). Samples already on file are skipped, so a resumed run never
-counts a sample twice.
+(flushed and fsynced before the next batch — that is what makes a killed run resumable, see
+:mod:`mlattack.evaluation.records`) and updates a :class:`ShowManyLabels` metric (DDP-reducible state). Samples
+already on file are not recorded again, so a resumed run never counts a sample twice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult
+from mlattack.attacks.base import AttackResult
 from mlattack.evaluation.fast import fast_attack_copy
+from mlattack.evaluation.judging import evaluate_adversarial, quantize_images
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
+from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import predicted_positive, scenario_thresholds
+from mlattack.evaluation.settings import QUANTIZE_RULES, apply_mode
 
 log = logging.getLogger(__name__)
-
-PRECISION_TO_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16", "bf16": "bf16", "16": "fp16"}
 
 
 class AttackTarget(pl.LightningModule):
@@ -43,151 +40,6 @@ class AttackTarget(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         return None  # the work happens in AttackCallback.on_test_batch_end
-
-
-@dataclass
-class AttackJob:
-    """One configured attack within a run: where its records go and which samples it covers."""
-
-    name: str
-    attack: Attack
-    num_samples: int  # the first ``num_samples`` positions of the selection
-    avg_labels: float
-    run_dir: Path
-    panel_positions: tuple[int, ...] = (0, 1, 2, 3)
-    rank: int = 0
-    done: set[int] = field(default_factory=set)
-    metric: ShowManyLabels | None = None
-    panel: dict[int, dict] = field(default_factory=dict)
-
-    @property
-    def records_path(self) -> Path:
-        """This process's record file (one per DDP rank, so no two processes append to one file)."""
-        suffix = "" if self.rank == 0 else f".rank{self.rank}"
-        return self.run_dir / f"{self.name}{suffix}.jsonl"
-
-    @property
-    def panel_path(self) -> Path:
-        return self.records_path.with_suffix(".panel.pt")
-
-    def record_files(self) -> list[Path]:
-        return [self.run_dir / f"{self.name}.jsonl", *sorted(self.run_dir.glob(f"{self.name}.rank*.jsonl"))]
-
-    def load_records(self) -> list[dict]:
-        """All ranks' records, one per position, in position order."""
-        records = []
-        for path in self.record_files():
-            if path.is_file():
-                records.extend(_read_jsonl(path))
-        # keep the first record per position (a batch re-run after a torn write must not count twice)
-        seen: dict[int, dict] = {}
-        for r in records:
-            seen.setdefault(int(r["position"]), r)
-        return [seen[p] for p in sorted(seen)]
-
-    def load_panel(self) -> dict[int, dict]:
-        """The panel samples saved by every rank."""
-        panel: dict[int, dict] = {}
-        for path in [self.run_dir / f"{self.name}.panel.pt", *sorted(self.run_dir.glob(f"{self.name}.rank*.panel.pt"))]:
-            if path.is_file():
-                panel.update(torch.load(path, weights_only=True))
-        return panel
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill -9; its samples are simply attacked again on resume
-    return out
-
-
-class RankSlice(torch.utils.data.Sampler[int]):
-    """The positions of whole groups ``g = rank, rank + world, ...`` of ``group`` consecutive positions.
-
-    A group is the attack batch (the study's ``adv_batch_size``): keeping it whole on one rank keeps the batches
-    the same under DDP, which matters for the reference variants that couple the samples of a batch on purpose.
-    No padding (Lightning's DistributedSampler would repeat samples to even out ranks and count them twice).
-    """
-
-    def __init__(self, length: int, group: int = 1) -> None:
-        self.length, self.group = int(length), max(1, int(group))
-
-    def _share(self) -> list[int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return group_share(self.length, self.group, torch.distributed.get_rank(), torch.distributed.get_world_size())
-        return group_share(self.length, self.group, 0, 1)
-
-    def __iter__(self):
-        return iter(self._share())
-
-    def __len__(self) -> int:
-        return len(self._share())
-
-
-def group_share(length: int, group: int, rank: int, world: int) -> list[int]:
-    """Positions of groups ``rank, rank + world, ...`` of ``group`` consecutive positions out of ``length``."""
-    starts = range(rank * group, length, world * group)
-    return [p for s in starts for p in range(s, min(s + group, length))]
-
-
-def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
-    """The run-time settings a mode gives an attack, applied before its parameters are logged or hashed.
-
-    Paper mode runs each attack as configured (its own stopping rule included); fast mode adds the per-sample stop
-    once every label shows. Mixed precision runs the forward passes under autocast.
-    """
-    if fast:
-        attack.early_stop = True
-    attack.autocast = PRECISION_TO_AUTOCAST.get(str(precision))
-    return attack
-
-
-def quantize_images(adv: torch.Tensor, rule: str) -> torch.Tensor:
-    """The images as they are judged: "floor" is the study's ``uint8(x * 255) / 255`` (saved as 8-bit files,
-    truncated), "round" the nearest 8-bit value, "none" the float images the attack returned."""
-    if rule == "none":
-        return adv
-    scaled = adv.float() * 255.0
-    q = torch.floor(scaled) if rule == "floor" else torch.round(scaled)
-    return q.clamp(0, 255) / 255.0
-
-
-QUANTIZE_RULES = ("floor", "round", "none")
-
-
-def evaluate_adversarial(
-    net: nn.Module, adv: torch.Tensor, target: torch.Tensor, loss_fn, grad_finite: torch.Tensor | None = None
-) -> tuple[torch.Tensor, list[str]]:
-    """fp32 logits of the adversarial images, and per sample why its result is numerically unusable ("" if not).
-
-    A NaN/inf image or logits is plain to see; a NaN input gradient is not (``sign(NaN) == 0`` quietly freezes the
-    step). Attacks that tracked their gradients say so in ``grad_finite`` and the images need one forward pass;
-    for the others the gradient of the attack loss at the returned image is checked (one forward + backward).
-    """
-    if grad_finite is None:
-        x = adv.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = net(x).float()
-            (grad,) = torch.autograd.grad(loss_fn(logits, target).sum(), x)
-        grad_finite = torch.isfinite(grad.flatten(1)).all(1)
-    else:
-        with torch.no_grad():
-            logits = net(adv.detach()).float()
-    checks = (
-        (torch.isfinite(adv.flatten(1)).all(1), "non-finite adversarial image"),
-        (torch.isfinite(logits).all(1), "non-finite logits"),
-        (grad_finite.to(logits.device), "non-finite input gradient of the attack loss"),
-    )
-    ok = [c.tolist() for c, _ in checks]
-    failure = ["; ".join(reason for j, (_, reason) in enumerate(checks) if not ok[j][k]) for k in range(len(adv))]
-    return logits.detach(), failure
 
 
 def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
@@ -239,23 +91,30 @@ class AttackCallback(Callback):
         if quantize not in QUANTIZE_RULES:
             raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
         self.jobs, self.num_classes, self.class_names = jobs, int(num_classes), list(class_names)
-        self.seed, self.precision, self.fast, self.compile = int(seed), str(precision), bool(fast), bool(compile)
+        self.seed, self.precision, self.fast, self.compile = (
+            int(seed),
+            str(precision),
+            bool(fast),
+            bool(compile),
+        )
         self.quantize = quantize
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
         for job in jobs:
             apply_mode(job.attack, self.fast, self.precision)
-            job.metric = ShowManyLabels(self.num_classes, scenario_thresholds(job.avg_labels, self.num_classes))
+            job.metric = ShowManyLabels(
+                self.num_classes, scenario_thresholds(job.avg_labels, self.num_classes)
+            )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Resume: feed this rank's share of the stored records into its metric (sums across ranks stay exact)."""
+        """Resume: every stored record marks its sample done; each rank feeds a disjoint share of them (position
+        modulo world size) into its metric, so the sums across ranks count every stored sample exactly once."""
         rank, world = trainer.global_rank, trainer.world_size
         for job in self.jobs:
             job.rank = rank
-            records = [r for r in job.load_records() if int(r["position"]) % world == rank]
-            job.done = {int(r["position"]) for r in records}
-            update_metric(job.metric, records)
-            if job.panel_path.is_file():
-                job.panel = torch.load(job.panel_path, weights_only=True)
+            records = job.load_records()
+            job.done = {r["position"] for r in records}
+            update_metric(job.metric, [r for r in records if r["position"] % world == rank])
+            job.panel = job.load_panel()
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for job in self.jobs:
@@ -266,7 +125,12 @@ class AttackCallback(Callback):
         self.attacked = None
 
     def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch: dict, batch_idx: int,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs,
+        batch: dict,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         net = pl_module.net
@@ -276,7 +140,11 @@ class AttackCallback(Callback):
         for job in self.jobs:
             todo = [i for i, p in enumerate(positions) if p < job.num_samples]
             fresh = [k for k, i in enumerate(todo) if positions[i] not in job.done]
-            if not fresh:
+            # samples on file whose panel picture a crash lost: attacked again for the picture, not recorded
+            pictures = [
+                k for k, i in enumerate(todo) if positions[i] in job.done and job.missing_panel(positions[i])
+            ]
+            if not fresh and not pictures:
                 continue
             rows = torch.tensor(todo, device=images.device)
             x = images.index_select(0, rows)
@@ -289,39 +157,67 @@ class AttackCallback(Callback):
             try:
                 with torch.enable_grad():  # the loop evaluates the final images itself (below)
                     res = job.attack.run(attacked, x, target, diagnostics=False)
-            except (RuntimeError, ValueError, ArithmeticError) as e:  # e.g. a solver giving up: fail the batch
+            except (
+                RuntimeError,
+                ValueError,
+                ArithmeticError,
+            ) as e:  # e.g. a solver giving up: fail the batch
                 log.warning("%s failed on positions %s: %s", job.name, [positions[i] for i in todo], e)
                 error = f"attack error: {type(e).__name__}: {e}"[:300]
                 n = len(todo)
-                res = AttackResult(x.clone(), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool),
-                                   torch.full((n,), float("nan")))
+                res = AttackResult(
+                    x.clone(),
+                    torch.zeros(n, dtype=torch.long),
+                    torch.zeros(n, dtype=torch.bool),
+                    torch.full((n,), float("nan")),
+                )
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
             adv = quantize_images(res.adv, self.quantize)
             logits, failure = evaluate_adversarial(net, adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
-                res = AttackResult(adv, res.iterations, (predicted_positive(logits) == (target > 0.5)).all(1),
-                                   job.attack.loss_fn(logits, target).float())
+                res = AttackResult(
+                    adv,
+                    res.iterations,
+                    (predicted_positive(logits) == (target > 0.5)).all(1),
+                    job.attack.loss_fn(logits, target).float(),
+                )
             if error:
                 failure = [error] * len(todo)
-            if len(fresh) < len(todo):  # a re-attacked group: record only the samples without a record
-                k = torch.tensor(fresh, device=x.device)
+            keep = sorted(fresh + pictures)
+            if len(keep) < len(todo):  # a re-attacked group: only its samples without a record (or picture)
+                k = torch.tensor(keep, device=x.device)
                 x, logits = x.index_select(0, k), logits.index_select(0, k)
-                res = AttackResult(*(t.index_select(0, k.to(t.device)) for t in (res.adv, res.iterations,
-                                                                                    res.reached, res.loss)))
-                failure, todo = [failure[j] for j in fresh], [todo[j] for j in fresh]
-            self._record(job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure)
+                res = AttackResult(
+                    *(
+                        t.index_select(0, k.to(t.device))
+                        for t in (res.adv, res.iterations, res.reached, res.loss)
+                    )
+                )
+                failure, todo = [failure[j] for j in keep], [todo[j] for j in keep]
+            self._record(
+                job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure
+            )
 
     def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:
+        """Append the records of the samples not on file yet (and count them); refresh the panel preview."""
         on_mask = predicted_positive(logits)
         shown = on_mask.sum(1)
         norms = perturbation_norms(x, res.adv)
         valid = torch.tensor([not f for f in failure])
-        iters = res.iterations.double()
-        secs = torch.full((len(todo),), seconds, dtype=torch.float64)
-        job.metric.update(shown, norms, iters, secs, res.reached, valid)
-        lines = []
+        new = torch.tensor([p not in job.done for p in pos])
+        if bool(new.any()):
+            m = new.to(shown.device)
+            job.metric.update(
+                shown[m],
+                {k: v[m] for k, v in norms.items()},
+                res.iterations.double()[m],
+                torch.full((int(new.sum()),), seconds, dtype=torch.float64),
+                res.reached[m],
+                valid[new],
+            )
+        records, pictures = [], False
         for k, i in enumerate(todo):
             truth = torch.nonzero(targets[i] > 0.5).flatten().tolist()
             on = torch.nonzero(on_mask[k]).flatten().tolist()
@@ -341,22 +237,17 @@ class AttackCallback(Callback):
                 "failure": failure[k],
             }
             rec.update({n: float(norms[n][k]) for n in NORMS})
-            lines.append(json.dumps(rec))
+            if bool(new[k]):
+                records.append(rec)
             if pos[k] in job.panel_positions:
+                pictures = True
                 job.panel[pos[k]] = {
-                    "clean": x[k].detach().cpu(), "adv": res.adv[k].detach().cpu(),
-                    "before": rec["true_labels"], "after": rec["labels_shown_names"],
+                    "clean": x[k].detach().cpu(),
+                    "adv": res.adv[k].detach().cpu(),
+                    "before": rec["true_labels"],
+                    "after": rec["labels_shown_names"],
                 }
-        job.records_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(job.records_path, "ab+") as f:
-            torn = False
-            if f.seek(0, os.SEEK_END) > 0:  # a kill -9 may have cut the last line: start on a fresh one
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-            f.write((("\n" if torn else "") + "\n".join(lines) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-        for p in pos:
-            job.done.add(p)
-        if job.panel:
-            torch.save(job.panel, job.panel_path)
+        if records:
+            job.append(records)
+        if pictures:
+            job.save_panel()

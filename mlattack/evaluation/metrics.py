@@ -46,10 +46,14 @@ class ShowManyLabels(Metric):
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("valid", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("success", torch.zeros(NUM_SCENARIOS, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("shown_hist", torch.zeros(self.num_classes + 1, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "shown_hist", torch.zeros(self.num_classes + 1, dtype=torch.long), dist_reduce_fx="sum"
+        )
         self.add_state("norm_sum", torch.zeros(len(NORMS), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state(
-            "norm_success_sum", torch.zeros(NUM_SCENARIOS, len(NORMS), dtype=torch.float64), dist_reduce_fx="sum"
+            "norm_success_sum",
+            torch.zeros(NUM_SCENARIOS, len(NORMS), dtype=torch.float64),
+            dist_reduce_fx="sum",
         )
         self.add_state("iterations", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("seconds", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -70,7 +74,9 @@ class ShowManyLabels(Metric):
         self.valid += ok.sum()
         won = scenario_success(shown, self.thresholds) & ok.unsqueeze(1)  # (N, S)
         self.success += won.sum(0)
-        self.shown_hist += torch.bincount(shown[ok].clamp(0, self.num_classes), minlength=self.num_classes + 1)
+        self.shown_hist += torch.bincount(
+            shown[ok].clamp(0, self.num_classes), minlength=self.num_classes + 1
+        )
         stacked = torch.stack([norms[k].double().to(shown.device) for k in NORMS], dim=1)
         self.norm_sum += stacked[ok].sum(0)
         self.norm_success_sum += won.double().T @ stacked.nan_to_num()
@@ -84,17 +90,21 @@ class ShowManyLabels(Metric):
         hist = self.shown_hist.double()
         labels = torch.arange(self.num_classes + 1, dtype=torch.float64, device=hist.device)
         out = {f"success_rate_n{k}": self.success[k].double() / n for k in range(NUM_SCENARIOS)}
-        out.update({
-            "labels_shown_mean": (hist * labels).sum() / v,
-            "target_reached_rate": self.reached.double() / n,
-            "iterations_mean": self.iterations / n,
-            "seconds_per_sample": self.seconds / n,
-            "num_samples": self.count.double(),
-            "num_failed": (self.count - self.valid).double(),
-        })
+        out.update(
+            {
+                "labels_shown_mean": (hist * labels).sum() / v,
+                "target_reached_rate": self.reached.double() / n,
+                "iterations_mean": self.iterations / n,
+                "seconds_per_sample": self.seconds / n,
+                "num_samples": self.count.double(),
+                "num_failed": (self.count - self.valid).double(),
+            }
+        )
         out.update({f"{k}_mean": self.norm_sum[i] / v for i, k in enumerate(NORMS)})
         for n in range(NUM_SCENARIOS):  # absent where no sample succeeded: there is nothing to average
             if int(self.success[n]) > 0:
                 won = self.success[n].double()
-                out.update({f"{k}_mean_success_n{n}": self.norm_success_sum[n, i] / won for i, k in enumerate(NORMS)})
+                out.update(
+                    {f"{k}_mean_success_n{n}": self.norm_success_sum[n, i] / won for i, k in enumerate(NORMS)}
+                )
         return out

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from mlattack.data.base import MultiLabelDataset
 from mlattack.evaluation.scenarios import predicted_positive
+from mlattack.tracking.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def select_correct_samples(
     if len(keep) < num_samples:
         log.warning(
             "only %d of the requested %d samples are predicted correctly in %s (%d rows); attacking those",
-            len(keep), num_samples, dataset.name, scanned,
+            len(keep),
+            num_samples,
+            dataset.name,
+            scanned,
         )
     ids = [dataset.ids[i] for i in keep]
     avg = float(dataset.targets[keep].sum(1).mean()) if keep else 0.0
@@ -91,20 +95,52 @@ def select_correct_samples(
 
 
 def selection_key(*parts: object) -> str:
-    """Cache key from what determines a selection: model identity, data source/split/size, N."""
+    """Cache key from what determines a selection: the model's weights digest, the data (source, root, split, size,
+    options and :func:`dataset_digest`), N and the selection rule."""
     return hashlib.sha1(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
 
-def cached_selection(cache_dir: str | Path, key: str, compute) -> Selection:
-    """Load the selection stored under ``key`` or compute and store it (atomically)."""
+def dataset_digest(dataset: MultiLabelDataset) -> str:
+    """The split's content as the selection sees it: sample ids and (difficult-as-negative) targets, in order."""
+    h = hashlib.sha256(json.dumps(list(map(str, dataset.ids))).encode())
+    h.update(dataset.targets.detach().cpu().to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load_cached(path: Path, key: str, num_rows: int | None) -> Selection | None:
+    """The stored selection, or None when the file is torn, not UTF-8/JSON, of another key or out of range."""
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+        stored_key = raw.pop("key", key)
+        sel = Selection(**raw)
+        ok = (
+            stored_key == key
+            and len(sel.indices) == len(sel.ids)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in sel.indices)
+            and all(isinstance(i, str) for i in sel.ids)
+            and (num_rows is None or all(i < num_rows for i in sel.indices))
+        )
+        sel.avg_labels = float(sel.avg_labels)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("selection cache %s is damaged or stale; selecting the samples again", path)
+        return None
+    return sel
+
+
+def cached_selection(cache_dir: str | Path, key: str, compute, num_rows: int | None = None) -> Selection:
+    """Load the selection stored under ``key`` or compute and store it (atomically: temp file, fsync, rename).
+
+    ``num_rows``: the split's size; a stored selection pointing past it is recomputed.
+    """
     path = Path(cache_dir) / f"selection-{key}.json"
     if path.is_file():
-        return Selection(**json.loads(path.read_text()))
+        sel = _load_cached(path, key, num_rows)
+        if sel is not None:
+            return sel
     sel = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(sel)))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps({**asdict(sel), "key": key}))
     return sel
 
 

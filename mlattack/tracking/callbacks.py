@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
@@ -10,6 +11,7 @@ from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
 from mlattack.tracking.store import run_tags
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,9 @@ class MLflowRunContext(Callback):
             params.update(dm.label_stats("test").as_params("data.test"))
             logger.log_hyperparams(params)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         logger = mlflow_logger(trainer)
         if logger is not None and trainer.is_global_zero:
             checkpoint[RUN_ID_KEY] = logger.run_id
@@ -66,3 +70,32 @@ class MLflowSaveConfig(SaveConfigCallback):
             return
         text = self.parser.dump(self.config, skip_none=False)
         logger.experiment.log_text(logger.run_id, text, "config.yaml")
+
+
+#: ``--ckpt_path`` values Lightning resolves itself (no file to check here)
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+def resume_run_id(ckpt_path: str | Path | None, tracking_uri: str) -> str | None:
+    """Check ``fit --ckpt_path`` before any MLflow run exists and return the run it resumes into (None: a new run).
+
+    A missing, empty, truncated or foreign file fails here with an error that says what it is, so no run is left
+    FAILED behind it; a checkpoint whose run is not in this tracking store (written against another store) fails
+    naming the run, the store and what to do.
+    """
+    if ckpt_path is None or str(ckpt_path) in LIGHTNING_CKPT_NAMES:
+        return None
+    run_id = read_checkpoint(ckpt_path).get(RUN_ID_KEY)
+    if not run_id:
+        return None
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri).get_run(str(run_id))
+    except mlflow.exceptions.MlflowException as e:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} was written by MLflow run {run_id}, which tracking store {tracking_uri} does not "
+            "hold (a checkpoint from another store, or its run was deleted). Resume against the store it came "
+            "from (MLFLOW_TRACKING_URI), or start a new run from its weights without --ckpt_path."
+        ) from e
+    return str(run_id)

@@ -1,4 +1,8 @@
-"""Where runs go: the default local MLflow store and the run context (tags) every run carries."""
+"""Where runs go: the default local MLflow store and the run context (tags) every run carries.
+
+A new SQLite store is created (MLflow runs its schema migrations) under a file lock beside the database, so two
+commands started together on a fresh store do not race through the migrations (:func:`prepare_store`).
+"""
 
 from __future__ import annotations
 
@@ -31,10 +35,38 @@ def default_tracking_uri() -> str:
     """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
+        prepare_store(env)
         return env
     store = DEFAULT_STORE_DIR.resolve()
     store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    prepare_store(uri)
+    return uri
+
+
+_PREPARED: set[str] = set()
+
+
+def prepare_store(uri: str) -> None:
+    """Create and migrate a local SQLite store under a file lock (``<db>.lock``); other stores are left alone.
+
+    MLflow migrates an empty SQLite database the first time a client opens it; two processes doing that at once
+    both fail and can leave a half-migrated schema behind. Under the lock the second one finds the finished schema.
+    Done once per process and URI.
+    """
+    if not uri.startswith("sqlite:///") or uri in _PREPARED:
+        return
+    import mlflow
+
+    from mlattack.tracking.lock import file_lock
+
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.with_name(db.name + ".lock")):
+        client = mlflow.MlflowClient(uri)  # creates the tables and runs the migrations when the file is new
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _PREPARED.add(uri)
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
@@ -43,11 +75,13 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     One GET of the experiments-search endpoint with ``timeout`` seconds. An answer, or a 401/403 (credentials are
     MLflow's business), counts as reachable; no answer, a 404 (not an MLflow server at that URI) or a 5xx does not.
     Also bounds MLflow's own retries (:data:`HTTP_DEFAULTS`) unless the user has set them. Local stores
-    (``sqlite:``, ``file:``, paths) are not checked.
+    (``sqlite:``, ``file:``, paths) are not checked; a new SQLite store is created under a lock
+    (:func:`prepare_store`).
     """
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if not uri.startswith(("http://", "https://")):
+        prepare_store(uri)
         return
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
@@ -83,7 +117,10 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
             timeout=5,
         ).stdout.strip()
         return sha + ("+dirty" if dirty else "")

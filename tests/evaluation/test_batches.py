@@ -1,6 +1,6 @@
 """Attack batches are consecutive groups of the selection, whole on one DDP rank."""
 
-from mlattack.evaluation.callback import group_share
+from mlattack.evaluation.batches import group_share
 
 
 def test_groups_stay_whole_and_cover_every_position_once() -> None:

@@ -9,7 +9,7 @@ from pytorch_lightning.callbacks import Callback
 
 from mlattack.attacks import BIM, FGSM, PGD
 from mlattack.attacks.losses import labels_shown
-from mlattack.evaluation.callback import _read_jsonl
+from mlattack.evaluation.records import read_records
 from mlattack.evaluation.runner import AttackSpec, load_attack_config, run_attacks
 from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds
 from tests.evaluation.toy import LinearColourNet, ToyColours
@@ -97,7 +97,7 @@ def test_interrupted_run_resumes_to_the_identical_table(tmp_path, store, toy_dat
     for name, values in reference.metrics.items():
         for key in ("success_rate_n0", "success_rate_n3", "labels_shown_mean", "l2_mean", "num_samples"):
             assert resumed.metrics[name][key] == pytest.approx(values[key]), (name, key)
-    positions = [r["position"] for r in _read_jsonl(next(out.rglob("FGSM.jsonl")))]
+    positions = [r["position"] for r in read_records(next(out.rglob("FGSM.jsonl")))[0]]
     assert positions == list(range(8))  # no sample counted twice; the torn line is skipped, its sample redone
     assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
 
@@ -150,7 +150,7 @@ def test_an_attack_error_fails_its_samples_with_a_reason_and_the_run_goes_on(tmp
                          progress_bar=False, accelerator="cpu")
     assert report.metrics["Broken"]["num_failed"] == 6 and report.metrics["Broken"]["success_rate_n0"] == 0
     assert report.metrics["FGSM"]["num_failed"] == 0
-    records = _read_jsonl(next(tmp_path.rglob("Broken.jsonl")))
+    records = read_records(next(tmp_path.rglob("Broken.jsonl")))[0]
     assert all("numerical difficulties" in r["failure"] and not r["valid"] for r in records)
     assert mlflow.MlflowClient(store).get_run(report.parent_run_id).info.status == "FINISHED"
 

@@ -1,0 +1,176 @@
+"""The per-sample records and panel previews an attack run keeps on disk, and reading them back after a crash.
+
+Records are JSON lines appended (and fsynced) after every batch; the panel preview is rewritten atomically
+(:mod:`mlattack.tracking.atomic`). Readers trust nothing: a line that is not UTF-8, not JSON, or misses a field or
+has one of the wrong type is dropped — its sample has no record, so a resumed run attacks it again — and a panel
+file that does not load is ignored, so its samples are attacked again for the picture (never counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mlattack.attacks.base import Attack
+from mlattack.evaluation.metrics import NORMS, ShowManyLabels
+from mlattack.tracking.atomic import append_lines, torch_save_atomic
+
+log = logging.getLogger(__name__)
+
+_INT, _FLOAT, _BOOL, _STR, _NAMES = "int", "float", "bool", "str", "names"
+#: every field a record needs, with its JSON type (what update_metric and the MLflow table read)
+RECORD_FIELDS = {
+    "position": _INT,
+    "index": _INT,
+    "sample_id": _STR,
+    "true_labels": _NAMES,
+    "labels_shown_names": _NAMES,
+    "num_true": _INT,
+    "labels_shown": _INT,
+    "iterations": _INT,
+    "reached": _BOOL,
+    "loss": _FLOAT,
+    "seconds": _FLOAT,
+    "valid": _BOOL,
+    "failure": _STR,
+    **{n: _FLOAT for n in NORMS},
+}
+
+
+def _typed(value: object, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _FLOAT:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def parse_record(raw: bytes) -> dict | None:
+    """One record line, or None if it is damaged in any way (see module docstring)."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(rec, dict) or any(
+        k not in rec or not _typed(rec[k], t) for k, t in RECORD_FIELDS.items()
+    ):
+        return None
+    if rec["position"] < 0 or rec["labels_shown"] < 0 or not math.isfinite(rec["seconds"]):
+        return None
+    return rec
+
+
+def read_records(path: Path) -> tuple[list[dict], int]:
+    """The intact records of one file, in file order, and how many damaged lines were dropped."""
+    records, damaged = [], 0
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
+            continue
+        rec = parse_record(raw)
+        if rec is None:
+            damaged += 1
+        else:
+            records.append(rec)
+    return records, damaged
+
+
+def _panel_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and all(isinstance(entry.get(k), torch.Tensor) and entry[k].ndim == 3 for k in ("clean", "adv"))
+        and all(isinstance(entry.get(k), list) for k in ("before", "after"))
+    )
+
+
+def read_panel(path: Path) -> dict[int, dict]:
+    """The panel samples in one preview file; {} (and a warning) if it is empty, torn or not a panel."""
+    try:
+        panel = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - EOFError, zip errors, unpickling errors: all mean "redo it"
+        log.warning(
+            "panel preview %s is unreadable (%s: %s); its samples are attacked again for it",
+            path,
+            type(e).__name__,
+            str(e)[:100],
+        )
+        return {}
+    if not isinstance(panel, dict):
+        return {}
+    return {int(p): e for p, e in panel.items() if isinstance(p, int) and _panel_entry(e)}
+
+
+@dataclass
+class AttackJob:
+    """One configured attack within a run: where its records go and which samples it covers."""
+
+    name: str
+    attack: Attack
+    num_samples: int  # the first ``num_samples`` positions of the selection
+    avg_labels: float
+    run_dir: Path
+    panel_positions: tuple[int, ...] = (0, 1, 2, 3)
+    rank: int = 0
+    done: set[int] = field(default_factory=set)
+    metric: ShowManyLabels | None = None
+    panel: dict[int, dict] = field(default_factory=dict)
+
+    @property
+    def records_path(self) -> Path:
+        """This process's record file (one per DDP rank, so no two processes append to one file)."""
+        suffix = "" if self.rank == 0 else f".rank{self.rank}"
+        return self.run_dir / f"{self.name}{suffix}.jsonl"
+
+    @property
+    def panel_path(self) -> Path:
+        return self.records_path.with_suffix(".panel.pt")
+
+    def record_files(self) -> list[Path]:
+        return [self.run_dir / f"{self.name}.jsonl", *sorted(self.run_dir.glob(f"{self.name}.rank*.jsonl"))]
+
+    def load_records(self) -> list[dict]:
+        """All ranks' intact records of this job's positions, one per position (the first), in position order."""
+        seen: dict[int, dict] = {}
+        damaged = 0
+        for path in self.record_files():
+            if path.is_file():
+                records, bad = read_records(path)
+                damaged += bad
+                for r in records:
+                    if r["position"] < self.num_samples:
+                        seen.setdefault(r["position"], r)
+        if damaged:
+            log.warning(
+                "%s: %d damaged record line(s) dropped; those samples are attacked again", self.name, damaged
+            )
+        return [seen[p] for p in sorted(seen)]
+
+    def load_panel(self) -> dict[int, dict]:
+        """The panel samples saved by every rank (unreadable files count as empty)."""
+        panel: dict[int, dict] = {}
+        for path in [
+            self.run_dir / f"{self.name}.panel.pt",
+            *sorted(self.run_dir.glob(f"{self.name}.rank*.panel.pt")),
+        ]:
+            if path.is_file():
+                panel.update(read_panel(path))
+        return {p: e for p, e in panel.items() if p in self.panel_positions}
+
+    def missing_panel(self, position: int) -> bool:
+        return position in self.panel_positions and position not in self.panel
+
+    def append(self, records: list[dict]) -> None:
+        """Persist records (fsynced before the next batch: what makes a killed run resumable)."""
+        append_lines(self.records_path, [json.dumps(r) for r in records])
+        self.done.update(r["position"] for r in records)
+
+    def save_panel(self) -> None:
+        torch_save_atomic(self.panel, self.panel_path)

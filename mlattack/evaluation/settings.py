@@ -1,0 +1,90 @@
+"""The settings of one ``mlattack attack`` run that change its numbers, validated in one place, and its run key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from mlattack.attacks.base import Attack
+
+#: Lightning precision strings the attack loop implements: fp32, or the attacks' forward passes under autocast.
+#: "-true" half precision would cast the attacked network's weights, i.e. attack another model; refused.
+Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "16", "bf16"]
+Mode = Literal["paper", "fast"]
+Quantize = Literal["floor", "round", "none"]
+QUANTIZE_RULES: tuple[str, ...] = get_args(Quantize)
+#: the autocast dtype of each supported precision (none: fp32)
+PRECISION_TO_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16", "bf16": "bf16", "16": "fp16"}
+
+
+def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
+    """The run-time settings a mode gives an attack, applied before its parameters are logged or hashed.
+
+    Paper mode runs each attack as configured (its own stopping rule included); fast mode adds the per-sample stop
+    once every label shows. Mixed precision runs the forward passes under autocast.
+    """
+    if fast:
+        attack.early_stop = True
+    attack.autocast = PRECISION_TO_AUTOCAST.get(str(precision))
+    return attack
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """What ``run_attacks`` was asked for beyond model, data and attacks (see its docstring for each field)."""
+
+    num_samples: int = 1000
+    mode: Mode = "paper"
+    batch_size: int = 10
+    min_positive: int = 1
+    quantize: Quantize = "floor"
+    precision: Precision = "32-true"
+    seed: int = 123
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "batch_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_positive < 1:
+            raise ValueError(f"min_positive must be >= 1, got {self.min_positive}")
+        if self.mode not in get_args(Mode):
+            raise ValueError(f"mode must be one of {list(get_args(Mode))}, got {self.mode!r}")
+        if self.quantize not in QUANTIZE_RULES:
+            raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {self.quantize!r}")
+        if str(self.precision) not in get_args(Precision):
+            hint = ""
+            if str(self.precision).endswith("-true"):
+                hint = (
+                    " (half-precision weights would change the attacked network itself; "
+                    "'16-mixed' or 'bf16-mixed' run the attacks' forward passes under autocast)"
+                )
+            raise ValueError(
+                f"precision must be one of {list(get_args(Precision))}, got {self.precision!r}{hint}"
+            )
+
+    @property
+    def fast(self) -> bool:
+        return self.mode == "fast"
+
+
+def run_key(selection_key: str, hyperparameters: dict, sample_counts: list, settings: AttackSettings) -> str:
+    """The run's identity: the selection (which includes the model's weights digest), every attack's settings as
+    they run, and every setting that changes a number. Same key = same results, so a run may be resumed."""
+    s = settings
+    parts = [
+        selection_key,
+        hyperparameters,
+        sample_counts,
+        s.seed,
+        s.precision,
+        s.mode,
+        s.batch_size,
+        s.quantize,
+    ]
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

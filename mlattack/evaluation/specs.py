@@ -1,0 +1,116 @@
+"""The ``attacks:`` entries of an attack config: one attack inline or from a per-attack YAML file, or a sweep.
+
+Every attack, swept ones included, is built by its own constructor, so its argument checks (``eps`` finite and
+> 0, ``nb_iter`` >= 1, ...) apply to every value that runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+
+import yaml
+
+from mlattack.attacks.base import Attack
+from mlattack.resources import find_config
+
+
+@dataclass
+class AttackSpec:
+    """One entry of ``attacks:`` in a config.
+
+    Give either ``attack`` inline (``class_path``/``init_args``) or ``config``, the path of one of the per-attack
+    YAML files (``configs/attack/pgd.yaml``; relative paths are tried against the working directory, then the
+    project's ``configs/``), optionally with ``overrides`` of its init_args. ``name`` labels the attack in tables
+    and runs (default: the class name); ``num_samples`` overrides N (e.g. 200 for MLA-LP). ``sweep`` maps one
+    init argument to a list of values (a budget sweep, e.g. ``{eps: [0.001, 0.003, 0.01]}``): one attack, and
+    one child run, per value, named ``<name>[eps=0.003]``; each is built by the attack's constructor, so a bad
+    value fails before any run starts.
+    """
+
+    attack: Attack | None = None
+    config: str | None = None
+    overrides: dict | None = None
+    name: str | None = None
+    num_samples: int | None = None
+    sweep: dict[str, list] | None = None
+
+    def build(self) -> list[tuple[str, Attack, dict[str, str]]]:
+        """[(name, attack instance, tags)] — one entry, or one per sweep value."""
+        if (self.attack is None) == (self.config is None):
+            raise ValueError(
+                "each attacks entry needs exactly one of `attack` (class_path/init_args) or `config`"
+            )
+        if not self.sweep:
+            attack = (
+                self.attack if self.attack is not None else load_attack_config(self.config, self.overrides)
+            )
+            return [(self.name or type(attack).__name__, attack, {})]
+        if len(self.sweep) != 1:
+            raise ValueError(f"sweep: give exactly one argument to vary, got {sorted(self.sweep)}")
+        ((arg, values),) = self.sweep.items()
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep.{arg}: give a list of at least one value, got {values!r}")
+        out = []
+        for v in values:
+            if self.config is not None:
+                attack = load_attack_config(self.config, {**(self.overrides or {}), arg: v})
+            else:
+                try:
+                    attack = rebuild_attack(self.attack, **{arg: v})
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"sweep.{arg}={v!r} for {type(self.attack).__name__}: {e}") from e
+            base = self.name or type(attack).__name__
+            tags = {"mlattack.sweep_base": base, "mlattack.sweep_param": arg, "mlattack.sweep_value": str(v)}
+            out.append((f"{base}[{arg}={v}]", attack, tags))
+        return out
+
+
+def rebuild_attack(attack: Attack, **changes: object) -> Attack:
+    """A new attack of the same class from ``attack``'s settings with ``changes``, through the constructor.
+
+    The settings are the constructor's arguments as the attack stores them (attributes of the same name); the
+    rebuilt attack must reproduce the original's hyperparameters, else the class is not rebuildable this way and
+    a ValueError says so (give the attack as ``config:`` with ``overrides`` instead).
+    """
+    cls = type(attack)
+    params = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    names = {p.name for p in params}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__} has no argument {', '.join(map(repr, unknown))} (it takes {sorted(names)})"
+        )
+    current = copy.deepcopy({p.name: getattr(attack, p.name) for p in params if hasattr(attack, p.name)})
+    same = cls(**current)
+    if same.hyperparameters() != attack.hyperparameters():
+        raise ValueError(f"{cls.__name__} cannot be rebuilt from its attributes; sweep it through `config:`")
+    return cls(**{**current, **changes})
+
+
+def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
+    """Instantiate an attack from a ``class_path``/``init_args`` YAML file (with optional overrides)."""
+    from jsonargparse import ArgumentParser
+
+    try:
+        p = find_config(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"attack {e}") from None
+    spec = yaml.safe_load(p.read_text())
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"{p}: expected a mapping with `class_path` (and `init_args`) of an attack")
+    spec = {
+        "class_path": spec["class_path"],
+        "init_args": {**(spec.get("init_args") or {}), **(overrides or {})},
+    }
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--attack", type=Attack)
+    try:  # jsonargparse names the offending key and the attack its bad value; add the file
+        return parser.instantiate_classes(parser.parse_object({"attack": spec})).attack
+    except Exception as e:
+        raise ValueError(f"{p}: invalid attack config: {e}") from e

@@ -1,0 +1,196 @@
+"""The MLflow side of ``mlattack attack``: finding the run to resume, claiming it, and logging its results.
+
+A parent run carries the *run key* (tag ``mlattack.run_key``: a hash of the model's weights digest, the data, the
+selection and every setting that changes a number); ``--run_id`` must name a parent run with the same key.
+Logging is idempotent, so a run resumed after a crash in the middle of logging ends with every metric once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+
+from mlattack.evaluation.records import AttackJob
+from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.tracking.lock import RunBusy, describe, process_alive, this_process
+from mlattack.tracking.panels import attack_panel, plt
+from mlattack.tracking.store import default_artifact_location
+
+ATTACK_EXPERIMENT = "mlattack-attacks"
+RUN_KEY_TAG = "mlattack.run_key"
+ATTACK_NAME_TAG = "mlattack.attack_name"
+WRITER_TAG = "mlattack.writer"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def model_reference(model: str, client: mlflow.MlflowClient) -> str:
+    """A readable name for the attacked model: registry URIs resolve to ``name/version`` (a clear error when there
+    is no such model), files to their path. Not an identity: the weights digest is (:func:`weights_digest`)."""
+    if not model.startswith("models:/"):
+        return model
+    ref = model[len("models:/") :]
+    try:
+        name, sep, version = ref.partition("@") if "@" in ref else ref.partition("/")
+        if version.lower() == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            return f"{name}/{max(int(v.version) for v in versions)}"
+        if sep == "@":
+            return f"{name}/{client.get_model_version_by_alias(name, version).version}"
+        client.get_model_version(name, version)
+        return ref
+    except (mlflow.exceptions.MlflowException, ValueError) as e:
+        msg = getattr(e, "message", str(e))
+        raise ValueError(f"--model {model!r}: no such registered model or alias ({msg})") from e
+
+
+def experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> str:
+    """Get or create the experiment; safe when another process creates it at the same moment."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+    except mlflow.exceptions.MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def child_runs(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
+    """{attack name: run id} of the nested runs under ``parent``."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'")
+    return {r.data.tags.get(ATTACK_NAME_TAG): r.info.run_id for r in runs}
+
+
+def find_resumable(client: mlflow.MlflowClient, experiment_id: str, run_key: str) -> str | None:
+    """The newest unfinished parent run with this key."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`{PARENT_TAG}` IS NULL",
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
+    for r in runs:
+        if r.info.status != RunStatus.to_string(RunStatus.FINISHED):
+            return r.info.run_id
+    return None
+
+
+def checked_run_id(client: mlflow.MlflowClient, run_id: str, run_key: str, tracking_uri: str) -> str:
+    """``--run_id``: it must be an attack parent run of this store whose key equals this command's run key."""
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as e:
+        raise ValueError(f"--run_id {run_id}: no such run in tracking store {tracking_uri}") from e
+    if PARENT_TAG in run.data.tags:
+        raise ValueError(
+            f"--run_id {run_id} is the attack run {run.data.tags.get(ATTACK_NAME_TAG)!r} under "
+            f"{run.data.tags[PARENT_TAG]}; give the parent run's id"
+        )
+    theirs = run.data.tags.get(RUN_KEY_TAG)
+    if theirs != run_key:
+        raise ValueError(
+            f"--run_id {run_id} holds an attack run with run key {theirs}, but this command's model, data and "
+            f"settings give run key {run_key}: resuming it would mix results of different settings. Repeat that "
+            "run's settings (its params in MLflow) to resume it, or drop --run_id to start or resume the run of "
+            "these settings."
+        )
+    return run_id
+
+
+def claim(client: mlflow.MlflowClient, run_id: str) -> None:
+    """Record this process as the run's writer; refuse if the recorded writer is another live process here.
+
+    Complements the output folder's lock file (:class:`~mlattack.tracking.lock.RunLock`) for two commands with
+    different output folders on one store.
+    """
+    run = client.get_run(run_id)
+    try:
+        holder = json.loads(run.data.tags.get(WRITER_TAG, "null"))
+    except ValueError:
+        holder = None
+    me = this_process()
+    if (
+        isinstance(holder, dict)
+        and run.info.status == "RUNNING"
+        and (holder.get("pid"), holder.get("host")) != (me["pid"], me["host"])
+        and process_alive(holder)
+    ):
+        raise RunBusy(
+            f"attack run {run_id} is being written by {describe(holder)}; wait for it to finish, or "
+            "stop it and re-run the same command to resume it"
+        )
+    client.set_tag(run_id, WRITER_TAG, json.dumps(me))
+
+
+def open_child(
+    client: mlflow.MlflowClient,
+    experiment_id: str,
+    parent: str,
+    name: str,
+    run_key: str,
+    tags: dict,
+    params: dict,
+) -> str:
+    """The nested run of attack ``name`` under ``parent``: reopened when it exists (a resumed run), else created."""
+    cid = child_runs(client, experiment_id, parent).get(name)
+    if cid is None:
+        tags = {PARENT_TAG: parent, ATTACK_NAME_TAG: name, RUN_KEY_TAG: run_key, **tags}
+        cid = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    elif client.get_run(cid).info.status != "FINISHED":
+        client.update_run(cid, status="RUNNING")
+    log_params(client, cid, params)
+    return cid
+
+
+def close_all(client: mlflow.MlflowClient, parent: str, children: dict[str, str], status: str) -> None:
+    """End a failed or interrupted run: its still-running children and the parent get ``status``."""
+    for cid in children.values():
+        if client.get_run(cid).info.status == "RUNNING":
+            client.set_terminated(cid, status)
+    client.set_terminated(parent, status)
+
+
+def log_params(client: mlflow.MlflowClient, run_id: str, params: dict[str, object]) -> None:
+    """Params not yet on the run (MLflow refuses to change a param; a resumed run has them already)."""
+    existing = client.get_run(run_id).data.params
+    new = [Param(k, str(v)[:500]) for k, v in params.items() if k not in existing]
+    for i in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[i : i + 100])
+
+
+def log_metrics_once(client: mlflow.MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    """Log ``metrics`` unless the run has every one of them already (a crash after logging, before finishing)."""
+    have = client.get_run(run_id).data.metrics
+    if any(m.key not in have for m in metrics):
+        for i in range(0, len(metrics), 500):
+            client.log_batch(run_id, metrics=metrics[i : i + 500])
+
+
+def log_attack(client: mlflow.MlflowClient, run_id: str, job: AttackJob, values: dict[str, float]) -> None:
+    """Metrics (success_rate with step = n draws the curve in the UI), the per-sample table and the panel."""
+    ts = int(time.time() * 1000)
+    ms = [Metric("success_rate", values[f"success_rate_n{k}"], ts, k) for k in range(NUM_SCENARIOS)]
+    ms += [Metric(k, v, ts, 0) for k, v in values.items()]
+    log_metrics_once(client, run_id, ms)
+    records = job.load_records()
+    if records:
+        buf = io.StringIO()
+        cols = [c for c in records[0] if c not in ("true_labels", "labels_shown_names")]
+        w = csv.writer(buf)
+        w.writerow([*cols, "true_labels", "labels_shown_names"])
+        for r in records:
+            w.writerow([r[c] for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])])
+        client.log_text(run_id, buf.getvalue(), "samples.csv")
+    panel = job.load_panel()
+    if panel:
+        fig = attack_panel([panel[p] for p in sorted(panel)], title=f"{job.name}: show all labels")
+        client.log_figure(run_id, fig, "panel.png")
+        plt.close(fig)
+    client.set_terminated(run_id, "FINISHED")
