@@ -5,6 +5,7 @@ from mlattack.attacks.base import Attack, AttackResult
 from mlattack.attacks.bim import BIM
 from mlattack.attacks.fgm import FGM
 from mlattack.attacks.fgsm import FGSM
+from mlattack.attacks.graph_pgd import LabelGraphPGD
 from mlattack.attacks.mifgsm import MIFGSM
 from mlattack.attacks.mlalp import MLALP
 from mlattack.attacks.mlcw import MLCW
@@ -19,6 +20,7 @@ __all__ = [
     "BIM",
     "FGM",
     "FGSM",
+    "LabelGraphPGD",
     "MIFGSM",
     "MLALP",
     "MLCW",
