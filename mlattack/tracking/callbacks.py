@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
+from mlattack.tracking.rng import rng_states, set_rng_states
 from mlattack.tracking.store import run_tags
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
 class MLflowRunContext(Callback):
     """Tags (seed, versions, git commit), the data's label statistics as params, and the run id in checkpoints.
 
-    The run id stored in every checkpoint is what lets ``--ckpt_path`` resume into the *same* MLflow run.
+    The run id stored in every checkpoint is what lets ``--ckpt_path`` resume into the *same* MLflow run; the
+    random generators' states stored beside it (:mod:`mlattack.tracking.rng`) make the resumed fit draw what an
+    uninterrupted one would have drawn, so a fit killed and resumed ends with the same weights.
     """
 
     def __init__(self, seed: int | None = None) -> None:
@@ -52,6 +55,13 @@ class MLflowRunContext(Callback):
             params = dm.label_stats("train").as_params("data.train")
             params.update(dm.label_stats("test").as_params("data.test"))
             logger.log_hyperparams(params)
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "rng" in state_dict:
+            set_rng_states(state_dict["rng"])
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict

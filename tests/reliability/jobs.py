@@ -1,0 +1,77 @@
+"""What the forked children of the reliability tests run: a small attack run and a small fit (see forked.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from tests.reliability.forked import HoldAtFirstBatch, Progress, child_setup, cut_writes
+
+#: three attacks, one of them randomised (PGD's random start is seeded per batch: a resume must redraw it equally)
+ATTACKS = (
+    ("FGSM", {"eps": 0.3}),
+    ("PGD", {"eps": 0.2, "nb_iter": 5, "eps_iter": 0.05}),
+    ("BIM", {"eps": 0.2, "nb_iter": 5, "eps_iter": 0.05}),
+)
+ATTACK_KWARGS = {"num_samples": 20, "batch_size": 2, "panel_samples": 4, "quantize": "floor"}
+
+
+def toy_data():
+    from mlattack.data.datamodule import MultiLabelDataModule
+
+    return MultiLabelDataModule(source="toy", image_size=8, batch_size=4, num_workers=0)
+
+
+def attack_specs():
+    import mlattack.attacks as attacks
+    from mlattack.evaluation.runner import AttackSpec
+
+    return [AttackSpec(attack=getattr(attacks, name)(**args)) for name, args in ATTACKS]
+
+
+def run_toy_attack(model: str, out: Path, callbacks=(), **kw):
+    """The attack run every kill test repeats (in the calling process)."""
+    from mlattack.evaluation.runner import run_attacks
+
+    args = {**ATTACK_KWARGS, **kw}
+    return run_attacks(model, toy_data(), attack_specs(), output_dir=str(out), progress_bar=False,
+                       accelerator="cpu", callbacks=list(callbacks), **args)  # fmt: skip
+
+
+def attack_job(store: str, model: str, out: str, progress: str | None = None, pause: float = 0.0,
+               cut: dict | None = None, hold: str | None = None, experiment: str = "mlattack-attacks") -> None:  # fmt: skip
+    """A child process: the toy attack run, optionally paced, cut mid-write, or held at its first batch."""
+    child_setup(store)
+    if cut:
+        cut_writes(**cut)
+    callbacks = []
+    if progress:
+        callbacks.append(Progress(Path(progress), pause))
+    if hold:
+        callbacks.append(HoldAtFirstBatch(Path(hold)))
+    run_toy_attack(model, Path(out), callbacks, experiment=experiment)
+
+
+def fit_args(out: Path, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
+    from tests.reliability.helpers import tiny_fit_args
+
+    return tiny_fit_args(out, epochs=epochs, extra=("--trainer.accelerator", "cpu", *extra))
+
+
+def fit_job(store: str, args: list[str], kill_at_registration: str | None = None) -> None:
+    """A child process: ``mlattack fit``; optionally ``kill -9`` itself once its model version exists but before
+    any alias moved (the middle of registering)."""
+    child_setup(store)
+    if kill_at_registration:
+        from mlattack.models import registry
+
+        def die(client, name, version, *args, **kwargs):
+            Path(kill_at_registration).write_text(json.dumps({"name": name, "version": version}))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        registry.promote = die
+    from mlattack.cli import main
+
+    main(list(args))
