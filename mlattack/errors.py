@@ -1,0 +1,151 @@
+"""Mistakes in what a user gave — a config, a data folder, a model URI or checkpoint, a tracking server, a value —
+end as one line that names what to fix, instead of a traceback whose last line was the message.
+
+``mlattack`` reports an expected error as::
+
+    mlattack: error: <file or field>: <what was wrong and what was expected>
+      hint: <one line, where it helps>
+
+and exits with code 2. Anything else (a bug) keeps its traceback, and ``MLATTACK_DEBUG=1`` or ``--debug`` shows the
+traceback of expected errors too. Errors raised inside DataLoader worker processes arrive re-wrapped by PyTorch with
+the worker's traceback in the message; :func:`one_line` takes the original message back out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from argparse import ArgumentError
+
+#: exit code of an expected user error (argparse's convention for usage errors)
+USER_ERROR_EXIT = 2
+
+
+class UserError(ValueError):
+    """An expected mistake in the user's input; ``hint`` is one optional line on how to fix it.
+
+    A ValueError so that code catching bad values keeps working, and constructible from the message alone so
+    that PyTorch can re-raise it from a DataLoader worker with the same type.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def with_hint(exc: BaseException, hint: str | None) -> BaseException:
+    """Attach a one-line hint to an exception of another type (e.g. FileNotFoundError), for :func:`one_line`."""
+    if hint:
+        exc.hint = hint  # type: ignore[attr-defined]
+    return exc
+
+
+def debug_requested() -> bool:
+    """``MLATTACK_DEBUG`` set to anything but empty/0/false: show tracebacks of expected errors."""
+    return os.environ.get("MLATTACK_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _expected_types() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input rather than a bug; imported lazily (the CLI imports them anyway)."""
+    import yaml
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    from mlattack.tracking.store import TrackingServerUnreachable
+
+    types: list[type[BaseException]] = [
+        ArgumentError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+        yaml.YAMLError, MisconfigurationException, TrackingServerUnreachable,
+    ]  # fmt: skip
+    try:
+        from mlflow.exceptions import MlflowException
+
+        types.append(MlflowException)
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        pass
+    return tuple(types)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an expected mistake in the input (reported in one line) rather than a bug."""
+    return isinstance(exc, _expected_types())
+
+
+_WORKER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback", re.S)
+_EXC_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Unreachable|Warning): (?P<msg>.+)$"
+)
+_CLASS_REPR = re.compile(r"<class '(?:[\w]+\.)*(\w+)'>")
+_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.S)
+
+
+def _from_worker(text: str) -> str:
+    """The original exception's message from PyTorch's re-raise of a DataLoader worker error."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        m = _EXC_LINE.match(ln.strip())
+        if m:
+            return m.group("msg")
+    return lines[-1].strip() if lines else text
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``"dict[str, Any], NoneType"`` -> ``["dict[str, Any]", "NoneType"]`` (commas inside brackets kept)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
+
+
+def _from_parser(text: str) -> str:
+    """jsonargparse's indented, sometimes nested message as ``<key>: <first reason>; expected ..., got ...``."""
+    text = _CLASS_REPR.sub(r"\1", text).replace("typing.", "")
+    m = _PARSER_KEY.match(text.strip())
+    key, rest = (m.group("key"), m.group("rest")) if m else ("", text.strip())
+    lines = [ln.strip().lstrip("- ").strip() for ln in rest.splitlines() if ln.strip()]
+    given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None)
+    subtypes = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Subtypes:")), None)
+    if given is not None and subtypes is not None:
+        types = _split_top_level(subtypes[1:-1] if subtypes.startswith("[") else subtypes)
+        reason = f"expected {' or '.join('null' if t == 'NoneType' else t for t in types)}, got {given!r}"
+    else:
+        seen: list[str] = []
+        for ln in lines:  # nested parsers repeat the same reason with another prefix
+            ln = _PARSER_KEY.sub(lambda g: g.group("rest"), ln).strip()
+            if ln and ln not in seen and not ln.startswith(("Errors:", "Subtypes:", "Given value type:")):
+                seen.append(ln)
+        reason = "; ".join(seen[:2])
+    unknown = re.fullmatch(r"unrecognized arguments: (--?[\w.\-+]+)(.*)", reason)
+    if unknown:
+        key, reason = unknown.group(1).lstrip("-"), "unknown option"
+    reason = reason[:1].lower() + reason[1:]
+    return f"{key}: {reason}" if key and not reason.startswith(f"{key}:") else reason
+
+
+def one_line(exc: BaseException) -> tuple[str, str | None]:
+    """``(message, hint)`` of an expected error, the message on one line."""
+    text = str(exc)
+    hint = getattr(exc, "hint", None)
+    if _WORKER.search(text):
+        text = _from_worker(text)
+    elif isinstance(exc, ArgumentError) or text.startswith("Parser key"):
+        text = _from_parser(text)
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {exc.strerror or text}"
+    text = " ".join(text.split())
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        MlflowException = ()  # type: ignore[assignment]  # noqa: N806
+    if isinstance(exc, MlflowException) and not text.lower().startswith("mlflow"):
+        text = f"MLflow: {text}"
+    return text or type(exc).__name__, hint
+
+
+def format_error(exc: BaseException, prog: str = "mlattack") -> str:
+    """The report of an expected error: ``<prog>: error: <message>`` plus an optional ``  hint: ...`` line."""
+    message, hint = one_line(exc)
+    out = f"{prog}: error: {message}"
+    return out + (f"\n  hint: {hint}" if hint else "")
