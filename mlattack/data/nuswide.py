@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 
 from mlattack.data.base import DataFormatError, MultiLabelDataset, load_rgb, require_file, seeded_split, where
+from mlattack.errors import with_hint
 
 NUS_WIDE_CONCEPTS: tuple[str, ...] = (
     "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars", "castle",
@@ -141,6 +142,17 @@ def read_official_layout(root: Path, part: Literal["Train", "Test"]) -> tuple[li
     return paths, targets
 
 
+def _find_listed(root: Path, listed: str) -> Path | None:
+    """Where a listed image actually is: the listed path, or its tail, under ``root`` or one folder below."""
+    parts = Path(listed).parts
+    for base in (root, *sorted(d for d in root.iterdir() if d.is_dir())):
+        for k in range(len(parts)):
+            candidate = base.joinpath(*parts[k:])
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 class NUSWIDE(MultiLabelDataset):
     """NUS-WIDE multi-label classification over the 81 concepts, in alphabetical order.
 
@@ -216,6 +228,8 @@ class NUSWIDE(MultiLabelDataset):
 
         present = [(self.image_root / p).is_file() for p in paths]
         self.num_missing = len(paths) - sum(present)
+        if paths and not any(present):
+            raise self._no_images(paths, csv_path if layout == "csv" else None)
         if self.num_missing:
             warnings.warn(
                 f"NUS-WIDE {split}: {self.num_missing} of {len(paths)} listed images are missing under "
@@ -224,6 +238,23 @@ class NUSWIDE(MultiLabelDataset):
             )
         keep = [i for i, ok in enumerate(present) if ok]
         self._finalize([paths[i] for i in keep], targets[keep])
+
+    def _no_images(self, paths: list[str], csv_path: Path | None) -> FileNotFoundError:
+        """Not one listed image on disk: the image folder is elsewhere. Say where the first one is, if it is."""
+        where_listed = f"{csv_path}'s filepath column" if csv_path else "data.options.image_dir"
+        error = FileNotFoundError(
+            f"data.root: none of the {len(paths)} NUS-WIDE {self.split} images is under {self.image_root} "
+            f"(e.g. {self.image_root / paths[0]}); expected them where {where_listed} says"
+        )
+        found = _find_listed(self.root, paths[0])
+        if found is None:
+            hint = "the official layout reads <root>/<image_dir>/<path in the image list> (image_dir: Flickr)"
+        elif csv_path is None and found.as_posix().endswith("/" + paths[0]):
+            folder = found.relative_to(self.root).as_posix()[: -len(paths[0]) - 1]
+            hint = f"{paths[0]} is at {found}: set data.options.image_dir to {folder!r}"
+        else:
+            hint = f"{paths[0]} is at {found}: listed paths are read relative to {self.image_root}"
+        return with_hint(error, hint)
 
     def load_image(self, index: int):
         return load_rgb(self.image_root / self.ids[index])

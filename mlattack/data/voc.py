@@ -16,6 +16,7 @@ validates on the official test set, as that reference did. VOC2012 has no public
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from mlattack.data.base import DataFormatError, MultiLabelDataset, load_rgb, require_file, seeded_split, where
+from mlattack.errors import UserError, with_hint
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -36,15 +38,31 @@ _VAL_SPLITS = ("val", "test")
 
 
 def find_voc_dir(root: str | Path, year: str) -> Path:
-    """Accept ``root`` = folder holding ``VOCdevkit/VOC<year>`` or ``VOC<year>``, or the ``VOC<year>`` folder."""
+    """Accept ``root`` = folder holding ``VOCdevkit/VOC<year>`` or ``VOC<year>``, or the ``VOC<year>`` folder.
+
+    A folder named for the other year (``VOC2007`` given to voc2012, or the reverse) is refused: the two devkits
+    have the same layout, so it would load the wrong dataset without a word, or fail on a file the other year
+    lacks.
+    """
     root = Path(root).expanduser()
     for cand in (root / "VOCdevkit" / f"VOC{year}", root / f"VOC{year}", root):
         if (cand / "ImageSets" / "Main").is_dir():
+            named = re.fullmatch(r"VOC(\d{4})", cand.name)
+            if named and named.group(1) != year:
+                raise UserError(
+                    f"data.root: {root} is the VOC{named.group(1)} devkit but the source is voc{year}",
+                    hint=f"use --data.source voc{named.group(1)}, or point data.root at the VOC{year} folder",
+                )
             return cand
-    raise FileNotFoundError(
-        f"VOC{year}: no devkit found at {root} (expected {root}/VOCdevkit/VOC{year}/ImageSets/Main, "
+    others = sorted(
+        {p.name for base in (root, root / "VOCdevkit") for p in base.glob("VOC[0-9][0-9][0-9][0-9]")}
+    )
+    error = FileNotFoundError(
+        f"data.root: no VOC{year} devkit at {root} (expected {root}/VOCdevkit/VOC{year}/ImageSets/Main, "
         f"{root}/VOC{year}/ImageSets/Main or {root}/ImageSets/Main, with JPEGImages/ beside ImageSets/)"
     )
+    hint = f"found {', '.join(others)} there: use --data.source {others[0].lower()}" if others else None
+    raise with_hint(error, hint)
 
 
 def read_id_list(path: Path) -> list[str]:

@@ -5,6 +5,7 @@ import torch
 
 from mlattack.cli import main
 from mlattack.data.datamodule import MultiLabelDataModule, build_dataset
+from mlattack.errors import UserError
 
 
 def dm(**kw):
@@ -98,3 +99,17 @@ def test_voc2007_trainval_options_reach_every_split_and_the_label_graph(tmp_path
     assert plain.label_stats("train").num_images == 3  # a separate cache entry, not the trainval one
     batch = next(iter(d.train_dataloader()))
     assert batch["difficult"].shape == batch["target"].shape == (4, 20)
+
+
+def test_options_are_checked_against_the_source(tmp_path):
+    # e.g. a synthetic config's options left in place by a later --data file of another source
+    with pytest.raises(
+        UserError, match=r"data\.options\.num_classes: not an option of source 'voc2007'"
+    ) as err:
+        MultiLabelDataModule("voc2007", str(tmp_path), options={"num_classes": 20})
+    assert "options: {}" in err.value.hint
+    with pytest.raises(UserError, match=r"data\.options\.image_size: set it as data\.image_size"):
+        MultiLabelDataModule("synthetic", options={"image_size": 8})
+    for bad in ({"batch_size": 0}, {"eval_batch_size": -1}, {"num_workers": -1}, {"image_size": 0}):
+        with pytest.raises(ValueError, match=f"data.{next(iter(bad))} must be"):
+            MultiLabelDataModule("synthetic", **bad)

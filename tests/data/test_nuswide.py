@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import numpy as np
@@ -168,3 +169,17 @@ def test_official_malformed_label_files(tmp_path):
     label_file.unlink()
     with pytest.raises(FileNotFoundError, match=r"Labels_sky_Test\.txt"):
         NUSWIDE(root)
+
+
+def test_no_listed_image_on_disk_is_an_error_that_says_where_they_are(tmp_path):
+    csv_root = make_nuswide_csv(tmp_path / "csv")
+    shutil.move(csv_root / "images", csv_root / "photos")  # the CSV says images/...
+    with pytest.raises(FileNotFoundError, match=r"none of the 3 NUS-WIDE test images is under") as err:
+        NUSWIDE(csv_root)
+    assert "photos" in err.value.hint and "relative to" in err.value.hint
+    official = make_nuswide_official(tmp_path / "official")
+    shutil.move(official / "Flickr", official / "images")  # image_dir defaults to Flickr
+    with pytest.raises(FileNotFoundError, match=r"NUS-WIDE test images") as err:
+        NUSWIDE(official)
+    assert err.value.hint.endswith("set data.options.image_dir to 'images'")
+    assert NUSWIDE(official, image_dir="images").num_missing == 0  # the hint's fix works

@@ -8,6 +8,7 @@ import torch
 
 from mlattack.data.base import DataFormatError
 from mlattack.data.voc import VOC2007, VOC2012, VOC_CLASSES, VOCDataset
+from mlattack.errors import UserError
 from tests.data.fixtures import (
     VOC2007_SPLITS,
     VOC2012_LABELS,
@@ -201,3 +202,16 @@ def test_truncated_and_empty_jpeg_raise_through_getitem(voc07):
     with pytest.raises(DataFormatError, match=r"000007\.jpg.*empty"):
         ds[1]
     assert ds[2]["image"].shape == (3, S, S)  # the intact image still loads
+
+
+def test_a_devkit_of_the_other_year_is_refused_not_loaded(tmp_path):
+    v07, v12 = make_voc(tmp_path / "a", "2007"), make_voc(tmp_path / "b", "2012")
+    # the two years share a layout: without the check, voc2012 would load VOC2007 without a word
+    with pytest.raises(UserError, match=r"is the VOC2007 devkit but the source is voc2012") as err:
+        VOC2012(v07 / "VOCdevkit" / "VOC2007")
+    assert err.value.hint.startswith("use --data.source voc2007")
+    with pytest.raises(UserError, match=r"is the VOC2012 devkit but the source is voc2007"):
+        VOC2007(v12 / "VOCdevkit" / "VOC2012", "train")
+    with pytest.raises(FileNotFoundError, match=r"no VOC2007 devkit at") as err:
+        VOC2007(v12)
+    assert err.value.hint == "found VOC2012 there: use --data.source voc2012"
