@@ -1,30 +1,33 @@
-"""The ``mlattack`` command.
+"""The ``mlattack`` command: one parser that knows every subcommand, so ``mlattack --help`` lists them all and
+``--help`` on any of them prints its options and runs nothing.
 
 - ``mlattack fit|validate|test|predict``: LightningCLI over :class:`MultiLabelClassifier` and
   :class:`MultiLabelDataModule`, logging to MLflow (default store: SQLite in ``./mlruns``).
-- ``mlattack attack``: the study's "show many labels" protocol on a trained model (:mod:`mlattack.evaluation`).
-- ``mlattack data stats``: label statistics of a data source as a table.
-- ``mlattack demo``: the end-to-end job on the built-in dataset (what ``make demo`` runs).
-- ``mlattack report``: the study's tables and figures from finished attack runs (:mod:`mlattack.report`).
+- ``mlattack attack | data stats | demo | report``: :mod:`mlattack.commands`.
+
+Expected mistakes (config, data, model URI or checkpoint, tracking server, bad values) end as one line and exit
+code 2 (:mod:`mlattack.errors`); ``--debug`` or ``MLATTACK_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+import mlattack
+from mlattack.commands import TOOLS, add_data_subcommands
+from mlattack.console import HelpFormatter, quiet_output
 from mlattack.data.datamodule import MultiLabelDataModule
-from mlattack.evaluation.runner import AttackReport
+from mlattack.errors import USER_ERROR_EXIT, UserError, debug_requested, format_error, is_user_error
 from mlattack.models.module import MultiLabelClassifier
-from mlattack.models.registry import RegisterBestModel
-from mlattack.resources import config_dir
+from mlattack.models.registry import RegisterBestModel, load_network
+from mlattack.resources import resolve_config_args
 from mlattack.tracking.callbacks import RUN_ID_KEY, MLflowRunContext, MLflowSaveConfig, mlflow_logger
 from mlattack.tracking.store import (
     EXPERIMENT,
@@ -33,13 +36,41 @@ from mlattack.tracking.store import (
     default_tracking_uri,
 )
 
-CONFIG_DIR = config_dir()
+#: the one-line help of Lightning's subcommands (the Trainer's docstrings are cut mid-sentence)
+LIGHTNING_HELP = {
+    "fit": "train a model and register it in MLflow",
+    "validate": "evaluate a model on the validation split",
+    "test": "evaluate a model on the test split",
+    "predict": "label probabilities of the test split",
+}
+#: their longer description, shown by ``mlattack <subcommand> --help``
+LIGHTNING_DESCRIPTION = {
+    "fit": "Train a model: one MLflow run, checkpoints (best by val mAP, and last for --ckpt_path resume), and the "
+    "best network registered as models:/<net>-<data>@best.",
+    "validate": "Evaluate a model on the validation split (--ckpt_path: a .ckpt file or a models:/ URI).",
+    "test": "Evaluate a model on the test split (--ckpt_path: a .ckpt file or a models:/ URI).",
+    "predict": "Label probabilities of the test split (--ckpt_path: a .ckpt file or a models:/ URI).",
+}
+MODEL_URIS = ("models:/", "runs:/")
+#: options that moved, by the key an error names -> where they went
+MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.init_args.lr"}
+#: ``--ckpt_path`` values Lightning resolves itself
+CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
 
 
 # Callbacks registered as their own config groups (checkpoint:, registry:, run_context:) so YAML files can
 # tune them without repeating the trainer's callback list.
 class ModelCheckpointDefaults(ModelCheckpoint):
-    """ModelCheckpoint keeping the best validation mAP and the last epoch (for ``--ckpt_path`` resume)."""
+    """ModelCheckpoint keeping the best validation mAP and the last epoch (for ``--ckpt_path`` resume).
+
+    Args:
+        dirpath: checkpoint folder (default: inside the run's folder under ``trainer.default_root_dir``).
+        monitor: the metric that picks the best checkpoint.
+        mode: whether the best value of ``monitor`` is the largest (max) or smallest (min).
+        save_last: also keep ``last.ckpt`` (what ``--ckpt_path`` resumes from).
+        save_top_k: how many best checkpoints to keep.
+        filename: checkpoint file name pattern.
+    """
 
     def __init__(
         self,
@@ -53,19 +84,52 @@ class ModelCheckpointDefaults(ModelCheckpoint):
         super().__init__(
             dirpath=dirpath, monitor=monitor, mode=mode, save_last=save_last, save_top_k=save_top_k,
             filename=filename, auto_insert_metric_name=False,
-        )
+        )  # fmt: skip
 
 
 class RegisterBestModelDefaults(RegisterBestModel):
-    """See :class:`mlattack.models.registry.RegisterBestModel`."""
+    """At the end of a fit, register the best checkpoint's network in the MLflow model registry."""
 
 
 class MLflowRunContextDefaults(MLflowRunContext):
-    """See :class:`mlattack.tracking.callbacks.MLflowRunContext`."""
+    """Run tags (seed, versions, git commit), the data's label statistics, and the run id in checkpoints."""
 
 
 class MLAttackCLI(LightningCLI):
-    """LightningCLI with the project's defaults: MLflow logging, best-by-mAP checkpoints, model registration."""
+    """LightningCLI with the project's defaults (MLflow logging, best-by-mAP checkpoints, model registration) and
+    the subcommands that are not Trainer methods (:data:`mlattack.commands.TOOLS`) in the same parser."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.result: Any = None  # what a non-Lightning subcommand returned
+        super().__init__(*args, **kwargs)
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        self.parser.add_argument(
+            "--version",
+            action="version",
+            version=f"mlattack {mlattack.__version__}",
+            help="print the version and exit",
+        )
+        self.parser.add_argument(
+            "--debug", action="store_true", help="show the traceback of an error (also: MLATTACK_DEBUG=1)"
+        )
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands with one-line help of our own, then the mlattack tools."""
+        self._subcommand_parsers: dict[str, Any] = {}
+        subcommands = parser.add_subcommands()
+        for name in self.subcommands():
+            sub_kwargs = {"description": LIGHTNING_DESCRIPTION[name], **kwargs.get(name, {})}
+            sub = self._prepare_subcommand_parser(self.trainer_class, name, **sub_kwargs)
+            self._subcommand_parsers[name] = sub
+            subcommands.add_subcommand(name, sub, help=LIGHTNING_HELP[name])
+        for name, tool in TOOLS.items():
+            sub = tool.build()
+            subcommands.add_subcommand(name, sub, help=tool.help)
+            if name == "data":  # nested subcommands are added once their parent is in place
+                add_data_subcommands(sub)
+            self._subcommand_parsers[name] = sub
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # the network's label count always follows the data source
@@ -77,6 +141,75 @@ class MLAttackCLI(LightningCLI):
         parser.add_lightning_class_args(MLflowRunContextDefaults, "run_context")
         parser.link_arguments("seed_everything", "run_context.seed")
 
+    # -- the tools skip the Trainer's set-up ---------------------------------------------------------------------
+    def _is_tool(self) -> bool:
+        return self.config.get("subcommand") in TOOLS
+
+    def _set_seed(self) -> None:
+        if not self._is_tool():
+            super()._set_seed()
+
+    def instantiate_classes(self) -> None:
+        if not self._is_tool():
+            super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand in TOOLS:
+            self.result = TOOLS[subcommand].run(self._subcommand_parsers[subcommand], self.config[subcommand])
+        else:
+            super()._run_subcommand(subcommand)
+
+    # -- checkpoints: files and registry URIs --------------------------------------------------------------------
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the model's hyperparameters from ``--ckpt_path``; say which file is wrong, and how."""
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub and sub not in TOOLS else None
+        try:
+            super()._parse_ckpt_path()
+        except Exception as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+            first = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0])[:300]
+            if "Unsupported global" in str(e):
+                raise UserError(
+                    f"--ckpt_path: {path}: refused, it holds objects other than tensors and plain containers "
+                    "(checkpoints are loaded with weights_only=True, so no code in them runs)"
+                ) from e
+            raise UserError(
+                f"--ckpt_path: {path}: not a checkpoint this version can read ({first})",
+                hint="give a .ckpt written by `mlattack fit`, or a models:/<name>@<alias> URI",
+            ) from e
+
+    def _resolve_ckpt_path(self) -> None:
+        """A missing file is reported before any work; a ``models:/`` or ``runs:/`` URI loads the registered
+        network into the model (the registry holds the bare network, which is what test/validate/predict need)."""
+        cfg = self.config[self.subcommand]
+        ckpt = cfg.get("ckpt_path")
+        if not ckpt or ckpt in CKPT_KEYWORDS:
+            return
+        ckpt = str(ckpt)
+        if not ckpt.startswith(MODEL_URIS):
+            if not Path(ckpt).is_file():
+                raise UserError(
+                    f"--ckpt_path: no checkpoint file {ckpt!r}",
+                    hint="expected a .ckpt written by `mlattack fit` (outputs/<run>/checkpoints/), "
+                    "or a models:/<name>@<alias> URI",
+                )
+            return
+        if self.subcommand == "fit":
+            raise UserError(
+                f"--ckpt_path: {ckpt} is a registered network, not a training checkpoint; fit resumes "
+                "only from a .ckpt file (e.g. outputs/<run>/checkpoints/last.ckpt)"
+            )
+        logger = mlflow_logger(self.trainer)
+        tracking_uri = logger._tracking_uri if logger is not None else default_tracking_uri()
+        check_tracking_uri(tracking_uri)
+        try:
+            net = load_network(ckpt, tracking_uri)
+        except ValueError as e:
+            raise UserError(f"--ckpt_path: {e}") from e
+        self.model.net = net
+        self.config_init[self.subcommand]["ckpt_path"] = None
+
     def _run_name(self) -> str:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         net = str(cfg.model.net.class_path).rsplit(".", 1)[-1].lower()
@@ -87,8 +220,7 @@ class MLAttackCLI(LightningCLI):
         if logger is None:
             return
         check_tracking_uri(logger._tracking_uri)  # a dead server fails here in seconds, before any work
-        cfg = self.config[self.subcommand]
-        ckpt_path = cfg.get("ckpt_path")
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt_path and Path(str(ckpt_path)).is_file() and logger._run_id is None:
             ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
             run_id = ckpt.get(RUN_ID_KEY)
@@ -100,20 +232,25 @@ class MLAttackCLI(LightningCLI):
         print(f"MLflow run {logger.run_id} in {logger._tracking_uri}")
 
     def before_fit(self) -> None:
+        self._resolve_ckpt_path()
         self._prepare_logger()
 
     def before_validate(self) -> None:
+        self._resolve_ckpt_path()
         self._prepare_logger()
 
     def before_test(self) -> None:
+        self._resolve_ckpt_path()
         self._prepare_logger()
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path()
 
 
 def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackCLI:
-    """Run a Lightning subcommand (fit/validate/test/predict) with the project's defaults."""
+    """Parse ``args`` with the one ``mlattack`` parser and run the subcommand; errors propagate."""
+    quiet_output()
     tracking_uri = default_tracking_uri()
-    # `mlattack demo` passes explicit args while sys.argv holds "demo": that is intended, not a mistake
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return MLAttackCLI(
         MultiLabelClassifier,
         MultiLabelDataModule,
@@ -131,104 +268,67 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackC
             "default_root_dir": "outputs",
         },
         seed_everything_default=123,
+        parser_kwargs={
+            "prog": "mlattack",
+            "description": "Adversarial attacks that make multi-label image classifiers show many labels.",
+            "formatter_class": HelpFormatter,
+            "exit_on_error": False,  # main() reports parse errors in the same one-line form as the rest
+            "allow_abbrev": False,  # a typo must not silently pick another option
+        },
+        auto_configure_optimizers=False,  # the model owns its optimiser (model.optimizer): one learning rate
         args=args,
         run=run,
     )
 
 
-def data_stats(argv: list[str]) -> None:
-    """``mlattack data stats --data configs/data/<source>.yaml [--split test]``."""
-    parser = ArgumentParser(prog="mlattack data stats", description="Label statistics of one split.")
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(MultiLabelDataModule, "data")
-    parser.add_argument("--split", type=str, default="all", help="train, val, test or all")
-    cfg = parser.parse_args(argv)
-    dm = parser.instantiate_classes(cfg).data
-    splits = ("train", "val", "test") if cfg.split == "all" else (cfg.split,)
-    for split in splits:
-        print(f"\n## {dm.source} / {split}\n")
-        print(dm.label_stats(split).table())
+def run(argv: list[str] | None = None) -> Any:
+    """Run one ``mlattack`` command and return what it made (the LightningCLI for fit/validate/test/predict, the
+    tool's result otherwise); errors propagate. ``configs/...`` paths fall back to the shipped configs."""
+    args = resolve_config_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"])
+    check_yaml_syntax(args)
+    cli = lightning_main(args)
+    return cli.result if cli.subcommand in TOOLS else cli
 
 
-def demo(argv: list[str]) -> None:
-    """The README's main job: train + register the demo model on the built-in dataset, then attack it with all
-    nine attacks and print the success table. Extra arguments go to the fit stage (e.g. ``--trainer.max_epochs``)."""
-    start = time.time()
-    print("== mlattack demo: built-in dataset ==")
-    data_stats(["--data", str(CONFIG_DIR / "data" / "synthetic.yaml"), "--split", "train"])
-    cli = lightning_main(["fit", "--config", str(CONFIG_DIR / "demo.yaml"), *argv])
-    reg = next((c for c in cli.trainer.callbacks if isinstance(c, RegisterBestModel)), None)
-    if reg is None or reg.model_uri is None:
-        raise RuntimeError("the demo model was not registered; see the log above")
-    fit_seconds = time.time() - start
-    print(f"\nTrained and registered {reg.model_uri} in {fit_seconds:.0f} s; attacking it with nine attacks.")
-    report = attack(["--config", str(CONFIG_DIR / "attack-demo.yaml"), "--model", reg.model_uri])
-    print(f"\nDemo finished in {time.time() - start:.0f} s (fit {fit_seconds:.0f} s).")
-    print(f"Fit run: {mlflow_logger(cli.trainer).run_id}   Attack run: {report.parent_run_id}")
-    print(f"Model: {reg.model_uri}  (alias: models:/{reg.model_uri.split('/')[1]}@best)")
-    uri = default_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        print(f"See the runs:  {uri}")
-    else:
-        print(f"See the runs:  .venv/bin/mlflow ui --backend-store-uri {uri}  -> http://127.0.0.1:5000")
+def check_yaml_syntax(args: list[str]) -> None:
+    """A config file given on the command line that is not valid YAML is named with its line (the parser
+    reports only "<unicode string>")."""
+    import yaml
 
-
-def attack(argv: list[str]) -> AttackReport:
-    """``mlattack attack --config configs/attack-demo.yaml --model models:/<name>@best``."""
-    from mlattack.evaluation.runner import AttackSpec, run_attacks
-
-    parser = ArgumentParser(prog="mlattack attack", description="Show-many-labels attacks on a trained model.")
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(MultiLabelDataModule, "data")
-    parser.add_argument("--attacks", type=list[AttackSpec], required=True)
-    parser.add_function_arguments(run_attacks, skip={"data", "attacks", "progress_bar", "callbacks"})
-    cfg = parser.parse_args(argv)
-    init = parser.instantiate_classes(cfg)
-    kwargs = {k: v for k, v in init.as_dict().items() if k not in ("config", "__path__")}
-    kwargs["data"] = init.data
-    report = run_attacks(**kwargs)
-    if report.table:  # DDP ranks > 0 return an empty table: rank 0 prints
-        print_report(report)
-    return report
-
-
-def print_report(report: AttackReport) -> None:
-    """The success table (attacks x scenarios) in the study's layout, and where to find the runs."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Success rate (%) - showing many labels (N={report.num_selected}, "
-                        f"avgLabels={report.avg_labels:.2f})")
-    table.add_column("attack")
-    for k in range(8):
-        table.add_column(f"n={k}", justify="right")
-    table.add_column("labels shown", justify="right")
-    table.add_column("L2", justify="right")
-    for name, m in report.metrics.items():
-        table.add_row(name, *[f"{100 * m[f'success_rate_n{k}']:.1f}" for k in range(8)],
-                      f"{m['labels_shown_mean']:.2f}", f"{m['l2_mean']:.3f}")
-    Console(width=max(Console().width, 130)).print(table)
-    print(f"MLflow parent run: {report.parent_run_id} ({len(report.child_run_ids)} attack runs)")
-
-
-def report(argv: list[str]) -> None:
-    """``mlattack report [--network mlgcn] [--dataset voc2007] [--filter "..."] [--output_dir outputs/report]``."""
-    from mlattack.report.command import main as report_main
-
-    report_main(argv)
-
-
-COMMANDS = {"demo": demo, "attack": attack, "report": report}
+    for arg in args:
+        path = Path(arg.partition("=")[2] if arg.startswith("-") else arg)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            try:
+                yaml.safe_load(path.read_text())
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                line = f":{mark.line + 1}" if mark is not None else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise UserError(f"{path}{line}: not valid YAML ({problem})") from e
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``mlattack`` entry point: expected errors end as one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:2] == ["data", "stats"]:
-        return data_stats(args[2:])
-    if args and args[0] in COMMANDS:
-        COMMANDS[args[0]](args[1:])
-        return
-    lightning_main(argv)
+    debug = "--debug" in args or debug_requested()
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("mlattack: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:
+        if debug or not is_user_error(e):
+            raise
+        sub = next((a for a in args if a in LIGHTNING_HELP or a in TOOLS), None)
+        message = format_error(e)
+        if "\n" not in message and type(e).__name__ == "ArgumentError":
+            hint = next((h for key, h in MOVED.items() if key in message), None)
+            hint = hint or f"`mlattack {sub + ' ' if sub else ''}--help` lists the options"
+            message += f"\n  hint: {hint}"
+        print(message, file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""What ``mlattack`` prints besides its results: help text that offers mlattack's own classes, and library
+output kept quiet (no hardware banner, advertising, first-run chatter or deprecation notices of libraries'
+internals), each dropped at the logger or warning that emits it rather than by silencing whole libraries.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+import os
+import pkgutil
+import warnings
+
+from jsonargparse import DefaultHelpFormatter
+
+
+def _is_network(cls: type) -> bool:
+    """A class offered for ``--model.net``: one of mlattack's, taking the label count (MLGCN, MLLIW, ...)."""
+    return (
+        cls.__module__.startswith("mlattack.models.") and "num_classes" in inspect.signature(cls).parameters
+    )
+
+
+def _is_loss(cls: type) -> bool:
+    return cls.__module__ == "mlattack.models.losses"
+
+
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with "known subclasses" lists cut to mlattack's own classes when they run long (an
+    ``nn.Module`` argument would otherwise list every module torch has imported)."""
+
+    KNOWN = ", known subclasses: "
+    LONGEST = 12
+    #: which of mlattack's classes an option offers, by option name (others: every mlattack class listed)
+    OFFER = {"model.net": _is_network, "model.loss": _is_loss}
+
+    def _get_help_string(self, action) -> str:
+        import_own_classes()
+        text = super()._get_help_string(action)
+        head, sep, tail = text.partition(self.KNOWN)
+        paths = tail[:-1].split(", ") if sep else []
+        if len(paths) <= self.LONGEST:
+            return text
+        offer = self.OFFER.get(action.dest, lambda cls: True)
+        own = [p for p in paths if p.startswith("mlattack.") and offer(_import_class(p))] or paths[
+            : self.LONGEST
+        ]
+        return f"{head}{sep}{', '.join(own)}; or any class_path ({len(paths) - len(own)} others not listed))"
+
+
+def _import_class(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@functools.cache
+def import_own_classes() -> None:
+    """Import mlattack's networks, losses and attacks so the help offers them (a module whose optional
+    dependency is missing is skipped: help must not fail)."""
+    for package in ("mlattack.models", "mlattack.attacks"):
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__, package + "."):
+            try:
+                importlib.import_module(info.name)
+            except Exception:  # noqa: BLE001 - listing classes is best effort
+                continue
+
+
+class _DropMessages(logging.Filter):
+    """Drop a logger's records that start with one of ``prefixes`` (the rest of that logger still shows)."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_output() -> None:
+    """Keep the output to what the user asked for: no hardware banner, advertising, first-run chatter or
+    deprecation notices of libraries' internals, each dropped at the logger or warning that emits it."""
+    _quiet_loggers()
+    warnings.filterwarnings(  # torch deprecates a class Lightning's own pytree helper still uses
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    # `mlattack demo` passes explicit args while sys.argv holds "demo": that is intended, not a mistake
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+
+
+@functools.cache
+def _quiet_loggers() -> None:
+    if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:  # no call home from a research tool (MLflow asks on import)
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+        from mlflow.telemetry import set_telemetry_client
+
+        set_telemetry_client()  # drops the client started at import
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        _DropMessages("GPU available", "TPU available", "HPU available", "💡 Tip")
+    )
+    logging.getLogger("pytorch_lightning.accelerators.cuda").addFilter(_DropMessages("LOCAL_RANK"))
+    logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_DropMessages("Experiment with name"))
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # "Seed set to ..."
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # database set-up and run-link chatter
+    # the registry stores the network pickled on purpose (any batch size, autograd); checkpoints stay weights-only
+    logging.getLogger("mlflow.pytorch").addFilter(_DropMessages("Saving pytorch model by Pickle"))
