@@ -82,8 +82,10 @@ class MultiLabelClassifier(pl.LightningModule):
             hold them as 0): ``positive`` (ML-GCN's reference maps them to 1), ``negative`` (as the attack
             protocol sees them) or ``ignore`` (left out of the loss, ML-LIW's reference). Used for the training
             and the validation/test loss; the metrics skip difficult labels whatever this says.
-        lr: base learning rate; ``backbone_lr_scale`` multiplies it for the pretrained trunk (0.1 in ML-GCN).
-        optimizer: optimiser factory applied to the network's parameter groups (jsonargparse ``class_path``).
+        backbone_lr_scale: multiplies the optimiser's learning rate for the pretrained trunk (0.1 in ML-GCN), when
+            the network splits its parameters into groups (``parameter_groups``).
+        optimizer: optimiser factory applied to the network's parameter groups (jsonargparse ``class_path``); its
+            ``lr`` (``model.optimizer.init_args.lr``) is the one learning-rate setting.
         lr_scheduler: optional scheduler factory (e.g. ``MultiStepLR`` with ML-GCN's step epochs).
     """
 
@@ -91,7 +93,6 @@ class MultiLabelClassifier(pl.LightningModule):
         self,
         net: nn.Module,
         loss: nn.Module | None = None,
-        lr: float = 0.01,
         backbone_lr_scale: float = 0.1,
         optimizer: OptimizerCallable = sgd_default,
         lr_scheduler: SchedulerCallable | None = None,
@@ -105,7 +106,9 @@ class MultiLabelClassifier(pl.LightningModule):
         self.net = net
         self.loss_fn = loss if loss is not None else MultiLabelSoftMarginLoss()
         self.difficult = check_difficult(difficult, self.loss_fn)
-        self.lr, self.backbone_lr_scale = float(lr), float(backbone_lr_scale)
+        if not backbone_lr_scale >= 0:  # also refuses NaN
+            raise ValueError(f"model.backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
+        self.backbone_lr_scale = float(backbone_lr_scale)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         c = self.num_classes
         self.val_metrics = multilabel_metrics(c, "val/")
@@ -137,11 +140,24 @@ class MultiLabelClassifier(pl.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
+        """The optimiser over the network's parameter groups, at the optimiser's own ``lr``.
+
+        The groups give relative rates (1 for the head, ``backbone_lr_scale`` for the trunk); they are scaled by
+        the ``lr`` the optimiser was configured with, so there is one learning-rate setting, not two.
+        """
         if hasattr(self.net, "parameter_groups"):
-            groups = self.net.parameter_groups(self.lr, self.backbone_lr_scale)
+            groups = self.net.parameter_groups(1.0, self.backbone_lr_scale)
         else:
-            groups = [{"params": [p for p in self.net.parameters() if p.requires_grad], "lr": self.lr}]
+            groups = [{"params": [p for p in self.net.parameters() if p.requires_grad], "lr": 1.0}]
+        scales = [float(g.pop("lr", 1.0)) for g in groups]
         opt = self.optimizer_factory(groups)
+        base = opt.defaults.get("lr")
+        if base is None:
+            raise ValueError(
+                f"model.optimizer: {type(opt).__name__} has no `lr`; expected a torch.optim optimiser"
+            )
+        for group, scale in zip(opt.param_groups, scales, strict=True):
+            group["lr"] = base * scale
         if self.scheduler_factory is None:
             return opt
         return {
