@@ -1,11 +1,12 @@
 # The two commands a fresh machine needs: `make demo` and `make test`.
 # Each creates .venv and installs the package when missing; both are idempotent.
+# `make wheel-check` builds the wheel and runs it, installed, from outside the repository (CI runs it too).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install wheel-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
+
+wheel-check: $(STAMP)
+	VENV_PYTHON=$(abspath $(BIN)/python) .ci/wheel-check
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check --fix .
