@@ -21,12 +21,10 @@ class CheckpointError(ValueError):
 
 
 def _refused_global(e: Exception) -> str | None:
-    """The line of torch's weights-only error that names the refused object, if this is such an error."""
-    text = str(e)
-    if "Weights only load failed" not in text and "Unsupported global" not in text:
-        return None
-    lines = [line.strip() for line in text.splitlines() if "Unsupported global" in line]
-    return lines[0][:300] if lines else text.splitlines()[0][:300]
+    """The line of torch's weights-only error that names a refused object (a pickle payload), if that is what it
+    is; other unpickling failures (random bytes: "Unsupported operand ...") are not refusals but damage."""
+    lines = [line.strip() for line in str(e).splitlines() if "Unsupported global" in line]
+    return lines[0][:300] if lines else None
 
 
 def read_checkpoint_bytes(path: str | Path) -> tuple[bytes, dict]:

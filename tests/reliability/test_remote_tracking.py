@@ -60,6 +60,7 @@ def attack(model, data, out, **kw):
         specs,
         num_samples=8,
         output_dir=str(out),
+        batch_size=4,  # two batches of the 8 samples, so StopServerAt(server, 1) lands mid-attack
         panel_samples=0,
         progress_bar=False,
         accelerator="cpu",
@@ -94,6 +95,7 @@ def test_fit_registry_and_attack_through_a_remote_server(
 
 
 def test_unreachable_server_fails_fast_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLATTACK_DEBUG", "1")  # the exception itself, not mlattack's one-line rendering of it
     closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", closed)
     for name in HTTP_DEFAULTS:
@@ -102,6 +104,7 @@ def test_unreachable_server_fails_fast_with_a_clear_error(tmp_path, monkeypatch)
     for argv in (
         ["attack", "--config", "configs/attack-demo.yaml", "--model", "models:/mlgcn-synthetic@best"],
         tiny_fit_args(tmp_path / "out"),
+        ["report", "--output_dir", str(tmp_path / "report")],  # report too (it retried for 254 s)
     ):
         start = time.monotonic()
         with pytest.raises(
