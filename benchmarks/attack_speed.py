@@ -23,7 +23,7 @@ from torch import nn
 import mlattack.attacks as attacks
 
 SIZES = {"resnet18": 224, "resnet101": 448}
-ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP", "APGD"]
+ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP", "APGD", "LabelGraphPGD"]
 PER_LABEL = {"MLDP", "MLALP"}  # target (C + 2) x floor; the others 1.10 x floor
 
 
@@ -34,7 +34,7 @@ def build_model(name: str, num_labels: int, device: torch.device) -> nn.Module:
     return net.to(device).eval()
 
 
-def make_attack(name: str, iters: int) -> attacks.Attack:
+def make_attack(name: str, iters: int, labels: int = 20) -> attacks.Attack:
     cls = getattr(attacks, name)
     if name in {"FGSM", "FGM"}:
         return cls()
@@ -42,6 +42,8 @@ def make_attack(name: str, iters: int) -> attacks.Attack:
         return cls(max_iter=iters, binary_search_steps=1, abort_early=False)
     if name in {"MLDP", "MLALP"}:
         return cls(max_iter=iters, early_stop=False)
+    if name == "LabelGraphPGD":  # a random P(j | i): the cost does not depend on the values
+        return cls(nb_iter=iters, matrix=torch.rand(labels, labels, generator=torch.Generator().manual_seed(0)))
     return cls(nb_iter=iters)
 
 
@@ -87,7 +89,7 @@ def bench(
     )
     print(f"{'attack':<8} {'ms/sample-iter':>15} {'ratio':>7} {'target':>7}  iterations/sample")
     for name in names:
-        attack = make_attack(name, iters)
+        attack = make_attack(name, iters, labels)
         result: list[attacks.AttackResult] = []
 
         def run(attack=attack, result=result) -> None:
