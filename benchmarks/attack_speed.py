@@ -5,8 +5,13 @@ Targets (issues 5, 16): ratio <= 1.10 for FGSM, FGM, BIM, PGD, MI-FGSM, SLIDE, M
 one forward-only pass at the last iterate, so a small --iters weighs that more); ML-DP and MLA-LP per iteration
 <= (C + 2) x the floor, C = number of labels. Weights are random (nothing is downloaded); a linear head gives C logits.
 
+Models: torchvision ResNet-18 (224^2) and ResNet-101 (448^2), and the attention victims of issue 17 at 224^2:
+Query2Label on a ResNet-18 trunk (width 512, 1 encoder + 2 decoder layers, 7 x 7 tokens), timm's ViT-Ti/16
+(196 tokens) and ML-LIW on the EfficientNet-Lite0 trunk (random weights here too).
+
     python benchmarks/attack_speed.py --quick                 # ResNet-18 at 224^2, few iterations (CPU: minutes)
-    python benchmarks/attack_speed.py --device cuda           # ResNet-18 at 224^2 and ResNet-101 at 448^2
+    python benchmarks/attack_speed.py --quick --models query2label vit_ti16 mlliw_effnet   # the attention victims
+    python benchmarks/attack_speed.py --device cuda           # every model
     python benchmarks/attack_speed.py --models resnet18 --attacks MLCW MLDP --iters 5 --batch 2
 """
 
@@ -22,15 +27,30 @@ from torch import nn
 
 import mlattack.attacks as attacks
 
-SIZES = {"resnet18": 224, "resnet101": 448}
+SIZES = {"resnet18": 224, "resnet101": 448, "query2label": 224, "vit_ti16": 224, "mlliw_effnet": 224}
 ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP", "APGD", "LabelGraphPGD"]
 PER_LABEL = {"MLDP", "MLALP"}  # target (C + 2) x floor; the others 1.10 x floor
 
 
 def build_model(name: str, num_labels: int, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None)
-    net.fc = nn.Linear(net.fc.in_features, num_labels)
+    if name == "query2label":
+        from mlattack.models.query2label import Query2Label
+
+        net = Query2Label(
+            num_labels, backbone="resnet18", backbone_weights="random", hidden_dim=512, ff_dim=2048
+        )
+    elif name == "vit_ti16":
+        from mlattack.models.vit import ViT
+
+        net = ViT(num_labels, arch="vit_tiny_patch16_224", image_size=SIZES[name])
+    elif name == "mlliw_effnet":
+        from mlattack.models.mlliw import MLLIW
+
+        net = MLLIW(num_labels, backbone="efficientnet_lite0", backbone_weights="random")
+    else:
+        net = getattr(torchvision.models, name)(weights=None)
+        net.fc = nn.Linear(net.fc.in_features, num_labels)
     return net.to(device).eval()
 
 
@@ -43,7 +63,9 @@ def make_attack(name: str, iters: int, labels: int = 20) -> attacks.Attack:
     if name in {"MLDP", "MLALP"}:
         return cls(max_iter=iters, early_stop=False)
     if name == "LabelGraphPGD":  # a random P(j | i): the cost does not depend on the values
-        return cls(nb_iter=iters, matrix=torch.rand(labels, labels, generator=torch.Generator().manual_seed(0)))
+        return cls(
+            nb_iter=iters, matrix=torch.rand(labels, labels, generator=torch.Generator().manual_seed(0))
+        )
     return cls(nb_iter=iters)
 
 
@@ -105,7 +127,7 @@ def bench(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(SIZES), choices=list(SIZES))
+    ap.add_argument("--models", nargs="+", default=None, choices=list(SIZES), help="default: all")
     ap.add_argument(
         "--attacks", nargs="+", default=None, help="default: every attack mlattack.attacks exports"
     )
@@ -116,10 +138,13 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="ResNet-18 only, 3 iterations, 1 repeat")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 iterations, 1 repeat, ResNet-18 only unless --models says"
+    )
     args = ap.parse_args()
     if args.quick:
-        args.models, args.iters, args.repeats = ["resnet18"], 3, 1
+        args.models, args.iters, args.repeats = args.models or ["resnet18"], 3, 1
+    args.models = args.models or list(SIZES)
     names = args.attacks or [n for n in ORDER if hasattr(attacks, n)]
     for n in names:
         if not hasattr(attacks, n):
