@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from dataclasses import dataclass
 
 import yaml
 
 from mlattack.attacks.base import Attack
 from mlattack.resources import find_config
+
+SWEEP_BASE_TAG, SWEEP_PARAM_TAG, SWEEP_VALUE_TAG = "mlattack.sweep_base", "mlattack.sweep_param", "mlattack.sweep_value"
+GRID_BASE_TAG, GRID_PARAMS_TAG, GRID_VALUE_PREFIX = "mlattack.grid_base", "mlattack.grid_params", "mlattack.grid."
 
 
 @dataclass
@@ -23,10 +27,11 @@ class AttackSpec:
     Give either ``attack`` inline (``class_path``/``init_args``) or ``config``, the path of one of the per-attack
     YAML files (``configs/attack/pgd.yaml``; relative paths are tried against the working directory, then the
     project's ``configs/``), optionally with ``overrides`` of its init_args. ``name`` labels the attack in tables
-    and runs (default: the class name); ``num_samples`` overrides N (e.g. 200 for MLA-LP). ``sweep`` maps one
-    init argument to a list of values (a budget sweep, e.g. ``{eps: [0.001, 0.003, 0.01]}``): one attack, and
-    one child run, per value, named ``<name>[eps=0.003]``; each is built by the attack's constructor, so a bad
-    value fails before any run starts.
+    and runs (default: the class name); ``num_samples`` overrides N (e.g. 200 for MLA-LP). ``sweep`` maps init
+    arguments to lists of values: one argument is a budget sweep (``{eps: [0.001, 0.003, 0.01]}``, children
+    ``<name>[eps=0.003]``); several are a sensitivity grid over their product (``{eps: [...], nb_iter: [...]}``,
+    children ``<name>[eps=0.03,nb_iter=10]``). One attack and one child run per point, each built by the attack's
+    constructor, so a bad value fails before any run starts.
     """
 
     attack: Attack | None = None
@@ -37,7 +42,7 @@ class AttackSpec:
     sweep: dict[str, list] | None = None
 
     def build(self) -> list[tuple[str, Attack, dict[str, str]]]:
-        """[(name, attack instance, tags)] — one entry, or one per sweep value."""
+        """[(name, attack instance, tags)] — one entry, or one per sweep value / grid point."""
         if (self.attack is None) == (self.config is None):
             raise ValueError(
                 "each attacks entry needs exactly one of `attack` (class_path/init_args) or `config`"
@@ -47,23 +52,30 @@ class AttackSpec:
                 self.attack if self.attack is not None else load_attack_config(self.config, self.overrides)
             )
             return [(self.name or type(attack).__name__, attack, {})]
-        if len(self.sweep) != 1:
-            raise ValueError(f"sweep: give exactly one argument to vary, got {sorted(self.sweep)}")
-        ((arg, values),) = self.sweep.items()
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"sweep.{arg}: give a list of at least one value, got {values!r}")
+        keys = list(self.sweep)
+        for arg in keys:
+            values = self.sweep[arg]
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep.{arg}: give a list of at least one value, got {values!r}")
         out = []
-        for v in values:
+        for point in itertools.product(*(self.sweep[k] for k in keys)):
+            changes = dict(zip(keys, point, strict=True))
             if self.config is not None:
-                attack = load_attack_config(self.config, {**(self.overrides or {}), arg: v})
+                attack = load_attack_config(self.config, {**(self.overrides or {}), **changes})
             else:
                 try:
-                    attack = rebuild_attack(self.attack, **{arg: v})
+                    attack = rebuild_attack(self.attack, **changes)
                 except (TypeError, ValueError) as e:
-                    raise ValueError(f"sweep.{arg}={v!r} for {type(self.attack).__name__}: {e}") from e
+                    where = ", ".join(f"sweep.{k}={v!r}" for k, v in changes.items())
+                    raise ValueError(f"{where} for {type(self.attack).__name__}: {e}") from e
             base = self.name or type(attack).__name__
-            tags = {"mlattack.sweep_base": base, "mlattack.sweep_param": arg, "mlattack.sweep_value": str(v)}
-            out.append((f"{base}[{arg}={v}]", attack, tags))
+            label = ",".join(f"{k}={v}" for k, v in changes.items())
+            if len(keys) == 1:  # a budget curve
+                tags = {SWEEP_BASE_TAG: base, SWEEP_PARAM_TAG: keys[0], SWEEP_VALUE_TAG: str(point[0])}
+            else:  # a sensitivity grid: one child per point of the product
+                tags = {GRID_BASE_TAG: base, GRID_PARAMS_TAG: ",".join(keys),
+                        **{f"{GRID_VALUE_PREFIX}{k}": str(v) for k, v in changes.items()}}
+            out.append((f"{base}[{label}]", attack, tags))
         return out
 
 

@@ -31,6 +31,7 @@ from mlattack.report.collect import (
     load_samples,
     runs_frame,
 )
+from mlattack.report.grids import grid_heatmaps, sensitivity_grids
 from mlattack.report.labels import analyse_labels, label_markdown
 from mlattack.report.sweeps import budget_curves
 from mlattack.report.tables import (
@@ -177,6 +178,16 @@ def build_report(
         frame = curve.table.drop(columns=["run_id"])
         _add(report, index, write_table(frame, tables_dir, curve.stem, title), f"### {title}", title, frame)
         fig = plots.success_vs_budget(frame, curve.param, title, fig_dir / f"{curve.stem}.png")
+        report.files.append(fig)
+        index += [f"![{title}](figures/{fig.name})", ""]
+
+    for grid in sensitivity_grids(runs):
+        title = f"{grid.attack} on {network_label(grid.network)} / {grid.dataset}: grid over {' x '.join(grid.params)}"
+        frame = grid.table.drop(columns=["run_id"])
+        frame.index = [", ".join(f"{p}={row[p]}" for p in grid.params) for _, row in frame.iterrows()]
+        frame.index.name = "point"
+        _add(report, index, write_table(frame, tables_dir, grid.stem, title), f"### {title}", title, frame)
+        fig = grid_heatmaps(grid, title, fig_dir / f"{grid.stem}.png")
         report.files.append(fig)
         index += [f"![{title}](figures/{fig.name})", ""]
 
