@@ -118,7 +118,7 @@ def demo_model(args, device: str):
 
     train = SyntheticMultiLabel(split="train", image_size=64, num_samples=args.demo_train)
     if args.demo_checkpoint and not args.demo_checkpoint.endswith(".pt"):
-        from mlattack.models.registry import load_network
+        from mlattack.tracking.registry import load_network
 
         net = load_network(args.demo_checkpoint)
     else:

@@ -1,24 +1,30 @@
-"""The per-sample records and panel previews an attack run keeps on disk, and reading them back after a crash.
+"""The per-sample records, panel previews and adversarial examples an attack run keeps on disk, and reading them
+back after a crash.
 
 Records are JSON lines appended (and fsynced) after every batch; the panel preview is rewritten atomically
-(:mod:`mlattack.tracking.atomic`). Readers trust nothing: a line that is not UTF-8, not JSON, or misses a field or
+(:mod:`mlattack.tracking.atomic`), and each batch's adversarial images go to one chunk file written the same way
+(:mod:`mlattack.tracking.examples`); a sample recorded but without its image is attacked again for it (never
+counted twice). Readers trust nothing: a line that is not UTF-8, not JSON, or misses a field or
 has one of the wrong type is dropped — its sample has no record, so a resumed run attacks it again — and a panel
 file that does not load is ignored, so its samples are attacked again for the picture (never counted twice).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mlattack.attacks.base import Attack
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels
 from mlattack.tracking.atomic import append_lines, torch_save_atomic
+from mlattack.tracking.examples import CHUNK_SUFFIX, chunk_glob, compact, stored_positions, write_chunk
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +114,63 @@ def read_panel(path: Path) -> dict[int, dict]:
     return {int(p): e for p, e in panel.items() if isinstance(p, int) and _panel_entry(e)}
 
 
+class ImageKeeper(dict):
+    """``job.panel``: the panel figure's samples (this dict's items: clean and adversarial image, labels before and
+    after) and, when the job keeps every example, each sample's adversarial image, buffered compactly until
+    :meth:`AttackJob.save_panel` writes the batch's chunk (:mod:`mlattack.tracking.examples`)."""
+
+    def __init__(self, figure: tuple[int, ...] = (), keep: bool = False, exact_8bit: bool = False) -> None:
+        super().__init__()
+        self.figure, self.keep, self.exact_8bit = tuple(figure), bool(keep), bool(exact_8bit)
+        self.pending: dict[int, np.ndarray] = {}  # images of this batch, not on disk yet
+        self.stored: set[int] = set()  # positions whose images are on disk
+        self.figure_changed = False
+
+    def __setitem__(self, position: int, entry: dict) -> None:
+        if position in self.figure:
+            super().__setitem__(position, entry)
+            self.figure_changed = True
+        if self.keep:
+            self.pending[position] = compact(entry["adv"], self.exact_8bit)
+
+    def missing(self, position: int) -> bool:
+        """Whether a recorded sample must be attacked again for its picture or its stored image."""
+        return (position in self.figure and not super().__contains__(position)) or (
+            self.keep and position not in self.stored and position not in self.pending
+        )
+
+
 @dataclass
 class AttackJob:
-    """One configured attack within a run: where its records go and which samples it covers."""
+    """One configured attack within a run: where its records go and which samples it covers.
+
+    ``figure_positions`` are the samples drawn in the run's panel; with ``keep_examples`` the adversarial image of
+    every sample is kept as well (uint8 when ``exact_8bit``: the images are judged as 8-bit files).
+    """
 
     name: str
     attack: Attack
     num_samples: int  # the first ``num_samples`` positions of the selection
     avg_labels: float
     run_dir: Path
-    panel_positions: tuple[int, ...] = (0, 1, 2, 3)
+    figure_positions: tuple[int, ...] = (0, 1, 2, 3)
+    keep_examples: bool = False
+    exact_8bit: bool = False
     rank: int = 0
     done: set[int] = field(default_factory=set)
     metric: ShowManyLabels | None = None
-    panel: dict[int, dict] = field(default_factory=dict)
+    panel: ImageKeeper = field(default_factory=ImageKeeper)
+
+    def __post_init__(self) -> None:
+        self.panel = self.new_keeper()
+
+    def new_keeper(self) -> ImageKeeper:
+        return ImageKeeper(self.figure_positions, self.keep_examples, self.exact_8bit)
+
+    @property
+    def panel_positions(self) -> range | tuple[int, ...]:
+        """The positions whose images the attack loop hands to ``panel``: every one when examples are kept."""
+        return range(self.num_samples) if self.keep_examples else self.figure_positions
 
     @property
     def records_path(self) -> Path:
@@ -134,7 +183,8 @@ class AttackJob:
         return self.records_path.with_suffix(".panel.pt")
 
     def record_files(self) -> list[Path]:
-        return [self.run_dir / f"{self.name}.jsonl", *sorted(self.run_dir.glob(f"{self.name}.rank*.jsonl"))]
+        pattern = f"{glob.escape(self.name)}.rank*.jsonl"
+        return [self.run_dir / f"{self.name}.jsonl", *sorted(self.run_dir.glob(pattern))]
 
     def load_records(self) -> list[dict]:
         """All ranks' intact records of this job's positions, one per position (the first), in position order."""
@@ -153,19 +203,24 @@ class AttackJob:
             )
         return [seen[p] for p in sorted(seen)]
 
-    def load_panel(self) -> dict[int, dict]:
-        """The panel samples saved by every rank (unreadable files count as empty)."""
-        panel: dict[int, dict] = {}
-        for path in [
-            self.run_dir / f"{self.name}.panel.pt",
-            *sorted(self.run_dir.glob(f"{self.name}.rank*.panel.pt")),
-        ]:
+    def load_panel(self) -> ImageKeeper:
+        """The panel samples saved by every rank (unreadable files count as empty) and which examples are stored."""
+        keeper = self.new_keeper()
+        pattern = f"{glob.escape(self.name)}.rank*.panel.pt"
+        for path in [self.run_dir / f"{self.name}.panel.pt", *sorted(self.run_dir.glob(pattern))]:
             if path.is_file():
-                panel.update(read_panel(path))
-        return {p: e for p, e in panel.items() if p in self.panel_positions}
+                for p, e in read_panel(path).items():
+                    if p in self.figure_positions:
+                        dict.__setitem__(keeper, p, e)
+        if self.keep_examples:
+            keeper.stored = stored_positions(self.example_files())
+        return keeper
+
+    def example_files(self) -> list[Path]:
+        return chunk_glob(self.run_dir, self.name)
 
     def missing_panel(self, position: int) -> bool:
-        return position in self.panel_positions and position not in self.panel
+        return position in self.panel_positions and self.panel.missing(position)
 
     def append(self, records: list[dict]) -> None:
         """Persist records (fsynced before the next batch: what makes a killed run resumable)."""
@@ -173,4 +228,15 @@ class AttackJob:
         self.done.update(r["position"] for r in records)
 
     def save_panel(self) -> None:
-        torch_save_atomic(self.panel, self.panel_path)
+        """Rewrite the panel preview if a figure sample changed; write this batch's examples as one chunk."""
+        keeper = self.panel
+        if keeper.figure_changed:
+            torch_save_atomic(dict(keeper), self.panel_path)
+            keeper.figure_changed = False
+        if keeper.pending:
+            first = min(keeper.pending)
+            write_chunk(
+                self.run_dir / f"{self.name}.examples.{self.rank}.{first:07d}{CHUNK_SUFFIX}", keeper.pending
+            )
+            keeper.stored.update(keeper.pending)
+            keeper.pending = {}

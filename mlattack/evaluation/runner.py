@@ -10,9 +10,9 @@ PID and heartbeat (:class:`~mlattack.tracking.lock.RunLock`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,6 @@ from pathlib import Path
 import mlflow
 import pytorch_lightning as pl
 import torch
-from mlflow.entities import Metric
 from torch import nn
 
 from mlattack.data.datamodule import MultiLabelDataModule
@@ -36,18 +35,22 @@ from mlattack.evaluation.selection import (
 )
 from mlattack.evaluation.settings import AttackSettings, Mode, Precision, Quantize, apply_mode, run_key
 from mlattack.evaluation.specs import AttackSpec, load_attack_config
-from mlattack.models.registry import load_network, weights_digest
+from mlattack.report.tables import success_frame, to_markdown
 from mlattack.tracking import attack_runs as runs
 from mlattack.tracking.atomic import remove_temp_files
+from mlattack.tracking.lineage import ModelLineage, model_lineage
 from mlattack.tracking.lock import RunLock
-from mlattack.tracking.panels import success_table_markdown
-from mlattack.tracking.store import check_tracking_uri, default_tracking_uri, run_tags
+from mlattack.tracking.parent_run import AttackRunLog
+from mlattack.tracking.record import ATTACK_EXPERIMENT, attack_config
+from mlattack.tracking.registry import load_network, weights_digest
+from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
 __all__ = ["AttackReport", "AttackSpec", "load_attack_config", "run_attacks"]
 
 log = logging.getLogger(__name__)
 
-ATTACK_EXPERIMENT = runs.ATTACK_EXPERIMENT
+#: the columns of the table the attack command prints and the parent run shows
+TABLE_EXTRA = ("labels shown", "L2 (all)")
 
 
 @dataclass
@@ -78,7 +81,8 @@ def _check_classes(net: nn.Module, dm: MultiLabelDataModule, image_size: int) ->
 def _build(attacks: list[AttackSpec]) -> list[tuple[tuple[str, object, dict], AttackSpec]]:
     if not attacks:
         raise ValueError("attacks: give at least one attack")
-    built = [(entry, spec) for spec in attacks for entry in spec.build()]
+    # copies: the run-time settings (mode, precision) are applied to them, never to the caller's attacks
+    built = [((n, copy.deepcopy(a), t), spec) for spec in attacks for (n, a, t) in spec.build()]
     names = [name for (name, _, _), _ in built]
     if len(set(names)) != len(names):
         raise ValueError(f"attacks: names must be unique, got {names} (set `name:` to tell them apart)")
@@ -108,6 +112,7 @@ def run_attacks(
     run_id: str | None = None,
     output_dir: str = "outputs/attacks",
     panel_samples: int = 4,
+    keep_examples: bool = True,
     progress_bar: bool = True,
     callbacks: list[pl.Callback] | None = None,
 ) -> AttackReport:
@@ -127,16 +132,23 @@ def run_attacks(
         precision: "32-true" (or "32"), or "16-mixed" / "bf16-mixed": the attacks' forward passes under autocast
             (judging stays fp32). Other Lightning precisions are refused.
         run_id: resume this parent run; it must have been started with the same model weights, data and settings.
+        panel_samples: samples drawn in each attack's panel figure in MLflow (0: no figure).
+        keep_examples: store every adversarial example of every attack in its MLflow run (``adversarial.npz``:
+            uint8 images when they are judged as 8-bit files, float16 otherwise), for ``mlattack evaluate``.
     """
     settings = AttackSettings(
-        num_samples, mode, batch_size, min_positive, quantize or ("floor" if mode == "paper" else "none"),
-        precision, seed, accelerator, devices, strategy, num_nodes,
+        num_samples=num_samples, mode=mode, batch_size=batch_size, min_positive=min_positive,
+        quantize=quantize or ("floor" if mode == "paper" else "none"), precision=precision, seed=seed,
+        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
     )  # fmt: skip
+    if panel_samples < 0:
+        raise ValueError(f"panel_samples must be >= 0, got {panel_samples}")
     built = _build(attacks)
     tracking_uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)  # a dead server fails here in seconds, before any work
     client = mlflow.MlflowClient(tracking_uri)
     run = _prepare(model, client, tracking_uri, data, built, settings, Path(output_dir))
+    run.panel_samples, run.keep_examples = panel_samples, keep_examples
     exp_id = runs.experiment_id(client, experiment, tracking_uri)
     # a DDP rank > 0 started by Lightning's launcher: rank 0 owns the lock and the MLflow side
     if _launched_worker():
@@ -145,7 +157,7 @@ def run_attacks(
             raise RuntimeError(
                 "DDP worker found no attack run to join (rank 0 creates it before launching workers)"
             )
-        jobs = run.jobs(0)
+        jobs = run.jobs()
         attack_pass(run.net, jobs, run.selection, run.dataset, data, settings, progress_bar=False)
         metrics = {job.name: {k: float(v) for k, v in job.metric.compute().items()} for job in jobs}
         return AttackReport(
@@ -160,15 +172,14 @@ def run_attacks(
             parent = runs.find_resumable(client, exp_id, run.key)
         if parent is not None:
             exp_id = client.get_run(parent).info.experiment_id
-        return _run_parent(client, exp_id, parent, run, panel_samples, progress_bar, callbacks)
+        return _run_parent(client, exp_id, parent, run, progress_bar, callbacks)
 
 
 @dataclass
 class _Run:
     """Everything one attack run needs, prepared identically by every DDP rank before any MLflow run exists."""
 
-    model: str
-    reference: str  # name/version or path, for humans
+    model: ModelLineage  # the URI, name/version or path (for humans), registry lineage
     digest: str  # the weights digest: the model's identity
     net: nn.Module
     data: MultiLabelDataModule
@@ -180,22 +191,34 @@ class _Run:
     key: str
     run_dir: Path
     device: torch.device
+    panel_samples: int = 4
+    keep_examples: bool = True
 
-    def jobs(self, panel_samples: int) -> list[AttackJob]:
+    def jobs(self) -> list[AttackJob]:
         out = []
         for (name, attack, _), spec in self.built:
             n = min(spec.num_samples or self.settings.num_samples, len(self.selection.indices))
-            panel = tuple(range(min(panel_samples, n)))
-            out.append(
-                AttackJob(name, attack, n, self.selection.avg_labels, self.run_dir, panel_positions=panel)
-            )
+            figure = tuple(range(min(self.panel_samples, n)))
+            out.append(AttackJob(name, attack, n, self.selection.avg_labels, self.run_dir, figure,
+                                 self.keep_examples, exact_8bit=self.settings.quantize != "none"))  # fmt: skip
         return out
+
+    def context(self) -> dict[str, object]:
+        """The params every run of this attack run carries (parent and children), so runs compare across parents."""
+        s, data = self.settings, self.data
+        return {
+            "dataset": data.source, "split": "test", "image_size": data.image_size, "num_classes": data.num_classes,
+            "network": type(self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
+            "mode": s.mode, "batch_size": s.batch_size, "quantize": s.quantize, "precision": s.precision,
+            "seed": s.seed, "min_positive": s.min_positive, "device": str(self.device),
+            "avg_labels": round(self.selection.avg_labels, 4),
+        }  # fmt: skip
 
 
 def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings, output_dir: Path) -> _Run:
     """Load and check the model, select the samples (cached by content), fix the attacks' settings, key the run."""
     s = settings
-    reference = runs.model_reference(model, client)
+    lineage = model_lineage(client, model, runs.model_reference(model, client))
     net = load_network(model, tracking_uri)
     dataset = data.dataset("test")
     _check_classes(net, data, data.image_size)
@@ -224,60 +247,49 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
         apply_mode(a, s.fast, s.precision)
     hp = {n: a.hyperparameters() for (n, a, _), _ in built}
     key = run_key(sel_key, hp, [spec.num_samples for _, spec in built], s)
-    return _Run(
-        model, reference, digest, net, data, dataset, selection, s, built, hp, key, output_dir / key, device
-    )
+    return _Run(lineage, digest, net, data, dataset, selection, s, built, hp, key, output_dir / key, device)
 
 
-def _run_parent(client, exp_id, parent, run: _Run, panel_samples, progress_bar, callbacks) -> AttackReport:
+def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> AttackReport:
     """Rank 0 (or the only process): create or resume the parent run, attack, log; close the runs either way."""
-    resumed, s, sel, data = parent is not None, run.settings, run.selection, run.data
-    if parent is None:
-        name = run.reference.split("/")[0] if run.model.startswith("models:/") else Path(run.model).stem
-        parent = client.create_run(
-            exp_id, run_name=f"attack-{name}-{data.source}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={runs.RUN_KEY_TAG: run.key, **run_tags(s.seed)},
-        ).info.run_id  # fmt: skip
-    else:
-        print(f"Resuming attack run {parent}")
-    runs.claim(client, parent)
-    client.update_run(parent, status="RUNNING")
-    common = {"mode": s.mode, "batch_size": s.batch_size, "quantize": s.quantize, "precision": s.precision,
-              "dataset": data.source, "model_uri": run.model, "network": type(run.net).__name__.lower()}  # fmt: skip
-    child_ids: dict[str, str] = {}
+    s, sel, data = run.settings, run.selection, run.data
+    digest = dataset_digest(run.dataset)
+    log = AttackRunLog(
+        client, exp_id, run.key, run.model, run.context(), (f"{data.source}/test", digest, data.root)
+    )
+    name = (
+        run.model.reference.split("/")[0]
+        if run.model.uri.startswith("models:/")
+        else Path(run.model.uri).stem
+    )
     try:
-        runs.log_params(client, parent, {
-            **common, "model_identity": run.reference, "model_digest": run.digest, "split": "test",
-            "num_samples": s.num_samples, "num_selected": len(sel.indices), "min_positive": s.min_positive,
-            "avg_labels": round(sel.avg_labels, 4), "num_classes": data.num_classes, "seed": s.seed,
-            "device": str(run.device), "image_size": data.image_size, "attacks": ",".join(run.hp),
-        })  # fmt: skip
-        client.log_dict(parent, {"indices": sel.indices, "ids": sel.ids}, "selection.json")
-        jobs = run.jobs(panel_samples)
+        resumed = log.open(parent, f"attack-{name}-{data.source}-{time.strftime('%Y%m%d-%H%M%S')}", s.seed)
+        log.log_parent(
+            {"num_samples": s.num_samples, "num_selected": len(sel.indices), "attacks": ",".join(run.hp),
+             "panel_samples": run.panel_samples, "keep_examples": run.keep_examples},
+            {"indices": sel.indices, "ids": sel.ids},
+        )  # fmt: skip
+        jobs = run.jobs()
         for job, ((_, _, tags), _) in zip(jobs, run.built, strict=True):
-            params = {**{f"attack.{k}": v for k, v in run.hp[job.name].items()}, **common,
-                      "num_samples": job.num_samples, "avg_labels": round(sel.avg_labels, 4),
-                      "avg_labels_subset": round(sel.head(job.num_samples, run.dataset.targets).avg_labels, 4)}  # fmt: skip
-            child_ids[job.name] = runs.open_child(client, exp_id, parent, job.name, run.key, tags, params)
+            subset = round(sel.head(job.num_samples, run.dataset.targets).avg_labels, 4)
+            log.open_child(job, run.hp[job.name], tags, {"num_samples": job.num_samples, "avg_labels_subset": subset},
+                           s.seed)  # fmt: skip
         trainer = attack_pass(run.net, jobs, sel, run.dataset, data, s, progress_bar, callbacks)
+        del trainer
         metrics = {}
         for job in jobs:
             metrics[job.name] = {k: float(v) for k, v in job.metric.compute().items()}  # reduced across ranks
-            runs.log_attack(client, child_ids[job.name], job, metrics[job.name])
-        del trainer
-        table = success_table_markdown(metrics)
+            log.log_child(job, metrics[job.name], run.dataset.class_names, attack_config(job.attack))
+        table = to_markdown(success_frame(metrics, TABLE_EXTRA))
         expected = ", ".join(f"{e:.2f}" for e in exp_labels(sel.avg_labels, data.num_classes))
         header = f"avgLabels = {sel.avg_labels:.3f}, C = {data.num_classes}, expLabels = {expected}"
-        client.log_text(parent, header + "\n\n" + table + "\n", "success_table.md")
-        runs.log_metrics_once(
-            client, parent, [Metric("avg_labels", sel.avg_labels, int(time.time() * 1000), 0)]
-        )
-        client.set_terminated(parent, "FINISHED")
+        log.finish(table, header, sel.avg_labels)
     except BaseException:
-        status = "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
-        runs.close_all(client, parent, child_ids, status)
+        log.fail()
         raise
-    return AttackReport(parent, child_ids, metrics, sel.avg_labels, len(sel.indices), table, resumed)
+    return AttackReport(
+        log.parent, dict(log.children), metrics, sel.avg_labels, len(sel.indices), table, resumed
+    )
 
 
 def _launched_worker() -> bool:

@@ -1,10 +1,12 @@
 """Read finished attack runs back from the tracking store (the report's only input).
 
 ``mlattack attack`` logs one parent run per invocation and one child run per attack; the child carries everything a
-table needs (params ``network``/``dataset``/``model_uri``/``avg_labels``/``num_samples``, metrics
-``success_rate_n0..7`` and the norms, the ``samples.csv`` artifact). The parent adds ``num_classes``. When the same
-attack was run several times on one network and dataset, the most recent finished child wins, so re-running an
-attack updates the report instead of duplicating rows.
+table needs (params ``network``/``dataset``/``model_uri``/``avg_labels``/``num_samples``/``num_classes``, metrics
+``success/n0..7`` and the norms, the ``samples.csv`` artifact). Names are those of
+:mod:`mlattack.tracking.record`; metrics are read back under the accumulator's internal names
+(``success_rate_n0``, ``l2_mean``, ...), from stores written before or after the rename. When the same attack was
+run several times on one network and dataset, the most recent finished child wins, so re-running an attack updates
+the report instead of duplicating rows.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-ATTACK_EXPERIMENT = "mlattack-attacks"
-ATTACK_NAME_TAG = "mlattack.attack_name"
-SWEEP_BASE_TAG, SWEEP_PARAM_TAG, SWEEP_VALUE_TAG = (
-    "mlattack.sweep_base",
-    "mlattack.sweep_param",
-    "mlattack.sweep_value",
+from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.tracking.record import (
+    ATTACK_EXPERIMENT,
+    ATTACK_NAME_TAG,
+    PARENT_TAG,
+    SAMPLES_CSV,
+    SWEEP_BASE_TAG,
+    SWEEP_PARAM_TAG,
+    SWEEP_VALUE_TAG,
+    internal_metrics,
 )
-NUM_SCENARIOS = 8
 
 
 @dataclass
@@ -121,11 +126,12 @@ def collect_runs(
     runs = []
     for r in found:
         p, t = r.data.params, r.data.tags
-        parent_id = t.get("mlflow.parentRunId", "")
+        parent_id = t.get(PARENT_TAG, "")
         if parent_id and parent_id not in parents:
             parents[parent_id] = client.get_run(parent_id).data.params
         parent = parents.get(parent_id, {})
         num_classes = p.get("num_classes", parent.get("num_classes"))
+        metrics = internal_metrics(r.data.metrics)
         runs.append(
             AttackRun(
                 run_id=r.info.run_id,
@@ -136,9 +142,9 @@ def collect_runs(
                 model_uri=p.get("model_uri", parent.get("model_uri", "")),
                 start_time=r.info.start_time or 0,
                 avg_labels=float(p.get("avg_labels", parent.get("avg_labels", "nan"))),
-                num_samples=int(r.data.metrics.get("num_samples", p.get("num_samples", 0))),
+                num_samples=int(metrics.get("num_samples", p.get("num_samples", 0))),
                 num_classes=int(num_classes) if num_classes is not None else None,
-                metrics=dict(r.data.metrics),
+                metrics=metrics,
                 params={**parent, **p},
                 sweep=_sweep(t),
                 tags=dict(t),
@@ -183,11 +189,11 @@ def groups(runs: list[AttackRun]) -> dict[tuple[str, str], list[AttackRun]]:
 
 def load_samples(client: mlflow.MlflowClient, run: AttackRun, dst: str | Path) -> pd.DataFrame | None:
     """The run's per-sample table (``samples.csv``), or None when the run has none."""
-    if "samples.csv" not in {a.path for a in client.list_artifacts(run.run_id)}:
+    if SAMPLES_CSV not in {a.path for a in client.list_artifacts(run.run_id)}:
         return None
     folder = Path(dst) / run.run_id
     folder.mkdir(parents=True, exist_ok=True)
-    path = client.download_artifacts(run.run_id, "samples.csv", str(folder))
+    path = client.download_artifacts(run.run_id, SAMPLES_CSV, str(folder))
     return pd.read_csv(path, keep_default_na=False, dtype={"true_labels": str, "labels_shown_names": str})
 
 

@@ -16,24 +16,38 @@ from mlattack.report.collect import NUM_SCENARIOS, AttackRun, attack_sort_key
 SCENARIO_COLUMNS = [f"n={k}" for k in range(NUM_SCENARIOS)]
 NETWORK_NAMES = {"mlgcn": "ML-GCN", "mlliw": "ML-LIW"}
 NORM_COLUMNS = {"l2_mean": "L2", "linf_mean": "Linf", "rmsd_mean": "RMSD"}
+#: the optional columns of :func:`success_frame` and the metric each shows
+EXTRA_METRICS = {"labels shown": "labels_shown_mean", "L2 (all)": "l2_mean", "Linf (all)": "linf_mean"}
 
 
 def network_label(network: str) -> str:
     return NETWORK_NAMES.get(network, network)
 
 
-def success_table(runs: list[AttackRun]) -> pd.DataFrame:
-    """Attacks as rows; N, avgLabels and the success rate (%) in scenarios n = 0..7 as columns."""
-    rows = {}
-    for r in sorted(runs, key=lambda r: attack_sort_key(r.attack)):
-        rows[r.attack] = {
-            "N": r.num_samples,
-            "avgLabels": r.avg_labels,
-            **{c: 100.0 * v for c, v in zip(SCENARIO_COLUMNS, r.success, strict=True)},
+def success_frame(rows: dict[str, dict[str, float]], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The success table from per-attack metrics (internal names, rates as fractions), rows in the study's order:
+    N, the success rate (%) in scenarios n = 0..7, then the ``extra`` columns ("avgLabels" first when given, then
+    any of "labels shown", "L2 (all)", "Linf (all)")."""
+    front = [c for c in extra if c == "avgLabels"]
+    back = [c for c in extra if c != "avgLabels"]
+    out = {}
+    for name in sorted(rows, key=attack_sort_key):
+        m = rows[name]
+        out[name] = {
+            "N": m.get("num_samples", np.nan),
+            "avgLabels": m.get("avg_labels", np.nan),
+            **{c: 100.0 * m.get(f"success_rate_n{k}", np.nan) for k, c in enumerate(SCENARIO_COLUMNS)},
+            **{c: m.get(EXTRA_METRICS[c], np.nan) for c in back},
         }
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["N", "avgLabels", *SCENARIO_COLUMNS])
+    frame = pd.DataFrame.from_dict(out, orient="index", columns=["N", *front, *SCENARIO_COLUMNS, *back])
     frame.index.name = "attack"
     return frame
+
+
+def success_table(runs: list[AttackRun]) -> pd.DataFrame:
+    """Attacks as rows; N, avgLabels and the success rate (%) in scenarios n = 0..7 as columns."""
+    rows = {r.attack: {**r.metrics, "num_samples": r.num_samples, "avg_labels": r.avg_labels} for r in runs}
+    return success_frame(rows, extra=("avgLabels",))
 
 
 def norms_table(runs: list[AttackRun], scenario: int = 0) -> pd.DataFrame:
@@ -72,11 +86,8 @@ def norm_by_scenario_table(runs: list[AttackRun], norm: str = "l2") -> pd.DataFr
 def summary_table(runs: list[AttackRun]) -> pd.DataFrame:
     """One row per attack: success (%) n = 0..7, mean labels shown and mean L∞ (all samples) — the ablation view,
     where each row is one variant of an attack."""
-    frame = success_table(runs).drop(columns=["avgLabels"])
-    by_name = {r.attack: r for r in runs}
-    frame["labels shown"] = [by_name[a].metrics.get("labels_shown_mean", np.nan) for a in frame.index]
-    frame["Linf (all)"] = [by_name[a].metrics.get("linf_mean", np.nan) for a in frame.index]
-    return frame
+    rows = {r.attack: {**r.metrics, "num_samples": r.num_samples} for r in runs}
+    return success_frame(rows, extra=("labels shown", "Linf (all)"))
 
 
 def comparison_table(by_network: dict[str, list[AttackRun]]) -> pd.DataFrame:

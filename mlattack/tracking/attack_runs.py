@@ -1,8 +1,9 @@
-"""The MLflow side of ``mlattack attack``: finding the run to resume, claiming it, and logging its results.
+"""The MLflow side of ``mlattack attack``: finding the run to resume, claiming it, and logging its record.
 
 A parent run carries the *run key* (tag ``mlattack.run_key``: a hash of the model's weights digest, the data, the
 selection and every setting that changes a number); ``--run_id`` must name a parent run with the same key.
 Logging is idempotent, so a run resumed after a crash in the middle of logging ends with every metric once.
+The names of everything written live in :mod:`mlattack.tracking.record`.
 """
 
 from __future__ import annotations
@@ -10,27 +11,39 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import mlflow
+import yaml
 from mlflow.entities import Metric, Param, RunStatus
 
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.tracking import examples
 from mlattack.tracking.lock import RunBusy, describe, process_alive, this_process
 from mlattack.tracking.panels import attack_panel, plt
+from mlattack.tracking.record import (
+    ATTACK_NAME_TAG,
+    ATTACK_YAML,
+    CURVE,
+    EXAMPLES_NPZ,
+    EXPERIMENT_DESCRIPTIONS,
+    NOTE_TAG,
+    PANEL_PNG,
+    PARENT_TAG,
+    RUN_KEY_TAG,
+    SAMPLES_CSV,
+    WRITER_TAG,
+    logged_metrics,
+)
 from mlattack.tracking.store import default_artifact_location
-
-ATTACK_EXPERIMENT = "mlattack-attacks"
-RUN_KEY_TAG = "mlattack.run_key"
-ATTACK_NAME_TAG = "mlattack.attack_name"
-WRITER_TAG = "mlattack.writer"
-PARENT_TAG = "mlflow.parentRunId"
 
 
 def model_reference(model: str, client: mlflow.MlflowClient) -> str:
     """A readable name for the attacked model: registry URIs resolve to ``name/version`` (a clear error when there
-    is no such model), files to their path. Not an identity: the weights digest is (:func:`weights_digest`)."""
+    is no such model), files to their path. Not an identity: the weights digest is."""
     if not model.startswith("models:/"):
         return model
     ref = model[len("models:/") :]
@@ -49,17 +62,21 @@ def model_reference(model: str, client: mlflow.MlflowClient) -> str:
 
 
 def experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> str:
-    """Get or create the experiment; safe when another process creates it at the same moment."""
+    """Get or create the experiment (with its description); safe when another process creates it at once."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
-    except mlflow.exceptions.MlflowException:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+        except mlflow.exceptions.MlflowException:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+    if name in EXPERIMENT_DESCRIPTIONS and (exp is None or NOTE_TAG not in exp.tags):
+        client.set_experiment_tag(exp_id, NOTE_TAG, EXPERIMENT_DESCRIPTIONS[name])
+    return exp_id
 
 
 def child_runs(client: mlflow.MlflowClient, experiment_id: str, parent: str) -> dict[str, str]:
@@ -173,24 +190,51 @@ def log_metrics_once(client: mlflow.MlflowClient, run_id: str, metrics: list[Met
             client.log_batch(run_id, metrics=metrics[i : i + 500])
 
 
-def log_attack(client: mlflow.MlflowClient, run_id: str, job: AttackJob, values: dict[str, float]) -> None:
-    """Metrics (success_rate with step = n draws the curve in the UI), the per-sample table and the panel."""
+def log_results(client: mlflow.MlflowClient, run_id: str, values: dict[str, float]) -> None:
+    """An attack's (or a transfer's) numbers: every metric under its MLflow name, and the success curve over the
+    scenarios (``curve/success_vs_n``, step = n)."""
     ts = int(time.time() * 1000)
-    ms = [Metric("success_rate", values[f"success_rate_n{k}"], ts, k) for k in range(NUM_SCENARIOS)]
-    ms += [Metric(k, v, ts, 0) for k, v in values.items()]
+    ms = [Metric(CURVE, values[f"success_rate_n{k}"], ts, k) for k in range(NUM_SCENARIOS)]
+    ms += [Metric(k, v, ts, 0) for k, v in logged_metrics(values).items()]
     log_metrics_once(client, run_id, ms)
+
+
+def samples_csv(records: list[dict]) -> str:
+    """The per-sample table: one row per attacked sample, label lists joined with ';'."""
+    buf = io.StringIO()
+    cols = [c for c in records[0] if c not in ("true_labels", "labels_shown_names")]
+    w = csv.writer(buf)
+    w.writerow([*cols, "true_labels", "labels_shown_names"])
+    for r in records:
+        w.writerow([r[c] for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])])
+    return buf.getvalue()
+
+
+def log_attack(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    job: AttackJob,
+    values: dict[str, float],
+    class_names: list[str],
+    config: dict | None = None,
+) -> None:
+    """Everything one attack's run holds: metrics, the per-sample table, every adversarial example, the panel and
+    the attack's settings as a loadable config; then the run is finished."""
+    log_results(client, run_id, values)
+    have = {a.path for a in client.list_artifacts(run_id)}
+    if config is not None and ATTACK_YAML not in have:
+        client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), ATTACK_YAML)
     records = job.load_records()
     if records:
-        buf = io.StringIO()
-        cols = [c for c in records[0] if c not in ("true_labels", "labels_shown_names")]
-        w = csv.writer(buf)
-        w.writerow([*cols, "true_labels", "labels_shown_names"])
-        for r in records:
-            w.writerow([r[c] for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])])
-        client.log_text(run_id, buf.getvalue(), "samples.csv")
+        client.log_text(run_id, samples_csv(records), SAMPLES_CSV)
+    if job.keep_examples and records and EXAMPLES_NPZ not in have:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = examples.merge(job.example_files(), records, class_names, Path(tmp) / EXAMPLES_NPZ)
+            if path is not None:
+                client.log_artifact(run_id, str(path))
     panel = job.load_panel()
     if panel:
         fig = attack_panel([panel[p] for p in sorted(panel)], title=f"{job.name}: show all labels")
-        client.log_figure(run_id, fig, "panel.png")
+        client.log_figure(run_id, fig, PANEL_PNG)
         plt.close(fig)
     client.set_terminated(run_id, "FINISHED")

@@ -12,8 +12,8 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
+from mlattack.tracking.lineage import all_tags
 from mlattack.tracking.rng import rng_states, set_rng_states
-from mlattack.tracking.store import run_tags
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,22 @@ def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
     return None
 
 
+def trainer_params(trainer: pl.Trainer) -> dict[str, object]:
+    """The Trainer settings that shape a fit, as ``trainer/...`` params (public Trainer attributes only)."""
+    values = {
+        "max_epochs": trainer.max_epochs, "min_epochs": trainer.min_epochs, "precision": trainer.precision,
+        "accelerator": type(trainer.accelerator).__name__, "devices": trainer.num_devices,
+        "num_nodes": trainer.num_nodes, "strategy": type(trainer.strategy).__name__,
+        "accumulate_grad_batches": trainer.accumulate_grad_batches, "gradient_clip_val": trainer.gradient_clip_val,
+        "check_val_every_n_epoch": trainer.check_val_every_n_epoch, "log_every_n_steps": trainer.log_every_n_steps,
+        "limit_train_batches": trainer.limit_train_batches, "limit_val_batches": trainer.limit_val_batches,
+    }  # fmt: skip
+    return {f"trainer/{k}": v for k, v in values.items()}
+
+
 class MLflowRunContext(Callback):
-    """Tags (seed, versions, git commit), the data's label statistics as params, and the run id in checkpoints.
+    """MLflow's source tags (command, git commit, user), versions and seed, the Trainer settings and the data's
+    label statistics as params, and the run id in checkpoints.
 
     The run id stored in every checkpoint is what lets ``--ckpt_path`` resume into the *same* MLflow run; the
     random generators' states stored beside it (:mod:`mlattack.tracking.rng`) make the resumed fit draw what an
@@ -47,14 +61,15 @@ class MLflowRunContext(Callback):
             return
         self._done = True
         client, run_id = logger.experiment, logger.run_id
-        for k, v in run_tags(self.seed).items():
+        stage = str(getattr(stage, "value", stage))
+        for k, v in {**all_tags(self.seed, f"mlattack {stage}"), "mlattack.stage": stage}.items():
             client.set_tag(run_id, k, v)
-        client.set_tag(run_id, "mlattack.stage", str(getattr(stage, "value", stage)))
+        params = trainer_params(trainer)
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "label_stats"):
-            params = dm.label_stats("train").as_params("data.train")
-            params.update(dm.label_stats("test").as_params("data.test"))
-            logger.log_hyperparams(params)
+            params.update(dm.label_stats("train").as_params("data/train"))
+            params.update(dm.label_stats("test").as_params("data/test"))
+        logger.log_hyperparams({k.replace(".", "/"): v for k, v in params.items()})
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

@@ -1,6 +1,12 @@
-"""Pictures and tables for attack runs: the clean | adversarial | perturbation panel and the success table."""
+"""The clean | adversarial | perturbation panel of an attack run.
+
+Labels are listed beside the images, not in titles, so 20+ labels never overlap a picture: labels the attack added
+in green, labels it lost in red, the kept ones in black. The perturbation is shown amplified by a stated factor.
+"""
 
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib
 
@@ -9,56 +15,62 @@ matplotlib.use("Agg")  # headless: figures are written to files / MLflow, never 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+ADDED, LOST, KEPT = "#1a7f37", "#cf222e", "#24292f"
+WRAP = 48  # characters per label line
+
+
+def amplification(r: torch.Tensor) -> float:
+    """The factor that makes the largest |r| fill half the grey range (display = 0.5 + factor * r)."""
+    return 0.5 / float(r.abs().max().clamp(min=1e-12))
+
 
 def amplify(r: torch.Tensor) -> torch.Tensor:
     """Map a perturbation to [0,1] for display: 0.5 + r / (2 max|r|) (grey = unchanged)."""
-    m = r.abs().max().clamp(min=1e-12)
-    return (0.5 + r / (2 * m)).clamp(0, 1)
+    return (0.5 + amplification(r) * r).clamp(0, 1)
 
 
-def _wrap(names: list[str], width: int = 34) -> str:
-    text, line = [], ""
-    for n in names or ["(none)"]:
-        if len(line) + len(n) + 2 > width and line:
-            text.append(line)
-            line = ""
-        line = f"{line}, {n}" if line else n
-    text.append(line)
-    return "\n".join(text)
+def label_lines(before: list[str], after: list[str]) -> list[tuple[str, str]]:
+    """(text, colour) lines: added, lost and kept labels, wrapped."""
+    added = [n for n in after if n not in before]
+    lost = [n for n in before if n not in after]
+    kept = [n for n in after if n in before]
+    lines = []
+    for head, names, colour in (("added", added, ADDED), ("lost", lost, LOST), ("kept", kept, KEPT)):
+        text = f"{head} ({len(names)}): " + (", ".join(names) if names else "-")
+        lines += [(line, colour) for line in textwrap.wrap(text, WRAP, subsequent_indent="    ")]
+    return lines
 
 
 def attack_panel(samples: list[dict], title: str = "") -> plt.Figure:
-    """One row per sample: clean image (true labels), adversarial image (labels shown), amplified r."""
-    n = max(len(samples), 1)
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3.3 * n), squeeze=False)
+    """One row per sample: clean image, adversarial image, amplified perturbation, and the label changes."""
+    rows = [label_lines(s["before"], s["after"]) for s in samples] or [[]]
+    heights = [max(2.6, 0.17 * len(lines) + 0.6) for lines in rows]
+    fig = plt.figure(figsize=(12, sum(heights) + (0.5 if title else 0)))
+    grid = fig.add_gridspec(len(rows), 4, height_ratios=heights, width_ratios=[1, 1, 1, 1.6], wspace=0.08)
     for row, s in enumerate(samples):
         clean, adv = s["clean"].float(), s["adv"].float()
-        pics = [clean, adv, amplify(adv - clean)]
-        linf = float((adv - clean).abs().max())
+        r = adv - clean
+        factor = amplification(r)
+        pics = [clean, adv, amplify(r)]
         heads = [
-            f"clean: {len(s['before'])} labels\n{_wrap(s['before'])}",
-            f"adversarial: {len(s['after'])} labels\n{_wrap(s['after'])}",
-            f"perturbation (amplified)\nmax |r| = {linf:.4f}",
+            f"clean: {len(s['before'])} labels",
+            f"adversarial: {len(s['after'])} labels",
+            f"perturbation x{factor:.3g}\nmax |r| = {float(r.abs().max()):.4f}",
         ]
         for col in range(3):
-            ax = axes[row][col]
+            ax = fig.add_subplot(grid[row, col])
             ax.imshow(pics[col].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            ax.set_title(heads[col], fontsize=7)
+            ax.set_title(heads[col], fontsize=8)
             ax.axis("off")
+        text = fig.add_subplot(grid[row, 3])
+        text.axis("off")
+        step = 1.0 / max(len(rows[row]), 12)
+        for i, (line, colour) in enumerate(rows[row]):
+            text.text(0.0, 1.0 - i * step, line, color=colour, fontsize=8, va="top", family="monospace",
+                      transform=text.transAxes)  # fmt: skip
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(
+        left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / fig.get_figheight() if title else 0.97
+    )
     return fig
-
-
-def success_table_markdown(rows: dict[str, dict[str, float]], num_scenarios: int = 8) -> str:
-    """Attacks × scenarios (percent), in the layout of the study's tables."""
-    head = "| attack | N | " + " | ".join(f"n={k}" for k in range(num_scenarios)) + " | labels shown | L2 |"
-    sep = "|---" * (num_scenarios + 4) + "|"
-    lines = [head, sep]
-    for name, m in rows.items():
-        cells = " | ".join(f"{100 * m[f'success_rate_n{k}']:.1f}" for k in range(num_scenarios))
-        lines.append(
-            f"| {name} | {int(m['num_samples'])} | {cells} | {m['labels_shown_mean']:.2f} | {m['l2_mean']:.3f} |"
-        )
-    return "\n".join(lines)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
-from mlattack.models.registry import log_network
+from mlattack.tracking.registry import log_network
 from tests.evaluation.toy import LinearColourNet
 
 

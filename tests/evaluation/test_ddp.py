@@ -12,6 +12,7 @@ import yaml
 from mlattack.attacks import BIM, MIFGSM
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.evaluation.runner import AttackSpec, run_attacks
+from mlattack.tracking.record import mlflow_metric
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "evaluation" / "ddp_driver.py"
@@ -54,11 +55,11 @@ def test_attack_under_ddp_equals_single_process(tmp_path, store, toy_source, reg
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert sorted(c.info.run_name for c in children) == ["BIM", "FGSM", "MIFGSM"]
     for child in children:
-        history = client.get_metric_history(child.info.run_id, "success_rate")
+        history = client.get_metric_history(child.info.run_id, "curve/success_vs_n")
         assert sorted(m.step for m in history) == list(range(8))  # one set of metrics, not one per rank
         for key, value in single.metrics[child.info.run_name].items():
             if key != "seconds_per_sample":
-                assert child.data.metrics[key] == pytest.approx(value, abs=1e-9), (child.info.run_name, key)
+                assert child.data.metrics[mlflow_metric(key)] == pytest.approx(value, abs=1e-9), (child.info.run_name, key)
     # both ranks attacked: rank 1 wrote its own record file; together they cover every sample exactly once
     files = sorted(p.name for p in (tmp_path / "ddp").rglob("FGSM*.jsonl"))
     assert files == ["FGSM.jsonl", "FGSM.rank1.jsonl"]

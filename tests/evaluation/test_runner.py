@@ -25,8 +25,17 @@ def specs():
 
 def run(model, data, out, **kw):
     kw = {"batch_size": 4, "quantize": "none", **kw}
-    return run_attacks(model, data, specs(), num_samples=8, output_dir=str(out), panel_samples=2,
-                       progress_bar=False, accelerator="cpu", **kw)
+    return run_attacks(
+        model,
+        data,
+        specs(),
+        num_samples=8,
+        output_dir=str(out),
+        panel_samples=2,
+        progress_bar=False,
+        accelerator="cpu",
+        **kw,
+    )
 
 
 class CrashAtBatch(Callback):
@@ -38,7 +47,9 @@ class CrashAtBatch(Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_attack_run_logs_parent_children_metrics_and_artifacts(tmp_path, store, toy_data, registered_toy_model):
+def test_attack_run_logs_parent_children_metrics_and_artifacts(
+    tmp_path, store, toy_data, registered_toy_model
+):
     report = run(registered_toy_model, toy_data, tmp_path / "out")
     client = mlflow.MlflowClient(store)
     parent = client.get_run(report.parent_run_id)
@@ -48,17 +59,20 @@ def test_attack_run_logs_parent_children_metrics_and_artifacts(tmp_path, store, 
     assert float(parent.data.params["avg_labels"]) == pytest.approx(report.avg_labels, abs=1e-4)
     parent_files = [a.path for a in client.list_artifacts(report.parent_run_id)]
     assert "success_table.md" in parent_files and "selection.json" in parent_files
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{report.parent_run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{report.parent_run_id}'"
+    )
     assert sorted(c.info.run_name for c in children) == ["BIM", "FGSM", "PGD-small"]
     for child in children:
         assert child.info.status == "FINISHED"
         assert "attack.eps" in child.data.params
-        history = client.get_metric_history(child.info.run_id, "success_rate")
+        history = client.get_metric_history(child.info.run_id, "curve/success_vs_n")
         assert sorted(m.step for m in history) == list(range(8))
         for k in range(8):
-            assert f"success_rate_n{k}" in child.data.metrics
-        assert {"samples.csv", "panel.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+            assert f"success/n{k}" in child.data.metrics
+        assert {"samples.csv", "panel.png", "adversarial.npz", "attack.yaml"} <= {
+            a.path for a in client.list_artifacts(child.info.run_id)
+        }
     assert children[0].data.params["num_samples"] in ("8", "5")
 
     # the callback's numbers equal a direct computation on the same selected samples
@@ -74,8 +88,9 @@ def test_attack_run_logs_parent_children_metrics_and_artifacts(tmp_path, store, 
     assert torch.allclose(direct.double(), got.double())
     assert report.metrics["FGSM"]["labels_shown_mean"] == pytest.approx(float(shown.float().mean()))
     assert report.metrics["BIM"]["num_samples"] == 5
-    assert report.metrics["FGSM"]["linf_mean"] == pytest.approx(float((adv - x).abs().flatten(1).amax(1).mean()),
-                                                               abs=1e-6)
+    assert report.metrics["FGSM"]["linf_mean"] == pytest.approx(
+        float((adv - x).abs().flatten(1).amax(1).mean()), abs=1e-6
+    )
 
 
 def test_interrupted_run_resumes_to_the_identical_table(tmp_path, store, toy_data, registered_toy_model):
@@ -84,8 +99,10 @@ def test_interrupted_run_resumes_to_the_identical_table(tmp_path, store, toy_dat
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(registered_toy_model, toy_data, out, callbacks=[CrashAtBatch(1)])
     client = mlflow.MlflowClient(store)
-    failed = client.search_runs([client.get_experiment_by_name("mlattack-attacks").experiment_id],
-                                filter_string="tags.`mlflow.parentRunId` IS NULL")
+    failed = client.search_runs(
+        [client.get_experiment_by_name("mlattack-attacks").experiment_id],
+        filter_string="tags.`mlflow.parentRunId` IS NULL",
+    )
     assert [r.info.status for r in failed] == ["FAILED"]
     records = [json.loads(line) for line in next(out.rglob("FGSM.jsonl")).read_text().splitlines()]
     assert [r["position"] for r in records] == [0, 1, 2, 3]  # batch 0 persisted, batch 1 never ran
@@ -113,7 +130,9 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_running(tmp_path, store, toy_
         load_attack_config("configs/attack/pgd.yaml", {"epsilon": 0.1})
     from mlattack.data.datamodule import MultiLabelDataModule
 
-    other = MultiLabelDataModule(source="synthetic", image_size=8, options={"num_classes": 7, "num_samples": 10})
+    other = MultiLabelDataModule(
+        source="synthetic", image_size=8, options={"num_classes": 7, "num_samples": 10}
+    )
     with pytest.raises(ValueError, match="predicts 5 labels but data source 'synthetic' has 7"):
         run(registered_toy_model, other, tmp_path)
     client = mlflow.MlflowClient(store)
@@ -124,14 +143,24 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_running(tmp_path, store, toy_
 
 def test_budget_sweep_logs_one_child_per_value(tmp_path, store, toy_data, registered_toy_model):
     sweep = [AttackSpec(config="configs/attack/fgsm.yaml", sweep={"eps": [0.05, 0.3]})]
-    report = run_attacks(registered_toy_model, toy_data, sweep, num_samples=4, output_dir=str(tmp_path),
-                         progress_bar=False, accelerator="cpu", quantize="none")
+    report = run_attacks(
+        registered_toy_model,
+        toy_data,
+        sweep,
+        num_samples=4,
+        output_dir=str(tmp_path),
+        progress_bar=False,
+        accelerator="cpu",
+        quantize="none",
+    )
     assert list(report.metrics) == ["FGSM[eps=0.05]", "FGSM[eps=0.3]"]
     client = mlflow.MlflowClient(store)
     for name, value in (("FGSM[eps=0.05]", "0.05"), ("FGSM[eps=0.3]", "0.3")):
         run = client.get_run(report.child_run_ids[name])
         assert run.data.params["attack.eps"] == value
-        assert run.data.tags["mlattack.sweep_param"] == "eps" and run.data.tags["mlattack.sweep_value"] == value
+        assert (
+            run.data.tags["mlattack.sweep_param"] == "eps" and run.data.tags["mlattack.sweep_value"] == value
+        )
     assert report.metrics["FGSM[eps=0.05]"]["linf_mean"] == pytest.approx(0.05, abs=1e-6)
     assert report.metrics["FGSM[eps=0.3]"]["linf_mean"] == pytest.approx(0.3, abs=1e-6)
 
@@ -143,11 +172,19 @@ class SolverGivesUp(FGSM):
         raise RuntimeError("solver status: numerical difficulties")
 
 
-def test_an_attack_error_fails_its_samples_with_a_reason_and_the_run_goes_on(tmp_path, store, toy_data,
-                                                                             registered_toy_model):
+def test_an_attack_error_fails_its_samples_with_a_reason_and_the_run_goes_on(
+    tmp_path, store, toy_data, registered_toy_model
+):
     specs_ = [AttackSpec(attack=SolverGivesUp(eps=0.1), name="Broken"), AttackSpec(attack=FGSM(eps=0.3))]
-    report = run_attacks(registered_toy_model, toy_data, specs_, num_samples=6, output_dir=str(tmp_path),
-                         progress_bar=False, accelerator="cpu")
+    report = run_attacks(
+        registered_toy_model,
+        toy_data,
+        specs_,
+        num_samples=6,
+        output_dir=str(tmp_path),
+        progress_bar=False,
+        accelerator="cpu",
+    )
     assert report.metrics["Broken"]["num_failed"] == 6 and report.metrics["Broken"]["success_rate_n0"] == 0
     assert report.metrics["FGSM"]["num_failed"] == 0
     records = read_records(next(tmp_path.rglob("Broken.jsonl")))[0]
@@ -166,15 +203,25 @@ def test_fast_mode_never_loses_a_success(tmp_path, store, toy_data, registered_t
     assert fast.metrics["FGSM"]["success_rate_n0"] == paper.metrics["FGSM"]["success_rate_n0"]
 
 
-def test_paper_mode_judges_the_images_as_8_bit_files_like_the_study(tmp_path, store, toy_data, registered_toy_model):
+def test_paper_mode_judges_the_images_as_8_bit_files_like_the_study(
+    tmp_path, store, toy_data, registered_toy_model
+):
     """The study saved adversarial images with uint8(x * 255) (truncation) and judged the re-read files."""
-    report = run_attacks(registered_toy_model, toy_data, [AttackSpec(attack=FGSM(eps=0.3))], num_samples=8,
-                         output_dir=str(tmp_path), progress_bar=False, accelerator="cpu")
+    report = run_attacks(
+        registered_toy_model,
+        toy_data,
+        [AttackSpec(attack=FGSM(eps=0.3))],
+        num_samples=8,
+        output_dir=str(tmp_path),
+        progress_bar=False,
+        accelerator="cpu",
+    )
     run_ = mlflow.MlflowClient(store).get_run(report.parent_run_id)
     assert run_.data.params["quantize"] == "floor" and run_.data.params["batch_size"] == "10"
     ds = ToyColours()
-    sel = json.loads(open(mlflow.MlflowClient(store).download_artifacts(report.parent_run_id,
-                                                                        "selection.json")).read())
+    sel = json.loads(
+        open(mlflow.MlflowClient(store).download_artifacts(report.parent_run_id, "selection.json")).read()
+    )
     x = torch.stack([ds[i]["image"] for i in sel["indices"]])
     adv = FGSM(eps=0.3)(LinearColourNet(), x, torch.ones(len(x), 5))
     saved = torch.floor(adv * 255) / 255

@@ -10,7 +10,7 @@ from mlattack.cli import lightning_main
 from mlattack.cli import run as run_mlattack
 from mlattack.models.mlgcn import MLGCN
 from mlattack.models.module import MultiLabelClassifier
-from mlattack.models.registry import load_network
+from mlattack.tracking.registry import load_network
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METRICS = ("val/mAP", "val/hamming", "val/ranking_loss", "val/f1_micro", "val/f1_macro")

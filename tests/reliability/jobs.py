@@ -65,7 +65,7 @@ def fit_job(store: str, args: list[str], kill_at_registration: str | None = None
     any alias moved (the middle of registering)."""
     child_setup(store)
     if kill_at_registration:
-        from mlattack.models import registry
+        from mlattack.tracking import registry
 
         def die(client, name, version, *args, **kwargs):
             Path(kill_at_registration).write_text(json.dumps({"name": name, "version": version}))

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from mlattack.cli import main
-from mlattack.models.registry import load_network
+from mlattack.tracking.registry import load_network
 from tests.reliability.helpers import CONFIGS, tiny_fit_args
 
 

@@ -9,7 +9,7 @@ import torch
 
 from mlattack.attacks import FGSM
 from mlattack.evaluation.runner import AttackSpec, run_attacks
-from mlattack.models.registry import log_network, weights_digest
+from mlattack.tracking.registry import log_network, weights_digest
 from tests.evaluation.toy import LinearColourNet
 from tests.reliability.helpers import keep_tracking_uri
 
@@ -87,5 +87,5 @@ def test_run_id_must_name_a_run_of_the_same_settings(tmp_path, store, toy_data, 
     # the same settings: it resumes that run (nothing left to attack) and logs nothing twice
     same = attack(registered_toy_model, toy_data, tmp_path, eps=0.1, run_id=finished.parent_run_id)
     assert same.parent_run_id == finished.parent_run_id and same.table == finished.table
-    assert sorted(m.step for m in client.get_metric_history(child, "success_rate")) == list(range(8))
+    assert sorted(m.step for m in client.get_metric_history(child, "curve/success_vs_n")) == list(range(8))
     assert len(client.get_metric_history(finished.parent_run_id, "avg_labels")) == 1

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from mlattack.models.registry import log_network
+from mlattack.tracking.registry import log_network
 from tests.reliability.helpers import (
     MEMO_DATA,
     MEMO_SAMPLES,
@@ -205,8 +205,8 @@ def test_killed_attack_resumes_to_the_identical_table(attack_crash):
         assert sorted(raw) == list(range(MEMO_SAMPLES))  # every sample once: none lost, none counted twice
         assert records(s.root / "out", attack) == records(s.root / "ref", attack)
         got, want = children[attack].data.metrics, ref_children[attack].data.metrics
-        assert {k: v for k, v in got.items() if k != "seconds_per_sample"} == {
-            k: v for k, v in want.items() if k != "seconds_per_sample"
+        assert {k: v for k, v in got.items() if not k.startswith("time/")} == {
+            k: v for k, v in want.items() if not k.startswith("time/")
         }
     table = [
         mlflow.artifacts.load_text(f"{r.info.artifact_uri}/success_table.md") for r in (parent, ref_parent)
@@ -226,7 +226,7 @@ def test_two_attack_processes_on_one_sqlite_store_both_complete(attack_crash):
         for child in children.values():
             assert child.info.status == "FINISHED"
             assert child.data.metrics["num_samples"] == MEMO_SAMPLES
-            assert all(f"success_rate_n{k}" in child.data.metrics for k in range(8))
-            history = s.client.get_metric_history(child.info.run_id, "success_rate")
+            assert all(f"success/n{k}" in child.data.metrics for k in range(8))
+            history = s.client.get_metric_history(child.info.run_id, "curve/success_vs_n")
             assert sorted(m.step for m in history) == list(range(8))
             assert "samples.csv" in [a.path for a in s.client.list_artifacts(child.info.run_id)]

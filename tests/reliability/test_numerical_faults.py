@@ -14,7 +14,7 @@ from mlattack.attacks import BIM, FGSM, MLDP
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.runner import AttackSpec, run_attacks
 from mlattack.evaluation.scenarios import scenario_thresholds
-from mlattack.models.registry import log_network
+from mlattack.tracking.registry import log_network
 from tests.reliability.faulty import NaNGradientBelow, NaNLogitsAbove
 from tests.reliability.helpers import keep_tracking_uri
 

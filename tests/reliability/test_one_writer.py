@@ -56,7 +56,7 @@ def test_a_second_command_on_a_live_run_stops_naming_it_and_a_killed_writer_is_t
         (records_file,) = out.glob(f"*/{name}.jsonl")
         positions = [r["position"] for r in read_records(records_file)[0]]
         assert sorted(positions) == list(range(resumed.num_selected))  # every sample once: no work twice
-        history = client.get_metric_history(resumed.child_run_ids[name], "success_rate")
+        history = client.get_metric_history(resumed.child_run_ids[name], "curve/success_vs_n")
         assert sorted(m.step for m in history) == list(range(8))  # every success point once
     assert RunLock(next(out.glob("*/writer.lock"))).read() is None  # released
 

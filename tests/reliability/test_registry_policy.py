@@ -7,7 +7,7 @@ import mlflow
 import pytest
 import torch
 
-from mlattack.models.registry import (
+from mlattack.tracking.registry import (
     DIGEST_TAG,
     SCORE_TAG,
     RegisterBestModel,

@@ -13,7 +13,7 @@ from mlattack.attacks import FGSM, PGD
 from mlattack.cli import lightning_main, main
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.runner import AttackSpec, run_attacks
-from mlattack.models.registry import load_network, log_network
+from mlattack.tracking.registry import load_network, log_network
 from mlattack.tracking.store import HTTP_DEFAULTS, TrackingServerUnreachable, check_tracking_uri
 from tests.evaluation.toy import LinearColourNet
 from tests.reliability.helpers import (

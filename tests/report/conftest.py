@@ -10,7 +10,7 @@ import torch
 from mlattack.attacks import BIM, FGSM, MIFGSM
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.runner import AttackSpec, run_attacks
-from mlattack.models.registry import log_network
+from mlattack.tracking.registry import log_network
 from tests.evaluation.toy import LinearColourNet
 from tests.report.toy_models import ShiftedColourNet
 

@@ -1,0 +1,209 @@
+"""``mlattack evaluate``: the adversarial examples an attack run stored, re-judged on another model.
+
+Transferability: an attack run keeps every adversarial image (``adversarial.npz`` in each attack's run); this
+command feeds them to another network — ML-LIW for examples made on ML-GCN, say — and scores them with the same
+scenarios and thresholds as the attack run (its avgLabels and the number of classes). The result is a new MLflow
+run in experiment ``mlattack-transfer``, linked to the attack run (tag ``mlattack.source_run``, description) and to
+both models (run inputs), with one nested run per attack and the success table as its description.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from jsonargparse import ArgumentParser
+
+from mlattack.evaluation.scenarios import predicted_positive, scenario_success, scenario_thresholds
+from mlattack.report.tables import success_frame, to_markdown
+from mlattack.tracking import attack_runs as runs
+from mlattack.tracking.examples import Examples, load_examples
+from mlattack.tracking.lineage import all_tags, log_lineage_inputs, model_lineage, run_link
+from mlattack.tracking.record import (
+    ATTACK_NAME_TAG,
+    EXAMPLES_NPZ,
+    KIND_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    SOURCE_RUN_TAG,
+    TRANSFER_EXPERIMENT,
+    success_key,
+)
+from mlattack.tracking.registry import load_network, weights_digest
+from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
+
+HELP = "re-judge an attack run's stored adversarial examples on another model (transferability)"
+
+
+@dataclass
+class TransferReport:
+    """What ``evaluate_transfer`` returns: the new runs and per-attack metrics (target and attacked model)."""
+
+    run_id: str
+    child_run_ids: dict[str, str]
+    metrics: dict[str, dict[str, float]]  # on the target model, internal names (success_rate_n0, ...)
+    source_metrics: dict[str, dict[str, float]]  # the same samples as judged on the attacked model
+    table: str
+
+
+def judge(net: torch.nn.Module, ex: Examples, avg_labels: float, batch_size: int, device) -> dict[str, float]:
+    """Success per scenario, labels shown and sample count of ``ex`` on ``net`` (fp32, the study's rule)."""
+    thresholds = scenario_thresholds(avg_labels, len(ex.class_names))
+    shown = []
+    with torch.no_grad():
+        for i in range(0, len(ex), batch_size):
+            logits = net(ex.images(slice(i, i + batch_size)).to(device)).float()
+            if logits.shape[-1] != len(ex.class_names):
+                raise ValueError(
+                    f"--model predicts {logits.shape[-1]} labels but the examples have {len(ex.class_names)} "
+                    "classes; evaluate on a model of the same dataset"
+                )
+            shown.append(predicted_positive(logits).sum(1).cpu())
+    return rates(torch.cat(shown), thresholds)
+
+
+def rates(shown: torch.Tensor, thresholds: torch.Tensor) -> dict[str, float]:
+    won = scenario_success(shown, thresholds).double().mean(0)
+    out = {f"success_rate_n{k}": float(v) for k, v in enumerate(won)}
+    return {**out, "labels_shown_mean": float(shown.double().mean()), "num_samples": float(len(shown))}
+
+
+def _attack_runs(client: mlflow.MlflowClient, run_id: str) -> tuple[mlflow.entities.Run, list]:
+    """(parent, [child runs]) for a parent attack run or one of its attack runs."""
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as e:
+        raise ValueError(f"--run {run_id}: no such run in this tracking store") from e
+    if PARENT_TAG in run.data.tags:
+        return client.get_run(run.data.tags[PARENT_TAG]), [run]
+    children = runs.child_runs(client, run.info.experiment_id, run_id)
+    if not children:
+        raise ValueError(f"--run {run_id}: not an `mlattack attack` run (it has no attack runs)")
+    return run, [client.get_run(c) for _, c in sorted(children.items())]
+
+
+def _download(client: mlflow.MlflowClient, run, folder: str) -> Examples:
+    if EXAMPLES_NPZ not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+        raise ValueError(
+            f"attack run {run.info.run_id} ({run.info.run_name}) stored no {EXAMPLES_NPZ}: run the attack with "
+            "this mlattack version and keep_examples=true to evaluate its examples on another model"
+        )
+    return load_examples(client.download_artifacts(run.info.run_id, EXAMPLES_NPZ, folder))
+
+
+def evaluate_transfer(
+    run: str,
+    model: str,
+    tracking_uri: str | None = None,
+    experiment: str = TRANSFER_EXPERIMENT,
+    batch_size: int = 50,
+    device: str = "auto",
+) -> TransferReport:
+    """Re-judge the examples of attack run ``run`` (a parent or one attack) on ``model``; log and return the table."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    tracking_uri = tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    parent, children = _attack_runs(client, run)
+    target = model_lineage(client, model, runs.model_reference(model, client))
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    net = load_network(model, tracking_uri).to(dev).eval()
+    metrics, source = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for child in children:
+            name = child.data.tags.get(ATTACK_NAME_TAG, child.info.run_name)
+            ex = _download(client, child, str(Path(tmp) / child.info.run_id))
+            avg = float(child.data.params.get("avg_labels", parent.data.params.get("avg_labels")))
+            metrics[name] = judge(net, ex, avg, batch_size, dev)
+            source[name] = rates(
+                torch.from_numpy(ex.shown).sum(1), scenario_thresholds(avg, len(ex.class_names))
+            )
+    p = {**parent.data.params, **children[0].data.params}
+    src = model_lineage(client, p.get("model_uri", ""), p.get("model_identity", p.get("model_uri", "")))
+    exp_id = runs.experiment_id(client, experiment, tracking_uri)
+    context = {"source_run": parent.info.run_id, "source_model_uri": src.uri, "source_model": src.reference,
+               **target.params(), "model_digest": weights_digest(net), "dataset": p.get("dataset", "?"),
+               "network": type(net).__name__.lower(), "source_network": p.get("network", "?"),
+               "avg_labels": p.get("avg_labels", "?"), "device": str(dev)}  # fmt: skip
+    tags = {KIND_TAG: "transfer", SOURCE_RUN_TAG: parent.info.run_id, **all_tags(None, "mlattack evaluate")}
+    name = f"transfer-{p.get('network', 'model')}-to-{target.reference.split('/')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    rid = client.create_run(exp_id, run_name=name.replace(".ckpt", ""), tags=tags).info.run_id
+    child_ids: dict[str, str] = {}
+    try:
+        runs.log_params(client, rid, context)
+        for lineage in (target, src):
+            log_lineage_inputs(client, rid, lineage)
+        for child in children:
+            attack = child.data.tags.get(ATTACK_NAME_TAG, child.info.run_name)
+            ctags = {**tags, PARENT_TAG: rid, ATTACK_NAME_TAG: attack, SOURCE_RUN_TAG: child.info.run_id}
+            cid = client.create_run(exp_id, run_name=attack, tags=ctags).info.run_id
+            child_ids[attack] = cid
+            attack_params = {k: v for k, v in child.data.params.items() if k.startswith("attack.")}
+            runs.log_params(client, cid, {**context, **attack_params, "source_attack_run": child.info.run_id})
+            log_lineage_inputs(client, cid, target)
+            src_metrics = [
+                (f"source/{success_key(k)}", source[attack][f"success_rate_n{k}"]) for k in range(8)
+            ]
+            for key, value in src_metrics:
+                client.log_metric(cid, key, value)
+            runs.log_results(client, cid, metrics[attack])
+            client.set_terminated(cid, "FINISHED")
+        table = _table(metrics, source)
+        link = f"[attack run]({run_link(parent.info.experiment_id, parent.info.run_id)})"
+        note = (
+            f"Adversarial examples of the {link} (made on {src.link()}) judged on {target.link()}.\n\n{table}"
+        )
+        client.set_tag(rid, NOTE_TAG, note[:7900])
+        client.log_text(rid, table + "\n", "transfer_table.md")
+        client.set_terminated(rid, "FINISHED")
+    except BaseException:
+        runs.close_all(client, rid, child_ids, "FAILED")
+        raise
+    return TransferReport(rid, child_ids, metrics, source, table)
+
+
+def _table(metrics: dict, source: dict) -> str:
+    on_target = to_markdown(success_frame(metrics, ("labels shown",)), "Success rate (%) on the target model")
+    on_source = to_markdown(
+        success_frame(source, ("labels shown",)), "The same examples on the attacked model"
+    )
+    return f"{on_target}\n\n{on_source}"
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+def evaluate_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mlattack evaluate", description=HELP[0].upper() + HELP[1:] + ".")
+    parser.add_argument("--run", type=str, required=True,
+                        help="an `mlattack attack` parent run id (all its attacks) or one attack's run id")  # fmt: skip
+    parser.add_argument("--model", type=str, required=True,
+                        help="the model to judge them on: models:/<name>@<alias>, models:/<name>/<version> or a .ckpt")  # fmt: skip
+    parser.add_argument("--tracking_uri", type=str | None, default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the SQLite store in ./mlruns)")  # fmt: skip
+    parser.add_argument(
+        "--experiment", type=str, default=TRANSFER_EXPERIMENT, help="experiment of the new run"
+    )
+    parser.add_argument("--batch_size", type=int, default=50, help="images per forward pass")
+    parser.add_argument(
+        "--device", type=str, default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
+    return parser
+
+
+def run_evaluate(parser: ArgumentParser, cfg) -> TransferReport:
+    """Run ``mlattack evaluate`` with parsed options and print its table (what :mod:`mlattack.commands` calls)."""
+    values = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
+    report = evaluate_transfer(**values)
+    print(report.table)
+    print(f"\nMLflow transfer run: {report.run_id} ({len(report.child_run_ids)} attacks)")
+    return report
+
+
+def evaluate_main(argv: list[str]) -> TransferReport:
+    """``mlattack evaluate`` from an argument list."""
+    parser = evaluate_parser()
+    return run_evaluate(parser, parser.parse_args(argv))

@@ -1,0 +1,143 @@
+"""Every adversarial example of an attack run, kept compact: per-batch chunks on disk while the run goes, one
+``adversarial.npz`` artifact per attack (child run) when it ends.
+
+Images judged as 8-bit files (quantize "floor" / "round", the study's setting) are stored exactly as uint8; float
+images (quantize "none") as float16. The artifact holds, per sample: its selection position, dataset index and
+sample id, the adversarial image, and the true and shown labels as multi-hot rows over ``class_names``. It is
+written and read with NumPy's npz format with ``allow_pickle=False``: loading one never runs code.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlattack.tracking.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+
+CHUNK_SUFFIX = ".npz"
+
+
+def compact(image: torch.Tensor, exact_8bit: bool) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> uint8 (images on the 8-bit grid) or float16."""
+    image = image.detach().float().cpu()
+    if exact_8bit:
+        return torch.round(image * 255.0).clamp(0, 255).to(torch.uint8).numpy()
+    return image.to(torch.float16).numpy()
+
+
+def as_float(images: np.ndarray) -> torch.Tensor:
+    """Stored images back to float32 in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+
+
+def chunk_glob(run_dir: Path, name: str) -> list[Path]:
+    """Every chunk file of attack ``name`` (all ranks); names with ``[...]`` (sweeps) are matched literally."""
+    return sorted(Path(p) for p in glob.glob(str(run_dir / f"{glob.escape(name)}.examples.*{CHUNK_SUFFIX}")))
+
+
+def write_chunk(path: Path, images: dict[int, np.ndarray]) -> None:
+    """One batch's examples, {position: image}, written atomically (a kill leaves the old file or none)."""
+    positions = sorted(images)
+    buf = io.BytesIO()
+    np.savez(buf, positions=np.array(positions, dtype=np.int64), adv=np.stack([images[p] for p in positions]))
+    write_atomic(path, buf.getvalue())
+
+
+def read_chunk(path: Path) -> dict[int, np.ndarray]:
+    """{position: image} of one chunk; {} (and a warning) for a damaged file, whose samples are then redone."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            positions, adv = z["positions"], z["adv"]
+        if len(positions) != len(adv):
+            raise ValueError("positions and images differ in length")
+    except Exception as e:  # noqa: BLE001 - torn zip, missing member, ...: all mean "redo these samples"
+        log.warning("adversarial examples %s unreadable (%s); those samples are attacked again", path, e)
+        return {}
+    return {int(p): a for p, a in zip(positions, adv, strict=True)}
+
+
+def stored_positions(paths: list[Path]) -> set[int]:
+    """The positions whose images are on disk (only the position arrays are read; damaged chunks hold none)."""
+    out: set[int] = set()
+    for path in paths:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                out.update(int(p) for p in z["positions"])
+        except Exception:  # noqa: BLE001 - damaged: its samples are attacked again
+            continue
+    return out
+
+
+@dataclass
+class Examples:
+    """The content of one ``adversarial.npz``."""
+
+    positions: np.ndarray
+    indices: np.ndarray
+    sample_ids: list[str]
+    adv: np.ndarray  # (N, 3, H, W) uint8 or float16
+    true: np.ndarray  # (N, C) bool
+    shown: np.ndarray  # (N, C) bool, as judged on the attacked model
+    class_names: list[str]
+
+    def images(self, rows: slice | np.ndarray = slice(None)) -> torch.Tensor:
+        return as_float(self.adv[rows])
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def _multi_hot(names: list[list[str]], class_names: list[str]) -> np.ndarray:
+    col = {c: j for j, c in enumerate(class_names)}
+    out = np.zeros((len(names), len(class_names)), dtype=bool)
+    for i, row in enumerate(names):
+        out[i, [col[n] for n in row if n in col]] = True
+    return out
+
+
+def merge(chunks: list[Path], records: list[dict], class_names: list[str], dst: Path) -> Path | None:
+    """``adversarial.npz`` for the recorded samples whose images are on disk (None when there are none)."""
+    images: dict[int, np.ndarray] = {}
+    for path in chunks:
+        for p, a in read_chunk(path).items():
+            images.setdefault(p, a)
+    rows = [r for r in records if r["position"] in images]
+    if not rows:
+        return None
+    if len(rows) < len(records):
+        log.warning(
+            "%d of %d samples have no stored adversarial image", len(records) - len(rows), len(records)
+        )
+    np.savez_compressed(
+        dst,
+        positions=np.array([r["position"] for r in rows], dtype=np.int64),
+        indices=np.array([r["index"] for r in rows], dtype=np.int64),
+        sample_ids=np.array([str(r["sample_id"]) for r in rows]),
+        adv=np.stack([images[r["position"]] for r in rows]),
+        true=_multi_hot([r["true_labels"] for r in rows], class_names),
+        shown=_multi_hot([r["labels_shown_names"] for r in rows], class_names),
+        class_names=np.array(class_names),
+    )
+    return dst
+
+
+def load_examples(path: str | Path) -> Examples:
+    """Read an ``adversarial.npz`` (no pickle: object arrays are refused)."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = {"positions", "indices", "sample_ids", "adv", "true", "shown", "class_names"} - set(z.files)
+        if missing:
+            raise ValueError(f"{path}: not an mlattack adversarial-examples file (missing {sorted(missing)})")
+        return Examples(
+            positions=z["positions"], indices=z["indices"], sample_ids=[str(s) for s in z["sample_ids"]],
+            adv=z["adv"], true=z["true"].astype(bool), shown=z["shown"].astype(bool),
+            class_names=[str(c) for c in z["class_names"]],
+        )  # fmt: skip
