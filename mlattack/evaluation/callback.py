@@ -157,11 +157,8 @@ class AttackCallback(Callback):
             try:
                 with torch.enable_grad():  # the loop evaluates the final images itself (below)
                     res = job.attack.run(attacked, x, target, diagnostics=False)
-            except (
-                RuntimeError,
-                ValueError,
-                ArithmeticError,
-            ) as e:  # e.g. a solver giving up: fail the batch
+            # e.g. a solver giving up: the batch's samples fail with the reason, the run goes on
+            except (RuntimeError, ValueError, ArithmeticError) as e:
                 log.warning("%s failed on positions %s: %s", job.name, [positions[i] for i in todo], e)
                 error = f"attack error: {type(e).__name__}: {e}"[:300]
                 n = len(todo)

@@ -25,6 +25,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+#: the holder record is rewritten in place at this size (JSON padded with spaces)
+RECORD_SIZE = 1024
+
 
 class RunBusy(RuntimeError):
     """Another live process is writing this run."""
@@ -143,9 +146,13 @@ class RunLock:
     def _beat(self) -> None:
         if self._fd is None:
             return
-        data = json.dumps({**self._record, "heartbeat": time.time()}).encode()
-        os.ftruncate(self._fd, 0)
+        self._put(json.dumps({**self._record, "heartbeat": time.time()}).encode())
+
+    def _put(self, data: bytes) -> None:
+        """Overwrite the record in place, padded to a fixed size: a reader never sees it truncated to nothing."""
+        data = data.ljust(RECORD_SIZE)
         os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
         os.fsync(self._fd)
 
     def _beat_loop(self) -> None:
@@ -163,8 +170,7 @@ class RunLock:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, json.dumps({"held": False, "released": time.time()}).encode(), 0)
+            self._put(json.dumps({"held": False, "released": time.time()}).encode())
         with contextlib.suppress(OSError):
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)

@@ -7,6 +7,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.evaluation.conftest import registered_toy_model, toy_source  # noqa: F401 - shared fixtures
+
 
 @pytest.fixture(scope="session")
 def store_template(tmp_path_factory) -> Path:
@@ -32,27 +34,4 @@ def store(tmp_path, fresh_store, monkeypatch):
     """A fresh store that is also the process's default (``MLFLOW_TRACKING_URI``)."""
     uri = fresh_store(tmp_path / "store")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
-@pytest.fixture
-def toy_source(monkeypatch):
-    from mlattack.data.datamodule import SOURCES
-
-    monkeypatch.setitem(SOURCES, "toy", ("tests.evaluation.toy", "ToyColours", False))
-    return "toy"
-
-
-@pytest.fixture
-def registered_toy_model(store):
-    """The toy linear colour model registered as ``linearcolournet-toy`` version 1 in ``store``."""
-    from mlattack.models.registry import log_network
-    from tests.evaluation.toy import LinearColourNet
-    from tests.reliability.helpers import keep_tracking_uri
-
-    client = mlflow.MlflowClient(store)
-    run = client.create_run(client.create_experiment("models"))
-    with keep_tracking_uri():
-        uri = log_network(LinearColourNet(), run.info.run_id, store, "linearcolournet-toy", image_size=8)
-    client.set_terminated(run.info.run_id)
     return uri

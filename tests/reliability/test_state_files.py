@@ -9,20 +9,11 @@ import json
 import mlflow
 import pytest
 import torch
-from pytorch_lightning.callbacks import Callback
 
 from mlattack.evaluation.records import parse_record, read_panel, read_records
 from mlattack.tracking import atomic
+from tests.evaluation.test_runner import CrashAtBatch
 from tests.reliability.jobs import ATTACKS, run_toy_attack
-
-
-class CrashAtBatch(Callback):
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-
-    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if batch_idx == self.batch:
-            raise RuntimeError("simulated crash")
 
 
 def strip(records: list[dict]) -> list[dict]:
