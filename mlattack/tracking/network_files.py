@@ -16,6 +16,7 @@ import importlib
 import inspect
 import itertools
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -133,7 +134,14 @@ def load(folder: Path, map_location: str | torch.device = "cpu") -> nn.Module:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{folder / CONFIG}: not an {FORMAT} file (format {meta.get('format')!r})")
     net = build({"class_path": meta.get("class_path"), "init_args": meta.get("init_args")})
-    state = torch.load(folder / WEIGHTS, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(folder / WEIGHTS, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln] or [str(e)[:200]]
+        raise UntrustedNetwork(
+            f"{WEIGHTS} refused: it holds objects other than tensors and plain containers (read with "
+            f"weights_only=True, so nothing in it ran): {lines[0][:300]}"
+        ) from None
     net.load_state_dict(state, strict=True)
     return net.to(map_location).eval()
 

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -203,7 +204,12 @@ def load_network(
     if uri.startswith(("models:/", "runs:/")):
         try:
             net = _load_registered(uri, tracking_uri, map_location)
-        except (mlflow.exceptions.MlflowException, network_files.UntrustedNetwork, OSError) as e:
+        except (
+            mlflow.exceptions.MlflowException,
+            network_files.UntrustedNetwork,
+            OSError,
+            pickle.UnpicklingError,
+        ) as e:
             where = tracking_uri or mlflow.get_tracking_uri()
             raise ValueError(f"model {uri!r} could not be loaded from tracking store {where}: {e}") from e
         return net.eval()
