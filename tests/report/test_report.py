@@ -213,3 +213,29 @@ def test_architecture_map_puts_networks_side_by_side_with_their_clean_map(popula
             assert rows.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
     for name in ("architectures_toy.png", "shown_vs_l2_toy.png"):
         assert (report.output_dir / "figures" / name).stat().st_size > 10_000
+
+
+def test_runs_logged_under_the_old_metric_names_still_report(tmp_path):
+    """Stores written before the rename (``success_rate_n0``, ``l2_mean``, ...) give the same tables."""
+    from mlattack.report.collect import collect_runs
+    from mlattack.report.tables import norms_table, success_table
+
+    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("old-attacks")
+    parent = client.create_run(exp, tags={"mlattack.run_key": "k"}).info.run_id
+    client.log_param(parent, "num_classes", "5")
+    child = client.create_run(exp, run_name="FGSM", tags={"mlflow.parentRunId": parent,
+                                                          "mlattack.attack_name": "FGSM"}).info.run_id  # fmt: skip
+    for k, v in {"network": "old", "dataset": "toy", "avg_labels": "1.5", "num_samples": "4"}.items():
+        client.log_param(child, k, v)
+    old = {**{f"success_rate_n{k}": 1 - k / 8 for k in range(8)}, "l2_mean": 0.25, "num_samples": 4.0,
+           "labels_shown_mean": 3.5, "l2_mean_success_n0": 0.3}  # fmt: skip
+    for k, v in old.items():
+        client.log_metric(child, k, v)
+    client.set_terminated(child)
+    (run,) = collect_runs(client, "old-attacks")
+    assert run.success == pytest.approx([1 - k / 8 for k in range(8)]) and run.num_classes == 5
+    assert success_table([run]).loc["FGSM", "n=1"] == pytest.approx(87.5)
+    assert norms_table([run]).loc["FGSM", "L2 (all)"] == 0.25
+    assert norms_table([run]).loc["FGSM", "L2 (succ. n=0)"] == 0.3
