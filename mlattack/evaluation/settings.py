@@ -15,8 +15,11 @@ Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "16", "bf16"]
 Mode = Literal["paper", "fast"]
 Quantize = Literal["floor", "round", "none"]
 QUANTIZE_RULES: tuple[str, ...] = get_args(Quantize)
-#: the autocast dtype of each supported precision (none: fp32)
-PRECISION_TO_AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16", "bf16": "bf16", "16": "fp16"}
+#: the one table of supported precisions: the autocast dtype of the attacks' forward passes (None: fp32)
+PRECISION_TO_AUTOCAST: dict[str, str | None] = {
+    "32-true": None, "32": None, "16-mixed": "fp16", "bf16-mixed": "bf16", "16": "fp16", "bf16": "bf16",
+}  # fmt: skip
+assert set(PRECISION_TO_AUTOCAST) == set(get_args(Precision)), "Precision and its table disagree"
 
 
 def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
@@ -27,7 +30,9 @@ def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
     """
     if fast:
         attack.early_stop = True
-    attack.autocast = PRECISION_TO_AUTOCAST.get(str(precision))
+    if str(precision) not in PRECISION_TO_AUTOCAST:
+        raise ValueError(f"precision must be one of {list(PRECISION_TO_AUTOCAST)}, got {precision!r}")
+    attack.autocast = PRECISION_TO_AUTOCAST[str(precision)]
     return attack
 
 
