@@ -9,9 +9,9 @@ import mlflow
 import pytest
 import torch
 
-from mlattack.tracking.registry import load_network
 from mlattack.tracking.callbacks import RUN_ID_KEY, resume_run_id
 from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
+from mlattack.tracking.registry import load_network
 
 
 @pytest.fixture

@@ -193,8 +193,8 @@ def last_checkpoint(out: Path, min_epoch: int):
 
 
 def test_fit_killed_at_random_points_and_while_registering_resumes_and_registers_once(tmp_path, fresh_store):
-    from mlattack.tracking.registry import DIGEST_TAG, SCORE_TAG, load_network, weights_digest
     from mlattack.tracking.checkpoints import read_checkpoint
+    from mlattack.tracking.registry import DIGEST_TAG, SCORE_TAG, load_network, weights_digest
     from tests.reliability.jobs import fit_args, fit_job
 
     rng = random.Random(SEED + 1)
