@@ -11,14 +11,15 @@ code 2 (:mod:`mlattack.errors`); ``--debug`` or ``MLATTACK_DEBUG=1`` shows the t
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 import mlattack
 from mlattack.commands import TOOLS, add_data_subcommands
@@ -26,9 +27,16 @@ from mlattack.console import HelpFormatter, quiet_output
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.errors import USER_ERROR_EXIT, UserError, debug_requested, format_error, is_user_error
 from mlattack.models.module import MultiLabelClassifier
-from mlattack.models.registry import RegisterBestModel, load_network
 from mlattack.resources import resolve_config_args
-from mlattack.tracking.callbacks import RUN_ID_KEY, MLflowRunContext, MLflowSaveConfig, mlflow_logger
+from mlattack.tracking.callbacks import (
+    LIGHTNING_CKPT_NAMES,
+    MLflowRunContext,
+    MLflowSaveConfig,
+    mlflow_logger,
+    resume_run_id,
+)
+from mlattack.tracking.checkpoints import read_checkpoint
+from mlattack.tracking.registry import RegisterBestModel, load_network
 from mlattack.tracking.store import (
     EXPERIMENT,
     check_tracking_uri,
@@ -54,8 +62,6 @@ LIGHTNING_DESCRIPTION = {
 MODEL_URIS = ("models:/", "runs:/")
 #: options that moved, by the key an error names -> where they went
 MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.init_args.lr"}
-#: ``--ckpt_path`` values Lightning resolves itself
-CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
 
 
 # Callbacks registered as their own config groups (checkpoint:, registry:, run_context:) so YAML files can
@@ -153,6 +159,14 @@ class MLAttackCLI(LightningCLI):
         if not self._is_tool():
             super().instantiate_classes()
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """Lightning's complaints about Trainer settings (no GPU for accelerator=gpu, a missing package for
+        accelerator=tpu, ...) name no option: they are about ``trainer.*``."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, ImportError) as e:
+            raise UserError(f"trainer: {e}") from e
+
     def _run_subcommand(self, subcommand: str) -> None:
         if subcommand in TOOLS:
             self.result = TOOLS[subcommand].run(self._subcommand_parsers[subcommand], self.config[subcommand])
@@ -164,19 +178,17 @@ class MLAttackCLI(LightningCLI):
         """Lightning reads the model's hyperparameters from ``--ckpt_path``; say which file is wrong, and how."""
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub and sub not in TOOLS else None
+        if path and str(path) not in LIGHTNING_CKPT_NAMES and Path(str(path)).is_file():
+            read_checkpoint(
+                path
+            )  # empty, truncated, not a checkpoint, a refused payload: named with the file
         try:
             super()._parse_ckpt_path()
         except Exception as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
-            first = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0])[:300]
-            if "Unsupported global" in str(e):
-                raise UserError(
-                    f"--ckpt_path: {path}: refused, it holds objects other than tensors and plain containers "
-                    "(checkpoints are loaded with weights_only=True, so no code in them runs)"
-                ) from e
             raise UserError(
-                f"--ckpt_path: {path}: not a checkpoint this version can read ({first})",
-                hint="give a .ckpt written by `mlattack fit`, or a models:/<name>@<alias> URI",
+                f"--ckpt_path: {path}: its hyperparameters do not fit this version's options ({lines[0][:300]})",
+                hint="give a .ckpt written by this version of `mlattack fit`, or a models:/<name>@<alias> URI",
             ) from e
 
     def _resolve_ckpt_path(self) -> None:
@@ -184,7 +196,7 @@ class MLAttackCLI(LightningCLI):
         network into the model (the registry holds the bare network, which is what test/validate/predict need)."""
         cfg = self.config[self.subcommand]
         ckpt = cfg.get("ckpt_path")
-        if not ckpt or ckpt in CKPT_KEYWORDS:
+        if not ckpt or ckpt in LIGHTNING_CKPT_NAMES:
             return
         ckpt = str(ckpt)
         if not ckpt.startswith(MODEL_URIS):
@@ -221,12 +233,10 @@ class MLAttackCLI(LightningCLI):
             return
         check_tracking_uri(logger._tracking_uri)  # a dead server fails here in seconds, before any work
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
-        if ckpt_path and Path(str(ckpt_path)).is_file() and logger._run_id is None:
-            ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-            run_id = ckpt.get(RUN_ID_KEY)
+        if ckpt_path and logger._run_id is None:
+            run_id = resume_run_id(ckpt_path, logger._tracking_uri)
             if run_id:  # resume into the run that wrote the checkpoint
-                logger._run_id = run_id
-                logger.experiment.update_run(run_id, status="RUNNING")
+                logger.resume(run_id)
         if logger._run_id is None and logger._run_name is None:
             logger._run_name = self._run_name()
         print(f"MLflow run {logger.run_id} in {logger._tracking_uri}")
@@ -258,7 +268,7 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackC
         save_config_kwargs={"save_to_log_dir": False},
         trainer_defaults={
             "logger": {
-                "class_path": "pytorch_lightning.loggers.MLFlowLogger",
+                "class_path": "mlattack.tracking.logger.MLflowLogger",
                 "init_args": {
                     "experiment_name": EXPERIMENT,
                     "tracking_uri": tracking_uri,
@@ -321,14 +331,24 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if debug or not is_user_error(e):
             raise
-        sub = next((a for a in args if a in LIGHTNING_HELP or a in TOOLS), None)
-        message = format_error(e)
-        if "\n" not in message and type(e).__name__ == "ArgumentError":
-            hint = next((h for key, h in MOVED.items() if key in message), None)
-            hint = hint or f"`mlattack {sub + ' ' if sub else ''}--help` lists the options"
-            message += f"\n  hint: {hint}"
-        print(message, file=sys.stderr)
+        print(report_error(e, args), file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT) from None
+
+
+def report_error(e: Exception, args: list[str]) -> str:
+    """The one-line report; a parser error loses the subcommand path in its key and gains a hint."""
+    message = format_error(e)
+    if type(e).__name__ != "ArgumentError":
+        return message
+    sub = next((a for a in args if a in LIGHTNING_HELP or a in TOOLS), None)
+    command = " ".join([sub, "stats"] if sub == "data" and "stats" in args else [sub] if sub else [])
+    if command:  # keys carry the subcommand path: "data.stats.split"
+        message = re.sub(rf"(error: |, ){re.escape(command.replace(' ', '.'))}\.", r"\1", message)
+    if "\n" not in message:
+        hint = next((h for key, h in MOVED.items() if key in message), None)
+        usage = " ".join(["mlattack", *([command] if command else []), "--help"])
+        message += f"\n  hint: {hint or f'`{usage}` lists the options'}"
+    return message
 
 
 if __name__ == "__main__":

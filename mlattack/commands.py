@@ -115,26 +115,26 @@ def run_attack(parser: ArgumentParser, cfg: Namespace):
 
 
 def print_report(report) -> None:
-    """The success table (attacks x scenarios) in the study's layout, and where to find the runs."""
+    """The success table (attacks x scenarios, the study's layout: :func:`mlattack.report.tables.success_frame`)
+    and where to find the runs."""
+    import math
+
     from rich.console import Console
     from rich.table import Table
 
+    from mlattack.report.tables import success_frame
+
+    frame = success_frame(report.metrics, extra=("labels shown", "L2 (all)"))
     table = Table(
-        title=f"Success rate (%) - showing many labels (N={report.num_selected}, "
-        f"avgLabels={report.avg_labels:.2f})"
+        title=f"Success rate (%) - showing many labels (N={report.num_selected}, avgLabels={report.avg_labels:.2f})"
     )
     table.add_column("attack")
-    for k in range(8):
-        table.add_column(f"n={k}", justify="right")
-    table.add_column("labels shown", justify="right")
-    table.add_column("L2", justify="right")
-    for name, m in report.metrics.items():
-        table.add_row(
-            name,
-            *[f"{100 * m[f'success_rate_n{k}']:.1f}" for k in range(8)],
-            f"{m['labels_shown_mean']:.2f}",
-            f"{m['l2_mean']:.3f}",
-        )
+    for column in frame.columns:
+        table.add_column(column, justify="right")
+    for name, row in frame.iterrows():
+        cells = ["–" if isinstance(v, float) and math.isnan(v) else f"{v:.{0 if c == 'N' else 1 if c.startswith('n=') else 3}f}"
+                 for c, v in row.items()]  # fmt: skip
+        table.add_row(str(name), *cells)
     Console(width=max(Console().width, 130)).print(table)
     print(f"MLflow parent run: {report.parent_run_id} ({len(report.child_run_ids)} attack runs)")
 
@@ -210,8 +210,8 @@ def demo_parser() -> ArgumentParser:
 def run_demo(parser: ArgumentParser, cfg: Namespace) -> None:
     """Train + register the demo model on the built-in dataset, then attack it with all nine attacks."""
     from mlattack.cli import run
-    from mlattack.models.registry import RegisterBestModel
     from mlattack.tracking.callbacks import mlflow_logger
+    from mlattack.tracking.registry import RegisterBestModel
     from mlattack.tracking.store import default_tracking_uri
 
     configs, start = config_dir(), time.time()
@@ -261,8 +261,22 @@ def run_report(parser: ArgumentParser, cfg: Namespace):
     return report_main([f"--{k}={v}" for k, v in values.items()])
 
 
+# -- mlattack evaluate -----------------------------------------------------------------------------------------------
+def evaluate_parser() -> ArgumentParser:
+    from mlattack.evaluation.transfer import evaluate_parser as build
+
+    return build()
+
+
+def run_evaluate(parser: ArgumentParser, cfg: Namespace):
+    from mlattack.evaluation.transfer import run_evaluate as evaluate
+
+    return evaluate(parser, cfg)
+
+
 TOOLS: dict[str, Tool] = {
     "attack": Tool("attack a trained model and print the success table", attack_parser, run_attack),
+    "evaluate": Tool("re-judge stored adversarial examples on another model", evaluate_parser, run_evaluate),
     "report": Tool("tables and figures from finished attack runs", report_parser, run_report),
     "data": Tool("inspect a data source (`mlattack data stats`)", data_parser, run_data),
     "demo": Tool("train on built-in data, then run all nine attacks", demo_parser, run_demo),

@@ -92,11 +92,13 @@ def quiet_output() -> None:
 
 @functools.cache
 def _quiet_loggers() -> None:
-    if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:  # no call home from a research tool (MLflow asks on import)
+    # no call home from a research tool; MLflow starts its telemetry client on import, so drop that client too
+    if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
         os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
         from mlflow.telemetry import set_telemetry_client
 
         set_telemetry_client()  # drops the client started at import
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per registry download
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         _DropMessages("GPU available", "TPU available", "HPU available", "💡 Tip")
     )
@@ -104,5 +106,3 @@ def _quiet_loggers() -> None:
     logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_DropMessages("Experiment with name"))
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # "Seed set to ..."
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # database set-up and run-link chatter
-    # the registry stores the network pickled on purpose (any batch size, autograd); checkpoints stay weights-only
-    logging.getLogger("mlflow.pytorch").addFilter(_DropMessages("Saving pytorch model by Pickle"))

@@ -117,9 +117,24 @@ def _from_parser(text: str) -> str:
             if ln and ln not in seen and not ln.startswith(("Errors:", "Subtypes:", "Given value type:")):
                 seen.append(ln)
         reason = "; ".join(seen[:2])
+    argument = re.fullmatch(r"argument (?:-\w, )?--?([\w.]+): (.*)", reason)
+    if argument:
+        key, reason = argument.groups()
+    typed = re.fullmatch(r"Expected an? (.+?)\. Got value: (.*)", reason)
+    if typed:
+        reason = f"expected {typed.group(1)}, got {typed.group(2)!r}"
     unknown = re.fullmatch(r"unrecognized arguments: (--?[\w.\-+]+)(.*)", reason)
     if unknown:
         key, reason = unknown.group(1).lstrip("-"), "unknown option"
+    required = re.fullmatch(r"the following arguments are required: (.+)", reason)
+    if required:
+        key, reason = required.group(1), "required, not given"
+    no_command = re.fullmatch(
+        r'expected "([\w.]+)" to be one of \{(.*)\}, but it was not provided\.?', reason
+    )
+    if no_command:
+        key = no_command.group(1).rpartition(".")[0]
+        reason = f"give a subcommand: {', '.join(c.strip() for c in no_command.group(2).split(','))}"
     reason = reason[:1].lower() + reason[1:]
     return f"{key}: {reason}" if key and not reason.startswith(f"{key}:") else reason
 

@@ -107,7 +107,19 @@ CASES = [
         [*FIT, "--data.options", "{bad"],
         r"data\.options: expected dict\[str, Any\] or null",
     ),
-    ("option-bad-choice", [*STATS, "--split", "everything"], r"split: .*everything"),
+    ("option-bad-choice", [*STATS, "--split", "everything"], r"error: split: invalid choice: 'everything'"),
+    ("option-no-subcommand", [], r"error: give a subcommand: fit, validate, test"),
+    ("option-no-data-subcommand", ["data"], r"error: data: give a subcommand: stats"),
+    (
+        "option-required-missing",
+        ["test"],
+        r"error: model\.net: required, not given\n  hint: `mlattack test --help`",
+    ),
+    (
+        "option-trainer-misconfigured",
+        [*FIT, *TINY_FIT, *SYNTH, "--trainer.accelerator", "tpu"],
+        r"error: trainer: ",
+    ),
     (
         "class-path-unknown",
         [*FIT, "--model.net", "mlattack.models.Nope"],
@@ -209,7 +221,7 @@ CASES = [
     (
         "ckpt-garbage",
         [*TEST, *TINY_FIT, *SYNTH, "--ckpt_path", "{tmp}/garbage.ckpt"],
-        r"--ckpt_path: .*garbage\.ckpt: not a checkpoint this version can read",
+        r"checkpoint .*garbage\.ckpt: not a PyTorch checkpoint .*expected a checkpoint written by `mlattack fit`",
     ),
     (
         "ckpt-unregistered-uri",

@@ -11,7 +11,7 @@ from mlattack import __version__, cli
 from mlattack.commands import TOOLS
 from mlattack.data.datamodule import SOURCES
 
-SUBCOMMANDS = ["fit", "validate", "test", "predict", "attack", "report", "data", "demo"]
+SUBCOMMANDS = ["fit", "validate", "test", "predict", "attack", "evaluate", "report", "data", "demo"]
 
 
 def test_top_level_help_lists_every_subcommand_on_one_line(mlattack):
@@ -65,7 +65,7 @@ def test_every_option_of_every_command_has_help_text(parser):
     progs = [prog for prog, _ in walk(parser)]
     assert progs == [
         "mlattack",
-        *[f"mlattack {s}" for s in SUBCOMMANDS[:7]],
+        *[f"mlattack {s}" for s in SUBCOMMANDS[:8]],
         "mlattack data stats",
         "mlattack demo",
     ]

@@ -65,9 +65,9 @@ def test_fit_logs_metrics_registers_and_reloads_identically(tmp_path, store, net
     for key in METRICS:
         assert key in run.data.metrics, key
     assert 0.0 <= run.data.metrics["val/mAP"] <= 1.0
-    assert run.data.params["data.train.num_images"] == "48"
-    assert run.data.params["net/class_path"].endswith(net.upper())
-    assert run.data.tags["seed"] == "123" and "git.commit" in run.data.tags
+    assert run.data.params["data/train/num_images"] == "48"
+    assert run.data.params["net"].endswith(net.upper())
+    assert run.data.tags["seed"] == "123" and "mlflow.source.git.commit" in run.data.tags
     assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
     # registered under <model>-<dataset> with the @best alias; every way of loading gives the same network
     name = f"{net}-synthetic"
