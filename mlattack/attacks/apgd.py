@@ -17,6 +17,10 @@ and the iterate restarts from the best point seen so far when
     (1) fewer than ρ · (w_j - w_{j-1}) of the steps since w_{j-1} lowered the loss, or
     (2) η was not halved at w_{j-1} and the best loss has not changed since w_{j-1}.
 
+Two readings of the pseudo-code: the decision at w_j is taken once x(w_j) is evaluated (so condition (1) counts
+exactly the w_j - w_{j-1} steps since the last checkpoint), and a restart carries no momentum (x(k-1) is set to
+the best point as well); the paper leaves both implicit.
+
 Cost: nb_iter forward + input-backward passes and one forward pass at the last iterate (its loss decides
 whether it is the best point); the returned image is the best point, so its loss and prediction are known.
 """
@@ -251,9 +255,8 @@ class APGD(Attack):
                 s.best_loss = torch.where(better, loss, s.best_loss)
                 s.best_logits = torch.where(better[:, None], logits, s.best_logits)
                 s.best_delta = torch.where(_view(better, s.delta), s.delta, s.best_delta)
-                if (
-                    k < self.nb_iter
-                ):  # restarts need the gradient at the best point (none is taken at the last)
+                # restarts need the gradient at the best point (none is taken at the last iterate)
+                if k < self.nb_iter:
                     s.best_grad = torch.where(_view(better, s.grad), s.grad, s.best_grad)
             if self.early_stop:
                 done = self.reached(logits, s.t)
