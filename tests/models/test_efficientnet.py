@@ -222,3 +222,9 @@ def test_pretrained_demo_configs_ask_for_the_shipped_trunk(config, net, frozen, 
     assert args.get("freeze_backbone") is frozen
     assert cfg["registry"]["name"] == config.removeprefix("demo-").removesuffix(".yaml") + "-synthetic"
     assert cfg["data"]["image_size"] == 64
+
+
+def test_fit_registers_the_pretrained_mlliw_and_reloads_it_identically(shipped, tmp_path, monkeypatch):
+    from tests.models.registry_round_trip import fit_register_and_reload
+
+    fit_register_and_reload(tmp_path, monkeypatch, "demo-mlliw-effnet.yaml", "mlliw-effnet-synthetic")
