@@ -52,15 +52,19 @@ from mlattack.tracking.promotion import (
     IMAGE_SIZE_TAG,
     NETWORK_TAG,
     SCORE_TAG,
+    ensure_registered_model,
     promote,
+    version_note,
 )
 from mlattack.tracking.record import NOTE_TAG
+from mlattack.tracking.store import tracking_uri_set_to
 
 __all__ = ["DEFAULT_ALIAS", "DIGEST_TAG", "SCORE_TAG", "RegisterBestModel", "load_network", "log_network",
            "promote", "registered_name", "weights_digest"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 #: opt-in for versions an older mlattack stored with pickle (loading them can run code)
 ALLOW_PICKLE_ENV = "MLATTACK_ALLOW_PICKLED_MODELS"
 
@@ -102,10 +106,22 @@ def log_network(
     version = _registered_by_run(client, name, run_id, digest)
     if version is None:
         model_id = _log_logged_model(client, net, run_id, name, int(image_size), config, tags)
-        _ensure_registered_model(client, name, tags)
-        mv = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
-                                         description=_version_note(net, tags, run_id))  # fmt: skip
+        ensure_registered_model(client, name, tags)
+        # MLflow resolves a `models:/<model id>` source through the global tracking URI, not the client's
+        with tracking_uri_set_to(tracking_uri):
+            mv = client.create_model_version(
+                name,
+                f"models:/{model_id}",
+                run_id=run_id,
+                tags=tags,
+                model_id=model_id,
+                description=version_note(net, tags, run_id),
+            )
         version = mv.version
+        # what the logged model's page reads to show its registered versions
+        client.set_logged_model_tags(
+            model_id, {MODEL_VERSIONS_TAG: json.dumps([{"name": name, "version": version}])}
+        )
     promote(client, name, str(version), score, tags.get(DATASET_TAG), tags[NETWORK_TAG], alias)
     return f"models:/{name}/{version}"
 
@@ -131,34 +147,6 @@ def _log_logged_model(client, net, run_id: str, name: str, image_size: int, conf
     client.finalize_logged_model(model.model_id, "READY")
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id
-
-
-def _ensure_registered_model(client: mlflow.MlflowClient, name: str, tags: dict) -> None:
-    note = (
-        f"{tags[NETWORK_TAG]} networks trained on {tags.get(DATASET_TAG, 'its dataset')} by `mlattack fit` (image "
-        f"in [0, 1] -> logits). `@best` names the version with the highest validation mAP; attack it with "
-        f"`mlattack attack --model models:/{name}@best`. Runs that attacked a version list it as their input."
-    )
-    try:
-        current = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        try:
-            client.create_registered_model(name, description=note)
-        except mlflow.exceptions.MlflowException:  # created at the same moment by another process
-            pass
-        return
-    if not current.description:
-        client.update_registered_model(name, description=note)
-
-
-def _version_note(net: nn.Module, tags: dict, run_id: str) -> str:
-    score = f"validation mAP {float(tags[SCORE_TAG]):.4f}" if SCORE_TAG in tags else "no validation score"
-    epoch = f" (epoch {tags[EPOCH_TAG]})" if EPOCH_TAG in tags else ""
-    return (
-        f"{type(net).__name__} on {tags.get(DATASET_TAG, '?')}, {tags[IMAGE_SIZE_TAG]} px: {score}{epoch}; "
-        f"weights digest {tags[DIGEST_TAG]}; trained by run {run_id}. Stored without pickle (network.pt read "
-        "with weights_only=True + network.json)."
-    )
 
 
 def _registered_by_run(client: mlflow.MlflowClient, name: str, run_id: str, digest: str) -> str | None:
