@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ import mlattack
 from mlattack.commands import TOOLS, add_data_subcommands
 from mlattack.console import HelpFormatter, quiet_output
 from mlattack.data.datamodule import MultiLabelDataModule
-from mlattack.errors import USER_ERROR_EXIT, UserError, debug_requested, format_error, is_user_error
+from mlattack.errors import (
+    USER_ERROR_EXIT,
+    UserError,
+    check_yaml_syntax,
+    closest,
+    debug_requested,
+    is_user_error,
+    report_error,
+    with_hint,
+)
 from mlattack.models.module import MultiLabelClassifier
 from mlattack.resources import resolve_config_args
 from mlattack.tracking.callbacks import (
@@ -120,6 +130,20 @@ class MLAttackCLI(LightningCLI):
         self.parser.add_argument(
             "--debug", action="store_true", help="show the traceback of an error (also: MLATTACK_DEBUG=1)"
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; an unknown option gets the closest known one as a hint ("did you mean ...?")."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            path, sub = [], parser
+            for arg in args or []:  # down the subcommands named in args: "data stats" -> the stats parser
+                if sub._subcommands_action is not None and arg in sub._subcommands_action.choices:
+                    path, sub = [*path, arg], sub._subcommands_action.choices[arg]
+            unknown = re.search(r"(?:option '|unrecognized arguments: --)([\w.]+)", str(e))
+            key = unknown.group(1).removeprefix(".".join(path) + ".") if unknown else None
+            guess = closest(key, [a.dest for a in sub._actions]) if key else None
+            raise with_hint(e, guess and f"did you mean {guess}?") from None
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         """Lightning's subcommands with one-line help of our own, then the mlattack tools."""
@@ -300,23 +324,6 @@ def run(argv: list[str] | None = None) -> Any:
     return cli.result if cli.subcommand in TOOLS else cli
 
 
-def check_yaml_syntax(args: list[str]) -> None:
-    """A config file given on the command line that is not valid YAML is named with its line (the parser
-    reports only "<unicode string>")."""
-    import yaml
-
-    for arg in args:
-        path = Path(arg.partition("=")[2] if arg.startswith("-") else arg)
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            try:
-                yaml.safe_load(path.read_text())
-            except yaml.YAMLError as e:
-                mark = getattr(e, "problem_mark", None)
-                line = f":{mark.line + 1}" if mark is not None else ""
-                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-                raise UserError(f"{path}{line}: not valid YAML ({problem})") from e
-
-
 def main(argv: list[str] | None = None) -> None:
     """The ``mlattack`` entry point: expected errors end as one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -331,24 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if debug or not is_user_error(e):
             raise
-        print(report_error(e, args), file=sys.stderr)
+        print(report_error(e, resolve_config_args(args), [*LIGHTNING_HELP, *TOOLS], MOVED), file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT) from None
-
-
-def report_error(e: Exception, args: list[str]) -> str:
-    """The one-line report; a parser error loses the subcommand path in its key and gains a hint."""
-    message = format_error(e)
-    if type(e).__name__ != "ArgumentError":
-        return message
-    sub = next((a for a in args if a in LIGHTNING_HELP or a in TOOLS), None)
-    command = " ".join([sub, "stats"] if sub == "data" and "stats" in args else [sub] if sub else [])
-    if command:  # keys carry the subcommand path: "data.stats.split"
-        message = re.sub(rf"(error: |, ){re.escape(command.replace(' ', '.'))}\.", r"\1", message)
-    if "\n" not in message:
-        hint = next((h for key, h in MOVED.items() if key in message), None)
-        usage = " ".join(["mlattack", *([command] if command else []), "--help"])
-        message += f"\n  hint: {hint or f'`{usage}` lists the options'}"
-    return message
 
 
 if __name__ == "__main__":

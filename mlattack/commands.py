@@ -254,11 +254,13 @@ def report_parser() -> ArgumentParser:
 
 
 def run_report(parser: ArgumentParser, cfg: Namespace):
-    """The report command parses its own arguments: hand it the parsed values back as options."""
+    """The report command parses its own arguments: hand it the parsed values back, as one config text."""
+    import yaml
+
     from mlattack.report.command import main as report_main
 
-    values = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__") and v is not None}
-    return report_main([f"--{k}={v}" for k, v in values.items()])
+    values = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
+    return report_main(["--config", yaml.safe_dump(values)])  # a config given as text: every type survives
 
 
 # -- mlattack evaluate -----------------------------------------------------------------------------------------------

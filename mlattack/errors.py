@@ -13,9 +13,12 @@ the worker's traceback in the message; :func:`one_line` takes the original messa
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from argparse import ArgumentError
+from collections.abc import Iterable
+from pathlib import Path
 
 #: exit code of an expected user error (argparse's convention for usage errors)
 USER_ERROR_EXIT = 2
@@ -107,6 +110,9 @@ def _from_parser(text: str) -> str:
     lines = [ln.strip().lstrip("- ").strip() for ln in rest.splitlines() if ln.strip()]
     given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None)
     subtypes = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Subtypes:")), None)
+    class_path = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", rest)
+    if class_path:
+        lines = [f"cannot use class_path '{class_path.group(1)}' ({class_path.group(2).strip()})"]
     if given is not None and subtypes is not None:
         types = _split_top_level(subtypes[1:-1] if subtypes.startswith("[") else subtypes)
         reason = f"expected {' or '.join('null' if t == 'NoneType' else t for t in types)}, got {given!r}"
@@ -164,3 +170,69 @@ def format_error(exc: BaseException, prog: str = "mlattack") -> str:
     message, hint = one_line(exc)
     out = f"{prog}: error: {message}"
     return out + (f"\n  hint: {hint}" if hint else "")
+
+
+def closest(key: str, candidates: Iterable[str]) -> str | None:
+    """The known option most like a mistyped ``key`` (``trainer.max_epoch`` -> ``trainer.max_epochs``), if any."""
+    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
+def check_yaml_syntax(args: list[str]) -> None:
+    """A config file given on the command line that is not valid YAML is named with its line (the parser
+    reports only "<unicode string>")."""
+    import yaml
+
+    for arg in args:
+        path = Path(arg.partition("=")[2] if arg.startswith("-") else arg)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            try:
+                yaml.safe_load(path.read_text())
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                line = f":{mark.line + 1}" if mark is not None else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise UserError(f"{path}{line}: not valid YAML ({problem})") from e
+
+
+def config_file_setting(key: str, args: list[str]) -> str | None:
+    """The config file on the command line that sets the dotted ``key`` (``--data f.yaml`` sets ``data.*``)."""
+    import yaml
+
+    pairs = [(a.partition("=")[0], a.partition("=")[2]) for a in args if a.startswith("-") and "=" in a]
+    pairs += [(a, b) for a, b in zip(args, args[1:], strict=False) if a.startswith("-") and "=" not in a]
+    for option, value in pairs:
+        if not value.endswith((".yaml", ".yml", ".json")) or not Path(value).is_file():
+            continue
+        group = "" if option in ("-c", "--config") else option.lstrip("-") + "."
+        if not key.startswith(group):
+            continue
+        node = yaml.safe_load(Path(value).read_text())
+        for part in key[len(group) :].split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is not KeyError:
+            return value
+    return None
+
+
+def report_error(e: BaseException, args: list[str], subcommands: Iterable[str], moved: dict[str, str]) -> str:
+    """The report of an expected error for ``mlattack <args>``. A parser error's key loses the subcommand path
+    ("data.stats.split" -> "split"), names the config file that set it, and gains a hint."""
+    message = format_error(e)
+    if not isinstance(e, ArgumentError):
+        return message
+    sub = next((a for a in args if a in set(subcommands)), None)
+    command = " ".join([sub, "stats"] if sub == "data" and "stats" in args else [sub] if sub else [])
+    if command:
+        message = re.sub(rf"(error: |, ){re.escape(command.replace(' ', '.'))}\.", r"\1", message)
+    rejected = re.search(r"does not accept option '([\w.]+)'", message)
+    source = config_file_setting(rejected.group(1), args) if rejected else None
+    if source:
+        message = message.replace("error: ", f"error: {source}: ", 1)
+    moved_to = next((h for key, h in moved.items() if key in message.split("\n")[0]), None)
+    if moved_to:
+        return f"{message.split(chr(10))[0]}\n  hint: {moved_to}"
+    if "\n" not in message:
+        usage = " ".join(["mlattack", *([command] if command else []), "--help"])
+        message += f"\n  hint: `{usage}` lists the options"
+    return message

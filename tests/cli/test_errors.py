@@ -89,14 +89,23 @@ STATS = ["data", "stats", "--data.image_size", "16"]
 CASES = [
     # -- config files and options
     ("config-missing", [*FIT, "--config", "{tmp}/nope.yaml"], r"config: file does not exist: '.*nope\.yaml'"),
-    ("config-typo-key", [*FIT, "--config", "{tmp}/typo.yaml"], r"trainer\.max_epoch"),
+    (
+        "config-typo-key",
+        [*FIT, "--config", "{tmp}/typo.yaml"],
+        r"typo\.yaml: subcommand 'fit' does not accept option 'trainer\.max_epoch'\n"
+        r"  hint: did you mean trainer\.max_epochs\?",
+    ),
     ("config-bad-yaml", [*FIT, "--config", "{tmp}/broken.yaml"], r"broken\.yaml"),
     (
         "option-bad-type",
         [*FIT, "--trainer.max_epochs", "abc"],
         r"trainer\.max_epochs: expected int or null, got 'abc'",
     ),
-    ("option-unknown", [*FIT, "--trainer.max_epoc", "3"], r"trainer\.max_epoc: unknown option"),
+    (
+        "option-unknown",
+        [*FIT, "--trainer.max_epoc", "3"],
+        r"trainer\.max_epoc: unknown option\n  hint: did you mean trainer\.max_epochs\?",
+    ),
     (
         "option-moved-lr",
         [*FIT, "--model.lr", "0.1"],
@@ -123,7 +132,7 @@ CASES = [
     (
         "class-path-unknown",
         [*FIT, "--model.net", "mlattack.models.Nope"],
-        r"model\.net: .*mlattack\.models\.Nope",
+        r"model\.net: cannot use class_path 'mlattack\.models\.Nope' \(module 'mlattack\.models' has no attribute",
     ),
     # -- bad values
     ("value-batch-size", [*STATS, "--data.batch_size", "0"], r"data\.batch_size must be > 0, got 0"),
