@@ -1,4 +1,5 @@
-"""Which version ``@best`` names: the alias policy of the model registry (see :mod:`mlattack.tracking.registry`)."""
+"""Registry bookkeeping: which version ``@best`` names (the alias policy, see :mod:`mlattack.tracking.registry`)
+and the descriptions of registered models and versions."""
 
 from __future__ import annotations
 
@@ -64,3 +65,31 @@ def promote(
         return False
     client.set_registered_model_alias(name, alias, str(version))
     return True
+
+
+def ensure_registered_model(client: mlflow.MlflowClient, name: str, tags: dict) -> None:
+    note = (
+        f"{tags[NETWORK_TAG]} networks trained on {tags.get(DATASET_TAG, 'its dataset')} by `mlattack fit` (image "
+        f"in [0, 1] -> logits). `@best` names the version with the highest validation mAP; attack it with "
+        f"`mlattack attack --model models:/{name}@best`. Runs that attacked a version list it as their input."
+    )
+    try:
+        current = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        try:
+            client.create_registered_model(name, description=note)
+        except mlflow.exceptions.MlflowException:  # created at the same moment by another process
+            pass
+        return
+    if not current.description:
+        client.update_registered_model(name, description=note)
+
+
+def version_note(net: object, tags: dict, run_id: str) -> str:
+    score = f"validation mAP {float(tags[SCORE_TAG]):.4f}" if SCORE_TAG in tags else "no validation score"
+    epoch = f" (epoch {tags[EPOCH_TAG]})" if EPOCH_TAG in tags else ""
+    return (
+        f"{type(net).__name__} on {tags.get(DATASET_TAG, '?')}, {tags[IMAGE_SIZE_TAG]} px: {score}{epoch}; "
+        f"weights digest {tags[DIGEST_TAG]}; trained by run {run_id}. Stored without pickle (network.pt read "
+        "with weights_only=True + network.json)."
+    )

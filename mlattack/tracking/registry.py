@@ -167,7 +167,7 @@ def resolve_alias(uri: str) -> str:
 
 
 def _load_registered(uri: str, tracking_uri: str | None, map_location) -> nn.Module:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tracking_uri_set_to(tracking_uri):
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=resolve_alias(uri), dst_path=tmp,
                                                           tracking_uri=tracking_uri))  # fmt: skip
         if network_files.is_network_folder(folder):
