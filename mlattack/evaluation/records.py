@@ -127,8 +127,9 @@ class ImageKeeper(dict):
         self.figure_changed = False
 
     def __setitem__(self, position: int, entry: dict) -> None:
-        if position in self.figure:
-            super().__setitem__(position, entry)
+        if position in self.figure:  # own copies: a view would save its whole batch's storage with it
+            images = {k: v.clone() for k, v in entry.items() if isinstance(v, torch.Tensor)}
+            super().__setitem__(position, {**entry, **images})
             self.figure_changed = True
         if self.keep:
             self.pending[position] = compact(entry["adv"], self.exact_8bit)

@@ -151,7 +151,8 @@ def evaluate_transfer(
             ]
             for key, value in src_metrics:
                 client.log_metric(cid, key, value)
-            runs.log_results(client, cid, metrics[attack])
+            data = [(d.dataset.name, d.dataset.digest) for d in child.inputs.dataset_inputs or []]
+            runs.log_results(client, cid, metrics[attack], target.model_id, data[0] if data else None)
             client.set_terminated(cid, "FINISHED")
         table = _table(metrics, source)
         link = f"[attack run]({run_link(parent.info.experiment_id, parent.info.run_id)})"

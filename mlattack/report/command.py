@@ -9,7 +9,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.report.build import REPORT_EXPERIMENT, Report, build_report
-from mlattack.report.collect import ATTACK_EXPERIMENT
+from mlattack.tracking.record import ATTACK_EXPERIMENT
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
 

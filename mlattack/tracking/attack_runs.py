@@ -27,18 +27,28 @@ from mlattack.tracking.panels import attack_panel, plt
 from mlattack.tracking.record import (
     ATTACK_NAME_TAG,
     ATTACK_YAML,
+    COMPARE_VIEW,
     CURVE,
     EXAMPLES_NPZ,
     EXPERIMENT_DESCRIPTIONS,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    HEADLINE,
     NOTE_TAG,
     PANEL_PNG,
     PARENT_TAG,
     RUN_KEY_TAG,
     SAMPLES_CSV,
     WRITER_TAG,
+    compare_view_link,
+    compare_view_state,
     logged_metrics,
+    success_key,
 )
 from mlattack.tracking.store import default_artifact_location
+
+#: the metrics linked to the judged model (shown on its logged-model page, one row per run)
+MODEL_METRICS = {HEADLINE, "labels_shown", *(success_key(n) for n in range(NUM_SCENARIOS))}
 
 
 def model_reference(model: str, client: mlflow.MlflowClient) -> str:
@@ -74,8 +84,14 @@ def experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> 
             exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
-    if name in EXPERIMENT_DESCRIPTIONS and (exp is None or NOTE_TAG not in exp.tags):
-        client.set_experiment_tag(exp_id, NOTE_TAG, EXPERIMENT_DESCRIPTIONS[name])
+    have = exp.tags if exp is not None else {}
+    view_tag = f"mlflow.sharedViewState.{COMPARE_VIEW}"
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, view_tag: compare_view_state()}
+    if name in EXPERIMENT_DESCRIPTIONS:
+        wanted[NOTE_TAG] = f"{EXPERIMENT_DESCRIPTIONS[name]}\n\n{compare_view_link(exp_id)}"
+    for key, value in wanted.items():  # set once: a description or view the user edited is kept
+        if key not in have:
+            client.set_experiment_tag(exp_id, key, value)
     return exp_id
 
 
@@ -190,12 +206,23 @@ def log_metrics_once(client: mlflow.MlflowClient, run_id: str, metrics: list[Met
             client.log_batch(run_id, metrics=metrics[i : i + 500])
 
 
-def log_results(client: mlflow.MlflowClient, run_id: str, values: dict[str, float]) -> None:
+def log_results(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    values: dict[str, float],
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
+) -> None:
     """An attack's (or a transfer's) numbers: every metric under its MLflow name, and the success curve over the
-    scenarios (``curve/success_vs_n``, step = n)."""
+    scenarios (``curve/success_vs_n``, step = n). The headline numbers are linked to the judged model's logged
+    model (``model_id``) and the data (``dataset``: name, digest), so the model's page lists them with this run."""
     ts = int(time.time() * 1000)
     ms = [Metric(CURVE, values[f"success_rate_n{k}"], ts, k) for k in range(NUM_SCENARIOS)]
-    ms += [Metric(k, v, ts, 0) for k, v in logged_metrics(values).items()]
+    name, digest = dataset if dataset and all(dataset) else (None, None)  # MLflow wants both or neither
+    for key, value in logged_metrics(values).items():
+        linked = model_id is not None and key in MODEL_METRICS
+        ms.append(Metric(key, value, ts, 0, model_id if linked else None, name if linked else None,
+                         digest[:36] if linked and digest else None))  # fmt: skip
     log_metrics_once(client, run_id, ms)
 
 
@@ -217,10 +244,12 @@ def log_attack(
     values: dict[str, float],
     class_names: list[str],
     config: dict | None = None,
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
 ) -> None:
     """Everything one attack's run holds: metrics, the per-sample table, every adversarial example, the panel and
     the attack's settings as a loadable config; then the run is finished."""
-    log_results(client, run_id, values)
+    log_results(client, run_id, values, model_id, dataset)
     have = {a.path for a in client.list_artifacts(run_id)}
     if config is not None and ATTACK_YAML not in have:
         client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), ATTACK_YAML)

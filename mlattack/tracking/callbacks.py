@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
 from mlattack.tracking.lineage import all_tags
+from mlattack.tracking.record import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from mlattack.tracking.rng import rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class MLflowRunContext(Callback):
         stage = str(getattr(stage, "value", stage))
         for k, v in {**all_tags(self.seed, f"mlattack {stage}"), "mlattack.stage": stage}.items():
             client.set_tag(run_id, k, v)
+        # the UI shows the experiment as a runs table (not a GenAI overview)
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(logger.experiment_id).tags:
+            client.set_experiment_tag(logger.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         params = trainer_params(trainer)
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "label_stats"):

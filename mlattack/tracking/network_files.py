@@ -78,15 +78,16 @@ def build(config: dict) -> nn.Module:
     return network_class(config["class_path"])(**init_args)
 
 
-def derived_config(net: nn.Module) -> dict:
-    """A config for a network built by hand: its constructor's arguments read from attributes of the same name."""
-    cls = type(net)
+def constructor_config(obj: object) -> dict:
+    """``{"class_path", "init_args"}`` of an object built by hand (a network, an attack): its constructor's
+    arguments read back from the attributes of the same name (plain values only)."""
+    cls = type(obj)
     args = {}
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
-        if hasattr(net, p.name) and _plain(getattr(net, p.name)):
-            args[p.name] = getattr(net, p.name)
+        if hasattr(obj, p.name) and _plain(getattr(obj, p.name)):
+            args[p.name] = getattr(obj, p.name)
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
 
 
@@ -106,7 +107,7 @@ def _rebuilds(config: dict, net: nn.Module) -> bool:
 def portable_config(net: nn.Module, config: dict | None) -> dict:
     """The config to store: ``config`` (or one derived from ``net``), with file-path arguments dropped when the
     network rebuilds without them (their content is in the weights), checked to reproduce the weights digest."""
-    config = copy.deepcopy(config) if config is not None else derived_config(net)
+    config = copy.deepcopy(config) if config is not None else constructor_config(net)
     args = config.get("init_args") or {}
     files = {
         k for k, v in args.items() if isinstance(v, str) and ("/" in v or "\\" in v) and Path(v).exists()

@@ -78,7 +78,8 @@ class AttackRunLog:
             f"Part of [the attack run]({run_link(self.experiment_id, self.parent)})."
         )
         self.client.set_tag(cid, NOTE_TAG, note[:NOTE_LIMIT])
-        runs.log_attack(self.client, cid, job, values, class_names, config)
+        data = self.dataset[:2]
+        runs.log_attack(self.client, cid, job, values, class_names, config, self.model.model_id, data)
 
     def finish(self, table: str, header: str, avg_labels: float) -> None:
         """The success table as artifact and description, ``avg_labels`` as a metric; the parent ends FINISHED."""

@@ -9,10 +9,12 @@ names and those of stores written before the rename back, so old runs still repo
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
 from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.tracking.network_files import constructor_config
 
 ATTACK_EXPERIMENT = "mlattack-attacks"
 TRANSFER_EXPERIMENT = "mlattack-transfer"
@@ -25,6 +27,10 @@ EXPERIMENT_DESCRIPTIONS = {
     "(transferability). Same metric names as the attack runs; `source/...` repeats the attacked model's numbers.",
 }
 
+#: the MLflow UI shows an experiment with this kind as training runs (a runs table), not as a GenAI overview
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+#: a saved runs-table view (experiment tag ``mlflow.sharedViewState.<key>``, opened with ``?viewStateShareKey=``)
+COMPARE_VIEW = "compare-attacks"
 RUN_KEY_TAG = "mlattack.run_key"
 ATTACK_NAME_TAG = "mlattack.attack_name"
 WRITER_TAG = "mlattack.writer"
@@ -57,6 +63,25 @@ _PLAIN_BACK = {v: k for k, v in _PLAIN.items()}
 CURVE = "curve/success_vs_n"  # success rate with step = n: the curve over the scenarios
 HEADLINE = "n_at_50pct"
 ATTACK_SECONDS = "time/attack_seconds"
+
+
+def compare_view_state() -> str:
+    """The saved view: one row per attack and model (runs grouped by attack name and model version), with the
+    attack's norm, budget and iterations, the headline, the success rates, labels shown, norms and time."""
+    columns = [f"params.`attack.{k}`" for k in ("norm", "eps", "iterations")]
+    columns += [f"metrics.`{k}`" for k in (HEADLINE, *(success_key(n) for n in range(NUM_SCENARIOS)))]
+    columns += [f"metrics.`{k}`" for k in ("labels_shown", "norm/l2", "norm/linf", ATTACK_SECONDS)]
+    keys = [
+        {"mode": "tag", "groupByData": ATTACK_NAME_TAG},
+        {"mode": "param", "groupByData": "model_identity"},
+    ]
+    return json.dumps(
+        {"selectedColumns": columns, "groupBy": {"aggregateFunction": "average", "groupByKeys": keys}}
+    )
+
+
+def compare_view_link(experiment_id: str) -> str:
+    return f"[Compare the attacks side by side](#/experiments/{experiment_id}/runs?viewStateShareKey={COMPARE_VIEW})"
 
 
 def success_key(n: int) -> str:
@@ -134,20 +159,5 @@ def attack_params(hyperparameters: dict[str, object]) -> dict[str, object]:
 
 
 def attack_config(attack: object) -> dict:
-    """The attack as it ran, in the ``class_path``/``init_args`` form of ``configs/attack/*.yaml``: its
-    constructor's arguments read back from the attributes of the same name (plain values only)."""
-    import inspect
-
-    cls = type(attack)
-    init_args = {}
-    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-        value = getattr(attack, p.name, None)
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and _plain(value) and hasattr(attack, p.name):
-            init_args[p.name] = value
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
-
-
-def _plain(value: object) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    return isinstance(value, (list, tuple)) and all(_plain(v) for v in value)
+    """The attack as it ran, in the ``class_path``/``init_args`` form of ``configs/attack/*.yaml``."""
+    return constructor_config(attack)

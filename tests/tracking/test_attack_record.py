@@ -36,6 +36,15 @@ def test_every_run_carries_lineage_context_and_readable_names(
     model_id = version.source.removeprefix("models:/")
     exp = client.get_experiment(parent.info.experiment_id)
     assert "success/n0" in exp.tags["mlflow.note.content"]  # the experiment explains its metric names
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI shows a runs table
+    view = json.loads(exp.tags["mlflow.sharedViewState.compare-attacks"])  # linked from the description
+    assert (
+        "metrics.`success/n0`" in view["selectedColumns"]
+        and "viewStateShareKey=compare-attacks" in exp.tags["mlflow.note.content"]
+    )
+    # the model's page lists the attack runs: their headline metrics are linked to its logged model
+    linked = {(m.run_id, m.key) for m in client.get_logged_model(model_id).metrics}
+    assert {(c, "success/n0") for c in report.child_run_ids.values()} <= linked
     for run in (parent, *(client.get_run(c) for c in report.child_run_ids.values())):
         tags, params = run.data.tags, run.data.params
         assert tags["mlflow.source.name"] == "mlattack attack" and tags["mlflow.user"]

@@ -10,6 +10,7 @@ import torch
 from mlattack.tracking import network_files
 from mlattack.tracking.network_files import UntrustedNetwork
 from mlattack.tracking.registry import ALLOW_PICKLE_ENV, load_network, log_network
+from mlattack.tracking.store import tracking_uri_set_to
 from tests.evaluation.toy import LinearColourNet
 
 MARKER = "mlattack-test-payload-ran"
@@ -28,7 +29,8 @@ class Payload:
 def logged_model_dir(client: mlflow.MlflowClient, uri: str, tmp_path) -> str:
     name, version = uri[len("models:/") :].split("/")
     source = client.get_model_version(name, version).source
-    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "dl"))
+    with tracking_uri_set_to(client.tracking_uri):  # a logged model's URI resolves through the global URI
+        return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "dl"))
 
 
 def test_registered_network_is_a_named_logged_model_without_pickle(tmp_path, store):
@@ -90,9 +92,9 @@ def test_tampered_weights_never_run_code(tmp_path, store):
 def test_a_pickled_model_of_an_older_version_is_refused_unless_allowed(tmp_path, store, monkeypatch):
     client = mlflow.MlflowClient(store)
     run = client.create_run(client.create_experiment("old"))
-    with mlflow.start_run(run_id=run.info.run_id):
+    with tracking_uri_set_to(store), mlflow.start_run(run_id=run.info.run_id):
         info = mlflow.pytorch.log_model(LinearColourNet(), name="model", serialization_format="pickle")
-    mlflow.register_model(info.model_uri, "old-toy")
+        mlflow.register_model(info.model_uri, "old-toy")
     with pytest.raises(ValueError, match="stored with pickle"):
         load_network("models:/old-toy/1", store)
     monkeypatch.setenv(ALLOW_PICKLE_ENV, "1")
