@@ -161,6 +161,21 @@ def test_matrix_sources(tmp_path):
     assert attack.hyperparameters()["matrix"] == str(tmp_path / "stats.json")
 
 
+def test_matrix_counted_on_the_training_split_of_a_data_config(tmp_path):
+    from mlattack.data.datamodule import MultiLabelDataModule
+
+    spec = {
+        "source": "synthetic",
+        "image_size": 16,
+        "seed": 5,
+        "options": {"num_classes": 6, "num_samples": 60},
+    }
+    (tmp_path / "data.yaml").write_text(json.dumps(spec))  # JSON is YAML
+    y = MultiLabelDataModule(**spec).dataset("train").targets.double()
+    expected = (y.T @ y) / y.sum(0)[:, None]  # P(j | i) = #(i and j) / #i
+    torch.testing.assert_close(load_matrix(str(tmp_path / "data.yaml")), expected.float())
+
+
 @pytest.mark.parametrize(
     "kwargs,argument",
     [
@@ -187,5 +202,7 @@ def test_config():
         30,
         0.001,
         "model",
-        4.0,
+        16.0,
     )
+    demo = load_attack_config("configs/attack/graph-pgd-synthetic.yaml")
+    assert demo.matrix == "configs/data/synthetic.yaml" and demo.loss_fn.matrix.shape == (20, 20)
