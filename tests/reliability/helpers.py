@@ -157,11 +157,17 @@ def cli_env(tracking_uri: str, **extra: str) -> dict[str, str]:
     return env
 
 
+#: ``mlattack`` with this module imported first, so the registry may rebuild the test network class
+#: (it builds only mlattack's classes and those of modules already imported)
+MLATTACK_WITH_TEST_NETS = [sys.executable, "-c", "import tests.reliability.helpers\nfrom mlattack.cli import main\nmain()"]
+
+
 def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """``mlattack <args>`` as a real process (its own session, so a kill reaches only it)."""
     with open(log, "w") as f:
         return subprocess.Popen(
-            [MLATTACK, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+            [*MLATTACK_WITH_TEST_NETS, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -214,11 +220,22 @@ MEMO_DATA = [
 ]
 
 
+class MemorisingNet(nn.Module):
+    """Flatten + one linear layer: a class the registry can rebuild from ``class_path`` (no pickle)."""
+
+    def __init__(self, in_features: int = 3 * MEMO_SIZE * MEMO_SIZE, num_classes: int = MEMO_CLASSES) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.flatten, self.linear = nn.Flatten(), nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.flatten(x))
+
+
 def memorising_net() -> nn.Module:
     """A linear map fitted exactly (minimum norm, 768 inputs > 24 images) to logits ±4 of the test split's labels.
 
-    Built from plain torch modules, so any process can unpickle it from the registry; differentiable, so the
-    attacks have real gradients to follow.
+    Differentiable, so the attacks have real gradients to follow.
     """
     from mlattack.data.synthetic import SyntheticMultiLabel
 
@@ -226,8 +243,8 @@ def memorising_net() -> nn.Module:
     x = torch.stack([ds[i]["image"] for i in range(len(ds))]).flatten(1).double()
     xa = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
     w = torch.linalg.pinv(xa) @ (8.0 * ds.targets.double() - 4.0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(x.shape[1], MEMO_CLASSES))
+    net = MemorisingNet(x.shape[1], MEMO_CLASSES)
     with torch.no_grad():
-        net[1].weight.copy_(w[:-1].T.float())
-        net[1].bias.copy_(w[-1].float())
+        net.linear.weight.copy_(w[:-1].T.float())
+        net.linear.bias.copy_(w[-1].float())
     return net.eval()
