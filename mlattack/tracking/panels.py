@@ -45,8 +45,10 @@ def attack_panel(samples: list[dict], title: str = "") -> plt.Figure:
     """One row per sample: clean image, adversarial image, amplified perturbation, and the label changes."""
     rows = [label_lines(s["before"], s["after"]) for s in samples] or [[]]
     heights = [max(2.6, 0.17 * len(lines) + 0.6) for lines in rows]
-    fig = plt.figure(figsize=(12, sum(heights) + (0.5 if title else 0)))
-    grid = fig.add_gridspec(len(rows), 4, height_ratios=heights, width_ratios=[1, 1, 1, 1.6], wspace=0.08)
+    head = 0.9 if title else 0.4  # inches above the first row: the title, then the first row's image titles
+    fig = plt.figure(figsize=(12, sum(heights) + head))
+    grid = fig.add_gridspec(len(rows), 4, height_ratios=heights, width_ratios=[1, 1, 1, 1.6], wspace=0.08,
+                            hspace=0.3, left=0.02, right=0.98, bottom=0.02, top=1 - head / fig.get_figheight())  # fmt: skip
     for row, s in enumerate(samples):
         clean, adv = s["clean"].float(), s["adv"].float()
         r = adv - clean
@@ -69,8 +71,5 @@ def attack_panel(samples: list[dict], title: str = "") -> plt.Figure:
             text.text(0.0, 1.0 - i * step, line, color=colour, fontsize=8, va="top", family="monospace",
                       transform=text.transAxes)  # fmt: skip
     if title:
-        fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(
-        left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / fig.get_figheight() if title else 0.97
-    )
+        fig.suptitle(title, fontsize=11, y=1 - 0.12 / fig.get_figheight(), va="top")
     return fig

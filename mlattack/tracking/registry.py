@@ -135,8 +135,9 @@ def _log_logged_model(client, net, run_id: str, name: str, image_size: int, conf
         "image_size": str(image_size),
         "format": network_files.FORMAT,
     }
-    model = client.create_logged_model(experiment_id, name=name, source_run_id=run_id, tags=tags, params=params,
-                                       model_type="mlattack-network")  # fmt: skip
+    note = {NOTE_TAG: version_note(net, tags, run_id)}  # the logged model's description in the UI
+    model = client.create_logged_model(experiment_id, name=name, source_run_id=run_id, tags={**tags, **note},
+                                       params=params, model_type="mlattack-network")  # fmt: skip
     extra = {"image_size": image_size, "weights_digest": tags[DIGEST_TAG], "torch": torch.__version__,
              "mlattack": mlattack.__version__}  # fmt: skip
     if CLASSES_TAG in tags:

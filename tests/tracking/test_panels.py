@@ -26,6 +26,8 @@ def test_no_label_text_overlaps_an_image_even_with_many_labels():
         box = t.get_window_extent(renderer)
         for im in images:
             assert not box.overlaps(im), t.get_text()[:40]
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.title.get_text()]
+    assert not any(fig.texts[0].get_window_extent(renderer).overlaps(b) for b in titles)  # the figure's title
     colours = {t.get_text().split(" ")[0]: mcolors.to_hex(t.get_color()) for ax in fig.axes for t in ax.texts}
     assert colours["added"] == ADDED and colours["lost"] == LOST
     r = samples[0]["adv"] - samples[0]["clean"]
