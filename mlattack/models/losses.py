@@ -11,6 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _check_pair(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    if logits.shape != targets.shape or logits.ndim != 2:
+        raise ValueError(
+            f"logits and targets must both be (N, C), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+
+
 class MultiLabelSoftMarginLoss(nn.Module):
     """torch's ``nn.MultiLabelSoftMarginLoss`` (per-label binary cross-entropy on logits, mean over labels, then
     over images) that can also leave entries out.
@@ -22,10 +29,7 @@ class MultiLabelSoftMarginLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, ignore: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if logits.shape != targets.shape or logits.ndim != 2:
-            raise ValueError(
-                f"logits and targets must both be (N, C), got {tuple(logits.shape)} and {tuple(targets.shape)}"
-            )
+        _check_pair(logits, targets)
         per_entry = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
         if ignore is None:
             return per_entry.mean(dim=1).mean()
@@ -74,10 +78,7 @@ class LIWLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, ignore: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if logits.shape != targets.shape or logits.ndim != 2:
-            raise ValueError(
-                f"logits and targets must both be (N, C), got {tuple(logits.shape)} and {tuple(targets.shape)}"
-            )
+        _check_pair(logits, targets)
         s = torch.sigmoid(logits)
         pos, neg = targets > 0.5, targets <= 0.5
         if ignore is not None:

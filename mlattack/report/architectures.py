@@ -41,6 +41,12 @@ def clean_map(client: mlflow.MlflowClient, model_uri: str) -> float:
     return next((float(metrics[k]) for k in MAP_METRICS if k in metrics), float("nan"))
 
 
+def clean_maps(client: mlflow.MlflowClient, by_network: dict[str, list[AttackRun]]) -> dict[str, float]:
+    """Per network, the best clean mAP among the models its runs attacked (NaN when none is known)."""
+    return {net: float(np.nanmax([clean_map(client, u) for u in {r.model_uri for r in runs}] or [np.nan]))
+            for net, runs in by_network.items()}
+
+
 def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, float]) -> pd.DataFrame:
     """Rows (network, attack): clean mAP, success (%) n = 0..7, mean labels shown, mean L2 and L∞."""
     rows = []

@@ -22,7 +22,7 @@ import numpy as np
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.scenarios import exp_labels
 from mlattack.report import plots
-from mlattack.report.architectures import architecture_map, architecture_table, clean_map, shown_vs_size
+from mlattack.report.architectures import architecture_map, architecture_table, clean_maps, shown_vs_size
 from mlattack.report.collect import (
     ATTACK_EXPERIMENT,
     AttackRun,
@@ -183,9 +183,7 @@ def build_report(
 
     for grid in sensitivity_grids(runs):
         title = f"{grid.attack} on {network_label(grid.network)} / {grid.dataset}: grid over {' x '.join(grid.params)}"
-        frame = grid.table.drop(columns=["run_id"])
-        frame.index = [", ".join(f"{p}={row[p]}" for p in grid.params) for _, row in frame.iterrows()]
-        frame.index.name = "point"
+        frame = grid.points()
         _add(report, index, write_table(frame, tables_dir, grid.stem, title), f"### {title}", title, frame)
         fig = grid_heatmaps(grid, title, fig_dir / f"{grid.stem}.png")
         report.files.append(fig)
@@ -211,8 +209,7 @@ def build_report(
 
 def _architectures(report, index, client, nets, ds, tables_dir, fig_dir) -> None:
     """The architecture-vulnerability map of one dataset: table, success heatmaps, labels shown vs size."""
-    maps = {net: float(np.nanmax([clean_map(client, u) for u in {r.model_uri for r in runs}] or [np.nan]))
-            for net, runs in nets.items()}
+    maps = clean_maps(client, nets)
     arch = architecture_table(nets, maps)
     cap = f"Architectures on {ds}: clean mAP, success (%), labels shown and perturbation size per attack"
     _add(report, index, write_table(arch, tables_dir, f"architectures_{ds}", cap), f"### Architectures: {ds}",

@@ -36,6 +36,13 @@ class Grid:
     def stem(self) -> str:
         return f"grid_{self.network}_{self.dataset}_{self.attack}_{'-'.join(self.params)}"
 
+    def points(self) -> pd.DataFrame:
+        """The table without run ids, one row per point named like ``eps=0.1, nb_iter=10``."""
+        frame = self.table.drop(columns=["run_id"])
+        frame.index = [", ".join(f"{p}={row[p]}" for p in self.params) for _, row in frame.iterrows()]
+        frame.index.name = "point"
+        return frame
+
 
 def _value(text: str) -> float | str:
     try:
