@@ -14,7 +14,6 @@ from mlattack.tracking.registry import log_network
 from tests.evaluation.toy import LinearColourNet
 from tests.report.toy_models import ShiftedColourNet
 
-
 CLEAN_MAP = {"linear-toy": 0.81, "shifted-toy": 0.67}  # what each "fit" run logged as val/mAP
 
 

@@ -9,8 +9,8 @@ from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.runner import AttackSpec, run_attacks
 from mlattack.evaluation.specs import AttackSpec as Spec
 from mlattack.report.build import build_report
-from tests.report.conftest import _register
 from tests.evaluation.toy import LinearColourNet
+from tests.report.conftest import _register
 
 
 def test_a_sweep_over_two_arguments_builds_their_product_through_the_constructor() -> None:
