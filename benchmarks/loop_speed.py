@@ -232,7 +232,9 @@ def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         for mode, (make, m, xs) in loops.items():
             if args.warmup:
                 timed(make(name), m, xs[: args.batch], y.shape[1], args.batch, 0, args.device, model)
-            secs[mode], shown[mode] = timed(make(name), m, xs, y.shape[1], args.batch, 123, args.device, model)
+            secs[mode], shown[mode] = timed(
+                make(name), m, xs, y.shape[1], args.batch, 123, args.device, model
+            )
             tables[mode][name] = success_row(shown[mode], y)
             total[mode] += secs[mode]
         same = int((shown["strict"] == shown["reference"]).sum())

@@ -20,7 +20,12 @@ from torch import nn
 
 from mlattack.attacks.losses import AttackLoss, shows_target, summed_bce
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 @dataclass
@@ -69,7 +74,12 @@ def keep_best(
     score = ((logits >= 0) == (target[idx] > 0.5)).sum(1)
     better = (score > best_score[idx]) | ((score == best_score[idx]) & (dist < best_dist[idx]))
     bi = idx[better]
-    best_adv[bi], best_logits[bi], best_score[bi], best_dist[bi] = adv[better], logits[better], score[better], dist[better]
+    best_adv[bi], best_logits[bi], best_score[bi], best_dist[bi] = (
+        adv[better],
+        logits[better],
+        score[better],
+        dist[better],
+    )
     return score
 
 
@@ -144,7 +154,9 @@ class Attack(ABC):
         if images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if target.ndim != 2 or target.shape[0] != images.shape[0]:
-            raise ValueError(f"target must be (N, num_labels) with N={images.shape[0]}, got {tuple(target.shape)}")
+            raise ValueError(
+                f"target must be (N, num_labels) with N={images.shape[0]}, got {tuple(target.shape)}"
+            )
         images = images.detach().float()
         target = target.detach().to(device=images.device, dtype=torch.float32)
         self._diagnostics = diagnostics
@@ -154,8 +166,11 @@ class Attack(ABC):
         finally:
             self._diagnostics = True
         return AttackResult(
-            adv=res.adv.detach(), iterations=res.iterations.detach(), reached=res.reached.detach(),
-            loss=res.loss.detach(), grad_finite=None if res.grad_finite is None else res.grad_finite.detach(),
+            adv=res.adv.detach(),
+            iterations=res.iterations.detach(),
+            reached=res.reached.detach(),
+            loss=res.loss.detach(),
+            grad_finite=None if res.grad_finite is None else res.grad_finite.detach(),
         )
 
     @abstractmethod

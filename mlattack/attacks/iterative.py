@@ -218,4 +218,6 @@ def run_iterative(
             adv[active] = final.clamp(0.0, 1.0)
             reached[active] = attack.reached(logits, t)
             final_loss[active] = attack.loss_fn(logits, t).float()
-    return AttackResult(adv=adv, iterations=iterations, reached=reached, loss=final_loss, grad_finite=grad_finite)
+    return AttackResult(
+        adv=adv, iterations=iterations, reached=reached, loss=final_loss, grad_finite=grad_finite
+    )

@@ -37,7 +37,9 @@ def require_dir(path: str | Path, what: str) -> Path:
     """Fail early and clearly when a dataset root or sub-folder is missing."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(f"{what}: directory {p} does not exist (expected the dataset's on-disk layout, see README)")
+        raise FileNotFoundError(
+            f"{what}: directory {p} does not exist (expected the dataset's on-disk layout, see README)"
+        )
     return p
 
 
@@ -71,7 +73,9 @@ def load_rgb(path: str | Path) -> Image.Image:
     except FileNotFoundError as e:
         raise DataFormatError(f"{p}: image file not found") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataFormatError(f"{p}: unreadable or truncated image ({e}); expected a valid JPEG/PNG file") from e
+        raise DataFormatError(
+            f"{p}: unreadable or truncated image ({e}); expected a valid JPEG/PNG file"
+        ) from e
 
 
 def pil_to_tensor01(im: Image.Image) -> torch.Tensor:
@@ -80,7 +84,9 @@ def pil_to_tensor01(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def multiscale_crop_flip(image_size: int, scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66, 0.5)) -> Callable:
+def multiscale_crop_flip(
+    image_size: int, scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66, 0.5)
+) -> Callable:
     """ML-GCN's training augmentation on a [0,1] tensor: random crop of a random scale, resize back, h-flip."""
     scales = tuple(scales)
 
@@ -165,7 +171,9 @@ class MultiLabelDataset(Dataset, ABC):
         return {"image": x, "target": self.targets[index], "difficult": self.difficult[index], "index": index}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={len(self)}, classes={self.num_classes}, image_size={self.image_size})"
+        return (
+            f"{type(self).__name__}(n={len(self)}, classes={self.num_classes}, image_size={self.image_size})"
+        )
 
 
 class _Subset(MultiLabelDataset):

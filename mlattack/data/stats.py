@@ -69,7 +69,9 @@ class LabelStats:
             j = int(row.argmax()) if self.num_classes > 1 else i
             p = m[i, j] / m[i, i] if m[i, i] > 0 and j != i else 0.0
             share = self.class_counts[i] / max(self.num_images, 1)
-            lines.append(f"| {i} | {name} | {self.class_counts[i]} | {share:.3f} | {self.class_names[j]} ({p:.2f}) |")
+            lines.append(
+                f"| {i} | {name} | {self.class_counts[i]} | {share:.3f} | {self.class_names[j]} ({p:.2f}) |"
+            )
         return "\n".join(lines)
 
 

@@ -60,7 +60,9 @@ def synthetic_class_names(num_classes: int) -> list[str]:
     return names
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple, angle: float) -> None:
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple, angle: float
+) -> None:
     """Draw one object; sizes are radii in pixels."""
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
@@ -133,7 +135,11 @@ class SyntheticMultiLabel(MultiLabelDataset):
         self.split, self.seed = split, int(seed)
         self.class_names = synthetic_class_names(num_classes)
         self.num_scenes = max(1, num_classes // 4) if num_scenes is None else int(num_scenes)
-        self.max_labels, self.in_scene, self.num_distractors = int(max_labels), float(in_scene), int(num_distractors)
+        self.max_labels, self.in_scene, self.num_distractors = (
+            int(max_labels),
+            float(in_scene),
+            int(num_distractors),
+        )
         self.render_size = int(render_size or image_size)
         # The scene partition depends on the seed only, so all splits share one label structure.
         perm = np.random.default_rng([self.seed, 99]).permutation(num_classes)
@@ -182,7 +188,9 @@ class SyntheticMultiLabel(MultiLabelDataset):
             if kind == "label":
                 colour_name, shape = self.class_names[j].split("_", 1)
                 base = np.array(COLOURS[colour_name], dtype=float)
-                fill = tuple(int(v) for v in np.clip(base * rng.uniform(0.8, 1.1) + rng.normal(0, 12, 3), 0, 255))
+                fill = tuple(
+                    int(v) for v in np.clip(base * rng.uniform(0.8, 1.1) + rng.normal(0, 12, 3), 0, 255)
+                )
             else:
                 shape = SHAPES[rng.integers(len(SHAPES))]
                 fill = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]
@@ -191,7 +199,9 @@ class SyntheticMultiLabel(MultiLabelDataset):
         # a few thin occluding strokes
         for _ in range(rng.integers(0, 3)):
             x0, y0, x1, y1 = rng.uniform(0, s, 4)
-            draw.line([x0, y0, x1, y1], fill=tuple(int(v) for v in rng.uniform(40, 220, 3)), width=max(1, s // 40))
+            draw.line(
+                [x0, y0, x1, y1], fill=tuple(int(v) for v in rng.uniform(40, 220, 3)), width=max(1, s // 40)
+            )
         return img
 
     # -- on-disk form -------------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     try:
         return fuse(net, inplace=True)
     except Exception as e:  # noqa: BLE001 - tracing failures come in many types; folding is only an optimisation
-        log.info("fast mode: %s is not traceable by torch.fx (%s); BatchNorm left unfolded", type(net).__name__, e)
+        log.info(
+            "fast mode: %s is not traceable by torch.fx (%s); BatchNorm left unfolded", type(net).__name__, e
+        )
         return net
 
 

@@ -19,9 +19,13 @@ def exp_labels(avg_labels: float, num_classes: int, num_scenarios: int = NUM_SCE
     return [min(avg_labels + 2.0**n, float(num_classes)) for n in range(num_scenarios)]
 
 
-def scenario_thresholds(avg_labels: float, num_classes: int, num_scenarios: int = NUM_SCENARIOS) -> torch.Tensor:
+def scenario_thresholds(
+    avg_labels: float, num_classes: int, num_scenarios: int = NUM_SCENARIOS
+) -> torch.Tensor:
     """(num_scenarios,) long: the least number of shown labels that counts as a success in each scenario."""
-    return torch.tensor([int(e) for e in exp_labels(avg_labels, num_classes, num_scenarios)], dtype=torch.long)
+    return torch.tensor(
+        [int(e) for e in exp_labels(avg_labels, num_classes, num_scenarios)], dtype=torch.long
+    )
 
 
 def predicted_positive(logits: torch.Tensor) -> torch.Tensor:

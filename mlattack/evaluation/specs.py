@@ -16,8 +16,16 @@ import yaml
 from mlattack.attacks.base import Attack
 from mlattack.resources import find_config
 
-SWEEP_BASE_TAG, SWEEP_PARAM_TAG, SWEEP_VALUE_TAG = "mlattack.sweep_base", "mlattack.sweep_param", "mlattack.sweep_value"
-GRID_BASE_TAG, GRID_PARAMS_TAG, GRID_VALUE_PREFIX = "mlattack.grid_base", "mlattack.grid_params", "mlattack.grid."
+SWEEP_BASE_TAG, SWEEP_PARAM_TAG, SWEEP_VALUE_TAG = (
+    "mlattack.sweep_base",
+    "mlattack.sweep_param",
+    "mlattack.sweep_value",
+)
+GRID_BASE_TAG, GRID_PARAMS_TAG, GRID_VALUE_PREFIX = (
+    "mlattack.grid_base",
+    "mlattack.grid_params",
+    "mlattack.grid.",
+)
 
 
 @dataclass
@@ -73,8 +81,11 @@ class AttackSpec:
             if len(keys) == 1:  # a budget curve
                 tags = {SWEEP_BASE_TAG: base, SWEEP_PARAM_TAG: keys[0], SWEEP_VALUE_TAG: str(point[0])}
             else:  # a sensitivity grid: one child per point of the product
-                tags = {GRID_BASE_TAG: base, GRID_PARAMS_TAG: ",".join(keys),
-                        **{f"{GRID_VALUE_PREFIX}{k}": str(v) for k, v in changes.items()}}
+                tags = {
+                    GRID_BASE_TAG: base,
+                    GRID_PARAMS_TAG: ",".join(keys),
+                    **{f"{GRID_VALUE_PREFIX}{k}": str(v) for k, v in changes.items()},
+                }
             out.append((f"{base}[{label}]", attack, tags))
         return out
 

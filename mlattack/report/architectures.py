@@ -43,8 +43,10 @@ def clean_map(client: mlflow.MlflowClient, model_uri: str) -> float:
 
 def clean_maps(client: mlflow.MlflowClient, by_network: dict[str, list[AttackRun]]) -> dict[str, float]:
     """Per network, the best clean mAP among the models its runs attacked (NaN when none is known)."""
-    return {net: float(np.nanmax([clean_map(client, u) for u in {r.model_uri for r in runs}] or [np.nan]))
-            for net, runs in by_network.items()}
+    return {
+        net: float(np.nanmax([clean_map(client, u) for u in {r.model_uri for r in runs}] or [np.nan]))
+        for net, runs in by_network.items()
+    }
 
 
 def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, float]) -> pd.DataFrame:
@@ -55,17 +57,23 @@ def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, f
         by_name = {r.attack: r for r in runs}
         for attack, row in table.iterrows():
             m = by_name[attack].metrics
-            rows.append({
-                "network": network_label(net), "attack": attack, "clean mAP": maps.get(net, np.nan),
-                **{c: row[c] for c in SCENARIO_COLUMNS},
-                "labels shown": m.get("labels_shown_mean", np.nan),
-                "L2 (all)": m.get("l2_mean", np.nan), "Linf (all)": m.get("linf_mean", np.nan),
-            })
+            rows.append(
+                {
+                    "network": network_label(net),
+                    "attack": attack,
+                    "clean mAP": maps.get(net, np.nan),
+                    **{c: row[c] for c in SCENARIO_COLUMNS},
+                    "labels shown": m.get("labels_shown_mean", np.nan),
+                    "L2 (all)": m.get("l2_mean", np.nan),
+                    "Linf (all)": m.get("linf_mean", np.nan),
+                }
+            )
     return pd.DataFrame(rows).set_index("attack")
 
 
-def architecture_map(by_network: dict[str, list[AttackRun]], maps: dict[str, float], title: str,
-                     path: Path) -> Path:
+def architecture_map(
+    by_network: dict[str, list[AttackRun]], maps: dict[str, float], title: str, path: Path
+) -> Path:
     """One heatmap per network: rows attacks (the study's order), columns n = 0..7, cells success (%)."""
     nets = list(by_network)
     tables = {net: success_table(by_network[net]) for net in nets}
@@ -78,12 +86,21 @@ def architecture_map(by_network: dict[str, list[AttackRun]], maps: dict[str, flo
         ax.set_yticks(range(len(t)), list(t.index), fontsize=8)
         ax.set_xlabel("scenario n")
         mean_ap = maps.get(net, np.nan)
-        ax.set_title(f"{network_label(net)}" + ("" if np.isnan(mean_ap) else f" (clean mAP {mean_ap:.3f})"),
-                     fontsize=10)
+        ax.set_title(
+            f"{network_label(net)}" + ("" if np.isnan(mean_ap) else f" (clean mAP {mean_ap:.3f})"),
+            fontsize=10,
+        )
         for (i, j), v in np.ndenumerate(t.to_numpy(dtype=float)):
             if not np.isnan(v):
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if v < 60 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v < 60 else "black",
+                )
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="success (%)")
     fig.suptitle(title, fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +113,10 @@ def shown_vs_size(by_network: dict[str, list[AttackRun]], title: str, path: Path
     """Mean labels shown against mean perturbation size, one point per attack and one line per network."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for net, runs in by_network.items():
-        pts = sorted((r.metrics.get(f"{norm}_mean", np.nan), r.metrics.get("labels_shown_mean", np.nan), r.attack)
-                     for r in runs)
+        pts = sorted(
+            (r.metrics.get(f"{norm}_mean", np.nan), r.metrics.get("labels_shown_mean", np.nan), r.attack)
+            for r in runs
+        )
         pts = [p for p in pts if not (np.isnan(p[0]) or np.isnan(p[1]))]
         if not pts:
             continue

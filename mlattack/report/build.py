@@ -145,15 +145,36 @@ def build_report(
             report.files.append(fig)
             index += [f"![success vs n, {title}](figures/{fig.name})", ""]
             extra = (  # (file stem, heading, caption, frame)
-                ("norms", "### Perturbation size", f"Mean perturbation per attack, {title} (L2 and L∞ on "
-                 "[0,1] pixels, RMSD on the 0-255 scale)", norms_table(group)),
-                ("l2_success", "### L2 over successful samples", f"Mean L2 over the samples that succeeded in "
-                 f"each scenario, {title} (the study's averaging)", norm_by_scenario_table(group, "l2")),
-                ("summary", "### Summary", f"Success (%), mean labels shown and mean L∞ per attack (variant), "
-                 f"{title}", summary_table(group)),
+                (
+                    "norms",
+                    "### Perturbation size",
+                    f"Mean perturbation per attack, {title} (L2 and L∞ on "
+                    "[0,1] pixels, RMSD on the 0-255 scale)",
+                    norms_table(group),
+                ),
+                (
+                    "l2_success",
+                    "### L2 over successful samples",
+                    f"Mean L2 over the samples that succeeded in "
+                    f"each scenario, {title} (the study's averaging)",
+                    norm_by_scenario_table(group, "l2"),
+                ),
+                (
+                    "summary",
+                    "### Summary",
+                    f"Success (%), mean labels shown and mean L∞ per attack (variant), {title}",
+                    summary_table(group),
+                ),
             )
             for stem, heading, cap, frame in extra:
-                _add(report, index, write_table(frame, tables_dir, f"{stem}_{net}_{ds}", cap), heading, cap, frame)
+                _add(
+                    report,
+                    index,
+                    write_table(frame, tables_dir, f"{stem}_{net}_{ds}", cap),
+                    heading,
+                    cap,
+                    frame,
+                )
             _labels(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir)
 
     by_dataset: dict[str, dict[str, list[AttackRun]]] = {}
@@ -164,8 +185,14 @@ def build_report(
             continue
         comp = comparison_table(nets)
         cap = f"Success rate (%) on {ds}: " + " vs ".join(network_label(n) for n in nets)
-        _add(report, index, write_table(comp, tables_dir, f"compare_{ds}", cap), f"## Model comparison: {ds}",
-             cap, comp)
+        _add(
+            report,
+            index,
+            write_table(comp, tables_dir, f"compare_{ds}", cap),
+            f"## Model comparison: {ds}",
+            cap,
+            comp,
+        )
         _architectures(report, index, client, nets, ds, tables_dir, fig_dir)
 
     curves = budget_curves(runs)
@@ -212,11 +239,20 @@ def _architectures(report, index, client, nets, ds, tables_dir, fig_dir) -> None
     maps = clean_maps(client, nets)
     arch = architecture_table(nets, maps)
     cap = f"Architectures on {ds}: clean mAP, success (%), labels shown and perturbation size per attack"
-    _add(report, index, write_table(arch, tables_dir, f"architectures_{ds}", cap), f"### Architectures: {ds}",
-         cap, arch)
-    for fig in (architecture_map(nets, maps, f"Success (%) per architecture on {ds}",
-                                 fig_dir / f"architectures_{ds}.png"),
-                shown_vs_size(nets, f"Labels shown vs perturbation size on {ds}", fig_dir / f"shown_vs_l2_{ds}.png")):
+    _add(
+        report,
+        index,
+        write_table(arch, tables_dir, f"architectures_{ds}", cap),
+        f"### Architectures: {ds}",
+        cap,
+        arch,
+    )
+    for fig in (
+        architecture_map(
+            nets, maps, f"Success (%) per architecture on {ds}", fig_dir / f"architectures_{ds}.png"
+        ),
+        shown_vs_size(nets, f"Labels shown vs perturbation size on {ds}", fig_dir / f"shown_vs_l2_{ds}.png"),
+    ):
         report.files.append(fig)
         index += [f"![{fig.stem}](figures/{fig.name})", ""]
 

@@ -20,7 +20,11 @@ from mlattack.report.collect import AttackRun
 from mlattack.report.plots import plt
 from mlattack.resources import config_dir
 
-GRID_BASE_TAG, GRID_PARAMS_TAG, GRID_VALUE_PREFIX = "mlattack.grid_base", "mlattack.grid_params", "mlattack.grid."
+GRID_BASE_TAG, GRID_PARAMS_TAG, GRID_VALUE_PREFIX = (
+    "mlattack.grid_base",
+    "mlattack.grid_params",
+    "mlattack.grid.",
+)
 HEATMAP_SCENARIOS = (0, 1, 2, 3)
 
 
@@ -66,8 +70,12 @@ def sensitivity_grids(runs: list[AttackRun]) -> list[Grid]:
     grids = []
     for (network, dataset, attack, params), by_point in sorted(points.items()):
         rows = [
-            {**dict(zip(params, point, strict=True)),
-             **{f"n={k}": 100.0 * s for k, s in enumerate(r.success)}, "N": r.num_samples, "run_id": r.run_id}
+            {
+                **dict(zip(params, point, strict=True)),
+                **{f"n={k}": 100.0 * s for k, s in enumerate(r.success)},
+                "N": r.num_samples,
+                "run_id": r.run_id,
+            }
             for point, r in sorted(by_point.items(), key=lambda kv: [str(v) for v in kv[0]])
         ]
         table = pd.DataFrame(rows).sort_values(list(params)).reset_index(drop=True)
@@ -95,8 +103,12 @@ def grid_heatmaps(grid: Grid, title: str, path: Path) -> Path:
     ys = sorted(t[y_arg].unique(), key=lambda v: (isinstance(v, str), v))
     xs = sorted(t[x_arg].unique(), key=lambda v: (isinstance(v, str), v)) if x_arg else [None]
     study = study_setting(grid.attack)
-    fig, axes = plt.subplots(len(combos), len(HEATMAP_SCENARIOS), squeeze=False,
-                             figsize=(3.0 * len(HEATMAP_SCENARIOS), 0.45 * len(ys) * len(combos) + 1.8))
+    fig, axes = plt.subplots(
+        len(combos),
+        len(HEATMAP_SCENARIOS),
+        squeeze=False,
+        figsize=(3.0 * len(HEATMAP_SCENARIOS), 0.45 * len(ys) * len(combos) + 1.8),
+    )
     for i, combo in enumerate(combos):
         sub = t
         for a, v in zip(extra, combo, strict=True):
@@ -109,22 +121,47 @@ def grid_heatmaps(grid: Grid, title: str, path: Path) -> Path:
             ax.imshow(grid_values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
             for (a, b), v in np.ndenumerate(grid_values):
                 if not np.isnan(v):
-                    ax.text(b, a, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < 60 else "black")
-            ax.set_yticks(range(len(ys)), [f"{v:g}" if isinstance(v, float) else str(v) for v in ys], fontsize=7)
-            ax.set_xticks(range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs], fontsize=7)
+                    ax.text(
+                        b,
+                        a,
+                        f"{v:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if v < 60 else "black",
+                    )
+            ax.set_yticks(
+                range(len(ys)), [f"{v:g}" if isinstance(v, float) else str(v) for v in ys], fontsize=7
+            )
+            ax.set_xticks(
+                range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs], fontsize=7
+            )
             ax.set_xlabel(x_arg or "", fontsize=8)
             ax.set_ylabel(y_arg, fontsize=8)
-            head = f"n={n}" + ("".join(f", {a}={v:g}" if isinstance(v, float) else f", {a}={v}"
-                                        for a, v in zip(extra, combo, strict=True)))
+            head = f"n={n}" + (
+                "".join(
+                    f", {a}={v:g}" if isinstance(v, float) else f", {a}={v}"
+                    for a, v in zip(extra, combo, strict=True)
+                )
+            )
             ax.set_title(head, fontsize=8)
-            in_study = all(a in study and float(study[a]) == float(v) for a, v in zip(extra, combo, strict=True))
+            in_study = all(
+                a in study and float(study[a]) == float(v) for a, v in zip(extra, combo, strict=True)
+            )
             if in_study and y_arg in study and (x_arg is None or x_arg in study):
                 sy = float(study[y_arg])
                 sx = float(study[x_arg]) if x_arg else None
                 if sy in ys and (x_arg is None or sx in xs):
-                    ax.add_patch(plt.Rectangle((xs.index(sx) - 0.5 if x_arg else -0.5, ys.index(sy) - 0.5), 1, 1,
-                                               fill=False, edgecolor="red", linewidth=2))
+                    ax.add_patch(
+                        plt.Rectangle(
+                            (xs.index(sx) - 0.5 if x_arg else -0.5, ys.index(sy) - 0.5),
+                            1,
+                            1,
+                            fill=False,
+                            edgecolor="red",
+                            linewidth=2,
+                        )
+                    )
     fig.suptitle(title + " (red: the study's setting)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,10 +35,21 @@ def test_metric_accumulates_like_a_direct_computation():
     adv = clean + torch.tensor([0.1, 0.2, 0.0, 0.4]).view(4, 1, 1, 1)
     shown = torch.tensor([3, 6, 2, 4])
     norms = perturbation_norms(clean, adv)
-    m.update(shown[:2], {k: v[:2] for k, v in norms.items()}, torch.tensor([5, 7]), torch.tensor([1.0, 1.0]),
-             torch.tensor([False, True]))
-    m.update(shown[2:], {k: v[2:] for k, v in norms.items()}, torch.tensor([9, 9]), torch.tensor([2.0, 2.0]),
-             torch.tensor([False, False]), valid=torch.tensor([True, False]))
+    m.update(
+        shown[:2],
+        {k: v[:2] for k, v in norms.items()},
+        torch.tensor([5, 7]),
+        torch.tensor([1.0, 1.0]),
+        torch.tensor([False, True]),
+    )
+    m.update(
+        shown[2:],
+        {k: v[2:] for k, v in norms.items()},
+        torch.tensor([9, 9]),
+        torch.tensor([2.0, 2.0]),
+        torch.tensor([False, False]),
+        valid=torch.tensor([True, False]),
+    )
     out = m.compute()
     # sample 3 failed numerically: attacked, never a success, excluded from means
     assert out["success_rate_n0"] == pytest.approx(2 / 4)  # shows >= 3: samples 0, 1

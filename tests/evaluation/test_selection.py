@@ -14,14 +14,20 @@ def test_correct_mask_rules():
     assert correct_mask(logits, targets).tolist() == [True, False, False, True]
     # the study's ML-LIW driver keeps only samples with at least two positive labels
     two = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    assert correct_mask(torch.tensor([[2.0, 2.0], [2.0, -2.0]]), two, min_positive=2).tolist() == [True, False]
+    assert correct_mask(torch.tensor([[2.0, 2.0], [2.0, -2.0]]), two, min_positive=2).tolist() == [
+        True,
+        False,
+    ]
 
 
 def test_selection_keeps_first_n_correct_in_dataset_order():
     ds = ToyColours(n=24)
     assert ds.pred[3].sum() >= 1 and ds.difficult[3].any()
-    expected = [i for i in range(24) if i not in (1, 2, 3) and ds.targets[i].sum() >= 1
-                and torch.equal(ds.pred[i], ds.targets[i])]
+    expected = [
+        i
+        for i in range(24)
+        if i not in (1, 2, 3) and ds.targets[i].sum() >= 1 and torch.equal(ds.pred[i], ds.targets[i])
+    ]
     assert len(expected) >= 8
     sel = select_correct_samples(LinearColourNet(), ds, num_samples=6, batch_size=4)
     assert sel.indices == expected[:6]

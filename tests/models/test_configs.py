@@ -27,13 +27,18 @@ def printed_config(name: str, capsys) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name.startswith(STUDY_FAMILIES)))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name.startswith(STUDY_FAMILIES))
+)
 def test_every_experiment_config_parses_with_its_reference_recipe(name, capsys):
     cfg = printed_config(name, capsys)
     model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
     if name.startswith("mlgcn"):
         assert model["difficult"] == "positive" and trainer["max_epochs"] == 101
-        assert model["lr_scheduler"]["init_args"]["milestones"] == [40] and model["optimizer"]["init_args"]["lr"] == 0.01
+        assert (
+            model["lr_scheduler"]["init_args"]["milestones"] == [40]
+            and model["optimizer"]["init_args"]["lr"] == 0.01
+        )
         assert data["batch_size"] == 16 and data["image_size"] == 448 and data["augment"] is True
         assert trainer["gradient_clip_val"] == 10.0 and cfg["checkpoint"]["monitor"] == "val/mAP"
     else:

@@ -159,14 +159,22 @@ def cli_env(tracking_uri: str, **extra: str) -> dict[str, str]:
 
 #: ``mlattack`` with this module imported first, so the registry may rebuild the test network class
 #: (it builds only mlattack's classes and those of modules already imported)
-MLATTACK_WITH_TEST_NETS = [sys.executable, "-c", "import tests.reliability.helpers\nfrom mlattack.cli import main\nmain()"]
+MLATTACK_WITH_TEST_NETS = [
+    sys.executable,
+    "-c",
+    "import tests.reliability.helpers\nfrom mlattack.cli import main\nmain()",
+]
 
 
 def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """``mlattack <args>`` as a real process (its own session, so a kill reaches only it)."""
     with open(log, "w") as f:
         return subprocess.Popen(
-            [*MLATTACK_WITH_TEST_NETS, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+            [*MLATTACK_WITH_TEST_NETS, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 

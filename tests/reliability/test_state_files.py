@@ -68,7 +68,9 @@ def test_damaged_previews_and_record_lines_are_redone_to_the_uninterrupted_resul
         assert all(torch.equal(got[p]["adv"], want[p]["adv"]) for p in got)
         for key in ("success_rate_n0", "success_rate_n3", "labels_shown_mean", "l2_mean", "num_samples"):
             assert resumed.metrics[name][key] == pytest.approx(reference.metrics[name][key]), (name, key)
-    client = mlflow.MlflowClient(store)  # this test's store, whatever an earlier test left as MLflow's default
+    client = mlflow.MlflowClient(
+        store
+    )  # this test's store, whatever an earlier test left as MLflow's default
     assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
 
 
