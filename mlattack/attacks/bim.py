@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import check_nb_iter, linf_box, run_iterative, sign_step
+from mlattack.attacks.iterative import IterativePlan, check_nb_iter, linf_box, run_plan, sign_step
 from mlattack.attacks.losses import AttackLoss
 
 
@@ -52,13 +52,8 @@ class BIM(Attack):
         self.nb_iter = check_nb_iter(nb_iter)
         self.eps_iter = check_positive("eps_iter", eps_iter)
 
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
+        return IterativePlan(self.nb_iter, step=sign_step(self.eps_iter), project=linf_box(self.eps))
+
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_iterative(
-            self,
-            model,
-            images,
-            target,
-            self.nb_iter,
-            step=sign_step(self.eps_iter),
-            project=linf_box(self.eps),
-        )
+        return run_plan(self, model, images, target, self.iterative_plan(model))

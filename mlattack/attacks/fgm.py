@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import l2_step, run_iterative
+from mlattack.attacks.iterative import IterativePlan, l2_step, run_plan
 from mlattack.attacks.losses import AttackLoss
 
 
@@ -45,6 +45,9 @@ class FGM(Attack):
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         self.eps = check_positive("eps", eps)
 
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
         # like AdverTorch's one-step attack: no ball projection, only the pixel clip
-        return run_iterative(self, model, images, target, nb_iter=1, step=l2_step(self.eps))
+        return IterativePlan(1, step=l2_step(self.eps))
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        return run_plan(self, model, images, target, self.iterative_plan(model))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import run_iterative, sign_step
+from mlattack.attacks.iterative import IterativePlan, run_plan, sign_step
 from mlattack.attacks.losses import AttackLoss
 
 
@@ -46,6 +46,9 @@ class FGSM(Attack):
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         self.eps = check_positive("eps", eps)
 
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
         # the step has L∞ norm eps exactly, so no projection is needed (as in AdverTorch)
-        return run_iterative(self, model, images, target, nb_iter=1, step=sign_step(self.eps))
+        return IterativePlan(1, step=sign_step(self.eps))
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        return run_plan(self, model, images, target, self.iterative_plan(model))

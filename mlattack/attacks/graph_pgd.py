@@ -23,7 +23,8 @@ import torch
 import yaml
 from torch import nn
 
-from mlattack.attacks.base import AttackResult, check_positive
+from mlattack.attacks.base import check_positive
+from mlattack.attacks.iterative import IterativePlan
 from mlattack.attacks.losses import clamped_probabilities
 from mlattack.attacks.pgd import PGD
 from mlattack.resources import find_config
@@ -190,8 +191,8 @@ class LabelGraphPGD(PGD):
         self.matrix = matrix if isinstance(matrix, str) else "tensor"
         self.strength = strength
 
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
         self.loss_fn.strength = self.strength  # a sweep may have set the attribute
         if self.matrix == "model":  # the graph of the network under attack, read at every call
             self.loss_fn.matrix = graph_from_model(model)
-        return super().perturb(model, images, target)
+        return super().iterative_plan(model)

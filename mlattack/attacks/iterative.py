@@ -22,11 +22,14 @@ Building blocks for other attacks:
       :func:`sparse_l1_step`. ``state`` is a per-sample tensor (or ``None``) that follows the active rows.
     - projections ``delta -> delta``: :func:`linf_box`, :func:`l2_ball`, :func:`l1_ball`.
     - random starts: :func:`uniform_linf_start`, :func:`laplace_l1_start`.
+    - :class:`IterativePlan`: an attack's step rule, projection, start and budget in one value, so that other
+      loops (the continuous scheduler, :mod:`mlattack.attacks.continuous`) can drive the same attack.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -35,6 +38,23 @@ from mlattack.attacks.base import Attack, AttackResult
 
 StepFn = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 ProjectFn = Callable[[torch.Tensor], torch.Tensor]
+StartFn = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class IterativePlan:
+    """One iterative gradient attack as data: ``nb_iter`` steps of ``step`` + ``project`` from ``start``.
+
+    ``start(images, generator)`` draws a random initial perturbation (``None``: zeros); ``momentum`` gives the
+    step rule a zero per-sample state. Every field acts per sample, which is what lets a scheduler run samples
+    that entered the batch at different times.
+    """
+
+    nb_iter: int
+    step: StepFn
+    project: ProjectFn | None = None
+    start: StartFn | None = None
+    momentum: bool = False
 
 
 def check_nb_iter(value: int) -> int:
@@ -221,3 +241,18 @@ def run_iterative(
     return AttackResult(
         adv=adv, iterations=iterations, reached=reached, loss=final_loss, grad_finite=grad_finite
     )
+
+
+def run_plan(
+    attack: Attack,
+    model: nn.Module,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    plan: IterativePlan,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """:func:`run_iterative` on a plan: the random start (if any) is drawn for the whole batch from
+    ``generator`` (``None``: the global RNG, as AdverTorch)."""
+    delta = plan.start(images, generator) if plan.start is not None else None
+    state = torch.zeros_like(images) if plan.momentum else None
+    return run_iterative(attack, model, images, target, plan.nb_iter, plan.step, plan.project, delta, state)

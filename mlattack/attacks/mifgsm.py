@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import check_nb_iter, linf_box, momentum_step, run_iterative
+from mlattack.attacks.iterative import IterativePlan, check_nb_iter, linf_box, momentum_step, run_plan
 from mlattack.attacks.losses import AttackLoss
 
 
@@ -54,14 +54,9 @@ class MIFGSM(Attack):
         self.eps_iter = check_positive("eps_iter", eps_iter)
         self.decay_factor = check_positive("decay_factor", decay_factor, allow_zero=True)
 
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
+        step = momentum_step(self.eps_iter, self.decay_factor)
+        return IterativePlan(self.nb_iter, step=step, project=linf_box(self.eps), momentum=True)
+
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_iterative(
-            self,
-            model,
-            images,
-            target,
-            self.nb_iter,
-            step=momentum_step(self.eps_iter, self.decay_factor),
-            project=linf_box(self.eps),
-            state_init=torch.zeros_like(images),
-        )
+        return run_plan(self, model, images, target, self.iterative_plan(model))

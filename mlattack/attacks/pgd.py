@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import check_nb_iter, linf_box, run_iterative, sign_step, uniform_linf_start
+from mlattack.attacks.iterative import (
+    IterativePlan,
+    check_nb_iter,
+    linf_box,
+    run_plan,
+    sign_step,
+    uniform_linf_start,
+)
 from mlattack.attacks.losses import AttackLoss
 
 
@@ -59,15 +66,14 @@ class PGD(Attack):
         self.rand_init = bool(rand_init)
         self.generator = generator
 
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        delta = uniform_linf_start(images, self.eps, self.generator) if self.rand_init else None
-        return run_iterative(
-            self,
-            model,
-            images,
-            target,
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
+        eps = self.eps
+        return IterativePlan(
             self.nb_iter,
             step=sign_step(self.eps_iter),
-            project=linf_box(self.eps),
-            delta_init=delta,
+            project=linf_box(eps),
+            start=(lambda images, gen: uniform_linf_start(images, eps, gen)) if self.rand_init else None,
         )
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        return run_plan(self, model, images, target, self.iterative_plan(model), self.generator)

@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import check_nb_iter, l1_ball, laplace_l1_start, run_iterative, sparse_l1_step
+from mlattack.attacks.iterative import (
+    IterativePlan,
+    check_nb_iter,
+    l1_ball,
+    laplace_l1_start,
+    run_plan,
+    sparse_l1_step,
+)
 from mlattack.attacks.losses import AttackLoss
 
 
@@ -65,15 +72,14 @@ class SLIDE(Attack):
         self.rand_init = bool(rand_init)
         self.generator = generator
 
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        delta = laplace_l1_start(images, self.eps, self.generator) if self.rand_init else None
-        return run_iterative(
-            self,
-            model,
-            images,
-            target,
+    def iterative_plan(self, model: nn.Module) -> IterativePlan:
+        eps = self.eps
+        return IterativePlan(
             self.nb_iter,
             step=sparse_l1_step(self.eps_iter, self.l1_sparsity),
-            project=l1_ball(self.eps),
-            delta_init=delta,
+            project=l1_ball(eps),
+            start=(lambda images, gen: laplace_l1_start(images, eps, gen)) if self.rand_init else None,
         )
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        return run_plan(self, model, images, target, self.iterative_plan(model), self.generator)
