@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 TRAIN_SOURCE = "training split"
 SAMPLES_SOURCE = "attacked samples (training statistics unavailable)"
@@ -72,19 +73,26 @@ def conditional(counts: np.ndarray, cooccurrence: np.ndarray) -> np.ndarray:
     return p
 
 
+def _defined(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a correlation is defined: at least 3 points and neither side constant (scipy would warn and
+    return NaN)."""
+    return len(a) >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho (average ranks for ties); NaN with fewer than 3 points or a constant side."""
+    """Spearman's rho (average ranks for ties) over the points where both sides are numbers; NaN when undefined."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
     keep = ~(np.isnan(a) | np.isnan(b))
-    if keep.sum() < 3:
-        return float("nan")
-    return pearson(pd.Series(a[keep]).rank().to_numpy(), pd.Series(b[keep]).rank().to_numpy())
+    a, b = a[keep], b[keep]
+    return float(stats.spearmanr(a, b).statistic) if _defined(a, b) else float("nan")
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r; NaN when undefined or when a value is missing (the per-pair inputs never miss one)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+    if np.isnan(a).any() or np.isnan(b).any() or not _defined(a, b):
         return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(stats.pearsonr(a, b).statistic)
 
 
 def analyse_labels(
