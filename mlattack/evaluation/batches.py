@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlattack.evaluation.callback import AttackCallback, AttackTarget
+from mlattack.evaluation.progress import AttackProgress
 from mlattack.evaluation.selection import SelectedSamples, Selection
 from mlattack.evaluation.settings import AttackSettings
 
@@ -57,11 +58,13 @@ def attack_pass(
     callbacks: list[pl.Callback] | None = None,
 ) -> pl.Trainer:
     """The Trainer test pass that drives AttackCallback over the selected samples (each DDP rank: its share of
-    whole batches)."""
+    whole batches). ``progress_bar``: one bar per attack (:mod:`~mlattack.evaluation.progress`) instead of
+    Lightning's batch counter."""
     s = settings
     callback = AttackCallback(
         jobs, data.num_classes, dataset.class_names, s.seed, s.precision, fast=s.fast, quantize=s.quantize
     )
+    progress = [AttackProgress(jobs)] if progress_bar else []
     samples = SelectedSamples(dataset, selection)
     loader = DataLoader(
         samples,
@@ -75,10 +78,10 @@ def attack_pass(
         strategy=s.strategy,
         num_nodes=s.num_nodes,
         logger=False,
-        callbacks=[callback, *(callbacks or [])],
+        callbacks=[callback, *progress, *(callbacks or [])],
         inference_mode=False,
         use_distributed_sampler=False,
-        enable_progress_bar=progress_bar,
+        enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
     )

@@ -21,6 +21,7 @@ from mlattack.attacks.base import AttackResult
 from mlattack.evaluation.fast import fast_attack_copy
 from mlattack.evaluation.judging import evaluate_adversarial, quantize_images
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
+from mlattack.evaluation.progress import AttackListener
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import predicted_positive, scenario_thresholds
 from mlattack.evaluation.settings import QUANTIZE_RULES, apply_mode
@@ -99,6 +100,9 @@ class AttackCallback(Callback):
         )
         self.quantize = quantize
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
+        self.listeners: list[
+            AttackListener
+        ] = []  # the trainer's callbacks that follow the attacks (progress bars)
         for job in jobs:
             apply_mode(job.attack, self.fast, self.precision)
             job.metric = ShowManyLabels(
@@ -109,6 +113,7 @@ class AttackCallback(Callback):
         """Resume: every stored record marks its sample done; each rank feeds a disjoint share of them (position
         modulo world size) into its metric, so the sums across ranks count every stored sample exactly once."""
         rank, world = trainer.global_rank, trainer.world_size
+        self.listeners = [c for c in trainer.callbacks if isinstance(c, AttackListener)]
         for job in self.jobs:
             job.rank = rank
             records = job.load_records()
@@ -152,6 +157,8 @@ class AttackCallback(Callback):
                 x = x.contiguous(memory_format=torch.channels_last)
             target = torch.ones(len(todo), self.num_classes, device=x.device)
             torch.manual_seed(self.seed * 1_000_003 + positions[todo[0]])
+            for listener in self.listeners:
+                listener.attack_starting(job)
             start = time.perf_counter()
             error = ""
             try:
@@ -196,6 +203,8 @@ class AttackCallback(Callback):
             self._record(
                 job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure
             )
+            for listener in self.listeners:
+                listener.attack_done(job)
 
     def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:
         """Append the records of the samples not on file yet (and count them); refresh the panel preview."""
