@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlattack.evaluation.callback import AttackCallback, AttackTarget
+from mlattack.evaluation.chunks import loader_batch
 from mlattack.evaluation.progress import AttackProgress
 from mlattack.evaluation.selection import SelectedSamples, Selection
 from mlattack.evaluation.settings import AttackSettings
@@ -62,14 +63,16 @@ def attack_pass(
     Lightning's batch counter."""
     s = settings
     callback = AttackCallback(
-        jobs, data.num_classes, dataset.class_names, s.seed, s.precision, fast=s.fast, quantize=s.quantize
-    )
+        jobs, data.num_classes, dataset.class_names, s.seed, s.precision, fast=s.fast, quantize=s.quantize,
+        batch_size=s.batch_size,
+    )  # fmt: skip
     progress = [AttackProgress(jobs)] if progress_bar else []
     samples = SelectedSamples(dataset, selection)
+    chunk = loader_batch(s.batch_size, s.fast)  # fast mode: several attack batches, refilled continuously
     loader = DataLoader(
         samples,
-        batch_size=s.batch_size,
-        sampler=RankSlice(len(samples), s.batch_size),
+        batch_size=chunk,
+        sampler=RankSlice(len(samples), chunk),
         num_workers=data.num_workers,
     )
     trainer = pl.Trainer(

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from mlattack.attacks.base import AttackResult
+from mlattack.evaluation.chunks import attack_chunk, runs_continuously
 from mlattack.evaluation.fast import fast_attack_copy
 from mlattack.evaluation.judging import evaluate_adversarial, quantize_images
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
@@ -72,10 +73,14 @@ class AttackCallback(Callback):
             the adversarial images are still judged by the original network.
         compile: ``torch.compile`` that copy (fast mode only; pays off on GPUs and long runs, not on small CPU runs).
         quantize: how adversarial images are stored and judged (:func:`quantize_images`; the study: "floor").
+        batch_size: samples attacked together (the study's ``adv_batch_size``); in fast mode the samples in flight
+            of the continuous scheduler, and a loader batch holds several such groups
+            (:mod:`mlattack.evaluation.chunks`). Default: the loader batch.
 
-    Every batch is one group of consecutive selection positions: when any of its samples lacks a record, the whole
+    Every group of consecutive selection positions is attacked whole: when any of its samples lacks a record, the
     group is attacked again (so a reference variant sees the same batch as in an uninterrupted run) and only the
-    missing samples are recorded.
+    missing samples are recorded. Attacks run continuously (fast mode) give per-sample results: only the missing
+    samples are attacked.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class AttackCallback(Callback):
         fast: bool = False,
         compile: bool = False,
         quantize: str = "none",
+        batch_size: int | None = None,
     ) -> None:
         if quantize not in QUANTIZE_RULES:
             raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
@@ -98,7 +104,7 @@ class AttackCallback(Callback):
             bool(fast),
             bool(compile),
         )
-        self.quantize = quantize
+        self.quantize, self.batch_size = quantize, batch_size
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
         self.listeners: list[
             AttackListener
@@ -151,30 +157,21 @@ class AttackCallback(Callback):
             ]
             if not fresh and not pictures:
                 continue
+            keep = sorted(fresh + pictures)
+            if runs_continuously(job.attack, self.fast):  # per-sample results: attack only what is missing
+                todo, keep = [todo[k] for k in keep], list(range(len(keep)))
             rows = torch.tensor(todo, device=images.device)
             x = images.index_select(0, rows)
             if self.fast:
                 x = x.contiguous(memory_format=torch.channels_last)
             target = torch.ones(len(todo), self.num_classes, device=x.device)
-            torch.manual_seed(self.seed * 1_000_003 + positions[todo[0]])
             for listener in self.listeners:
                 listener.attack_starting(job)
             start = time.perf_counter()
-            error = ""
-            try:
-                with torch.enable_grad():  # the loop evaluates the final images itself (below)
-                    res = job.attack.run(attacked, x, target, diagnostics=False)
-            # e.g. a solver giving up: the batch's samples fail with the reason, the run goes on
-            except (RuntimeError, ValueError, ArithmeticError) as e:
-                log.warning("%s failed on positions %s: %s", job.name, [positions[i] for i in todo], e)
-                error = f"attack error: {type(e).__name__}: {e}"[:300]
-                n = len(todo)
-                res = AttackResult(
-                    x.clone(),
-                    torch.zeros(n, dtype=torch.long),
-                    torch.zeros(n, dtype=torch.bool),
-                    torch.full((n,), float("nan")),
-                )
+            res, errors = attack_chunk(
+                job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.seed,
+                self.batch_size, self.fast,
+            )  # fmt: skip
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
@@ -187,9 +184,7 @@ class AttackCallback(Callback):
                     (predicted_positive(logits) == (target > 0.5)).all(1),
                     job.attack.loss_fn(logits, target).float(),
                 )
-            if error:
-                failure = [error] * len(todo)
-            keep = sorted(fresh + pictures)
+            failure = [e or f for e, f in zip(errors, failure, strict=True)]
             if len(keep) < len(todo):  # a re-attacked group: only its samples without a record (or picture)
                 k = torch.tensor(keep, device=x.device)
                 x, logits = x.index_select(0, k), logits.index_select(0, k)
