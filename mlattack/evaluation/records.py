@@ -24,7 +24,14 @@ import torch
 from mlattack.attacks.base import Attack
 from mlattack.evaluation.metrics import NORMS, ShowManyLabels
 from mlattack.tracking.atomic import append_lines, torch_save_atomic
-from mlattack.tracking.examples import CHUNK_SUFFIX, chunk_glob, compact, stored_positions, write_chunk
+from mlattack.tracking.examples import (
+    CHUNK_SUFFIX,
+    chunk_glob,
+    compact,
+    compact_clean,
+    stored_positions,
+    write_chunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +129,7 @@ class ImageKeeper(dict):
     def __init__(self, figure: tuple[int, ...] = (), keep: bool = False, exact_8bit: bool = False) -> None:
         super().__init__()
         self.figure, self.keep, self.exact_8bit = tuple(figure), bool(keep), bool(exact_8bit)
-        self.pending: dict[int, np.ndarray] = {}  # images of this batch, not on disk yet
+        self.pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # (adversarial, clean) not on disk yet
         self.stored: set[int] = set()  # positions whose images are on disk
         self.figure_changed = False
 
@@ -132,7 +139,7 @@ class ImageKeeper(dict):
             super().__setitem__(position, {**entry, **images})
             self.figure_changed = True
         if self.keep:
-            self.pending[position] = compact(entry["adv"], self.exact_8bit)
+            self.pending[position] = (compact(entry["adv"], self.exact_8bit), compact_clean(entry["clean"]))
 
     def missing(self, position: int) -> bool:
         """Whether a recorded sample must be attacked again for its picture or its stored image."""

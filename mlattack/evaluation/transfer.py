@@ -2,16 +2,19 @@
 
 Transferability: an attack run keeps every adversarial image (``adversarial.npz`` in each attack's run); this
 command feeds them to another network — ML-LIW for examples made on ML-GCN, say — and scores them with the same
-scenarios and thresholds as the attack run (its avgLabels and the number of classes). The result is a new MLflow
-run in experiment ``mlattack-transfer``, linked to the attack run (tag ``mlattack.source_run``, description) and to
-both models (run inputs), with one nested run per attack and the success table as its description.
+scenarios and thresholds as the attack run (its avgLabels and the number of classes). The clean images of the same
+samples (stored beside them) are judged on that network too: the baseline a transfer is read against (a target
+that already shows many labels on clean images needs no attack). The result is a new MLflow run in experiment
+``mlattack-transfer``, linked to the attack run (tag ``mlattack.source_run``, description) and to both models (run
+inputs), with one nested run per attack (``clean/...`` holds the baseline) and the success tables as its
+description.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -31,6 +34,7 @@ from mlattack.tracking.record import (
     PARENT_TAG,
     SOURCE_RUN_TAG,
     TRANSFER_EXPERIMENT,
+    mlflow_metric,
     success_key,
 )
 from mlattack.tracking.registry import load_network, weights_digest
@@ -48,15 +52,22 @@ class TransferReport:
     metrics: dict[str, dict[str, float]]  # on the target model, internal names (success_rate_n0, ...)
     source_metrics: dict[str, dict[str, float]]  # the same samples as judged on the attacked model
     table: str
+    clean_metrics: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # clean images on the target model
 
 
-def judge(net: torch.nn.Module, ex: Examples, avg_labels: float, batch_size: int, device) -> dict[str, float]:
-    """Success per scenario, labels shown and sample count of ``ex`` on ``net`` (fp32, the study's rule)."""
+def judge(
+    net: torch.nn.Module, ex: Examples, avg_labels: float, batch_size: int, device, clean: bool = False
+) -> dict[str, float]:
+    """Success per scenario, labels shown and sample count of ``ex``'s adversarial (or ``clean``) images on
+    ``net`` (fp32, the study's rule)."""
     thresholds = scenario_thresholds(avg_labels, len(ex.class_names))
+    images = ex.clean_images if clean else ex.images
     shown = []
     with torch.no_grad():
         for i in range(0, len(ex), batch_size):
-            logits = net(ex.images(slice(i, i + batch_size)).to(device)).float()
+            logits = net(images(slice(i, i + batch_size)).to(device)).float()
             if logits.shape[-1] != len(ex.class_names):
                 raise ValueError(
                     f"--model predicts {logits.shape[-1]} labels but the examples have {len(ex.class_names)} "
@@ -113,13 +124,15 @@ def evaluate_transfer(
     target = model_lineage(client, model, runs.model_reference(model, client))
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     net = load_network(model, tracking_uri).to(dev).eval()
-    metrics, source = {}, {}
+    metrics, source, clean = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for child in children:
             name = child.data.tags.get(ATTACK_NAME_TAG, child.info.run_name)
             ex = _download(client, child, str(Path(tmp) / child.info.run_id))
             avg = float(child.data.params.get("avg_labels", parent.data.params.get("avg_labels")))
             metrics[name] = judge(net, ex, avg, batch_size, dev)
+            if ex.clean is not None:  # examples stored before clean images were kept have no baseline
+                clean[name] = judge(net, ex, avg, batch_size, dev, clean=True)
             source[name] = rates(
                 torch.from_numpy(ex.shown).sum(1), scenario_thresholds(avg, len(ex.class_names))
             )
@@ -149,12 +162,14 @@ def evaluate_transfer(
             src_metrics = [
                 (f"source/{success_key(k)}", source[attack][f"success_rate_n{k}"]) for k in range(8)
             ]
+            if attack in clean:
+                src_metrics += [(f"clean/{k}", v) for k, v in clean_logged(clean[attack]).items()]
             for key, value in src_metrics:
                 client.log_metric(cid, key, value)
             data = [(d.dataset.name, d.dataset.digest) for d in child.inputs.dataset_inputs or []]
             runs.log_results(client, cid, metrics[attack], target.model_id, data[0] if data else None)
             client.set_terminated(cid, "FINISHED")
-        table = _table(metrics, source)
+        table = _table(metrics, source, clean)
         link = f"[attack run]({run_link(parent.info.experiment_id, parent.info.run_id)})"
         note = (
             f"Adversarial examples of the {link} (made on {src.link()}) judged on {target.link()}.\n\n{table}"
@@ -165,15 +180,23 @@ def evaluate_transfer(
     except BaseException:
         runs.close_all(client, rid, child_ids, "FAILED")
         raise
-    return TransferReport(rid, child_ids, metrics, source, table)
+    return TransferReport(rid, child_ids, metrics, source, table, clean)
 
 
-def _table(metrics: dict, source: dict) -> str:
-    on_target = to_markdown(success_frame(metrics, ("labels shown",)), "Success rate (%) on the target model")
-    on_source = to_markdown(
-        success_frame(source, ("labels shown",)), "The same examples on the attacked model"
-    )
-    return f"{on_target}\n\n{on_source}"
+def clean_logged(values: dict[str, float]) -> dict[str, float]:
+    """The baseline's MLflow names under ``clean/``: its success rates and labels shown."""
+    keys = [f"success_rate_n{k}" for k in range(8)] + ["labels_shown_mean"]
+    return {mlflow_metric(k): values[k] for k in keys}
+
+
+def _table(metrics: dict, source: dict, clean: dict) -> str:
+    tables = [
+        (metrics, "Success rate (%) on the target model"),
+        (source, "The same examples on the attacked model"),
+    ]
+    if clean:
+        tables.append((clean, "Baseline: the clean images of the same samples on the target model"))
+    return "\n\n".join(to_markdown(success_frame(m, ("labels shown",)), cap) for m, cap in tables)
 
 
 # -- the command ----------------------------------------------------------------------------------------------------

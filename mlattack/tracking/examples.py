@@ -3,8 +3,10 @@
 
 Images judged as 8-bit files (quantize "floor" / "round", the study's setting) are stored exactly as uint8; float
 images (quantize "none") as float16. The artifact holds, per sample: its selection position, dataset index and
-sample id, the adversarial image, and the true and shown labels as multi-hot rows over ``class_names``. It is
-written and read with NumPy's npz format with ``allow_pickle=False``: loading one never runs code.
+sample id, the adversarial image, the clean image it was made from (uint8 when the clean images lie on the 8-bit
+grid, float16 otherwise: what ``mlattack evaluate`` judges as the transfer table's clean baseline), and the true and
+shown labels as multi-hot rows over ``class_names``. It is written and read with NumPy's npz format with
+``allow_pickle=False``: loading one never runs code. Files written before clean images were kept have no ``clean``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ def compact(image: torch.Tensor, exact_8bit: bool) -> np.ndarray:
     return image.to(torch.float16).numpy()
 
 
+def compact_clean(image: torch.Tensor) -> np.ndarray:
+    """A clean image, exactly: uint8 when it lies on the 8-bit grid (decoded image files), else float16."""
+    image = image.detach().float().cpu()
+    on_grid = torch.equal(torch.round(image * 255.0) / 255.0, image)
+    return compact(image, on_grid)
+
+
 def as_float(images: np.ndarray) -> torch.Tensor:
     """Stored images back to float32 in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(images))
@@ -44,25 +53,36 @@ def chunk_glob(run_dir: Path, name: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(run_dir / f"{glob.escape(name)}.examples.*{CHUNK_SUFFIX}")))
 
 
-def write_chunk(path: Path, images: dict[int, np.ndarray]) -> None:
-    """One batch's examples, {position: image}, written atomically (a kill leaves the old file or none)."""
+def write_chunk(path: Path, images: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+    """One batch's examples, {position: (adversarial, clean)}, written atomically (a kill leaves the old file or
+    none)."""
     positions = sorted(images)
     buf = io.BytesIO()
-    np.savez(buf, positions=np.array(positions, dtype=np.int64), adv=np.stack([images[p] for p in positions]))
+    np.savez(buf, positions=np.array(positions, dtype=np.int64), adv=np.stack([images[p][0] for p in positions]),
+             clean=_stack([images[p][1] for p in positions]))  # fmt: skip
     write_atomic(path, buf.getvalue())
 
 
-def read_chunk(path: Path) -> dict[int, np.ndarray]:
-    """{position: image} of one chunk; {} (and a warning) for a damaged file, whose samples are then redone."""
+def read_chunk(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    """{position: (adversarial, clean or None)} of one chunk; {} (and a warning) for a damaged file, whose samples
+    are then redone."""
     try:
         with np.load(path, allow_pickle=False) as z:
             positions, adv = z["positions"], z["adv"]
-        if len(positions) != len(adv):
+            clean = z["clean"] if "clean" in z.files else [None] * len(adv)
+        if not len(positions) == len(adv) == len(clean):
             raise ValueError("positions and images differ in length")
     except Exception as e:  # noqa: BLE001 - torn zip, missing member, ...: all mean "redo these samples"
         log.warning("adversarial examples %s unreadable (%s); those samples are attacked again", path, e)
         return {}
-    return {int(p): a for p, a in zip(positions, adv, strict=True)}
+    return {int(p): (a, c) for p, a, c in zip(positions, adv, clean, strict=True)}
+
+
+def _stack(images: list[np.ndarray]) -> np.ndarray:
+    """One array of images: uint8 if every one is, else float16 (uint8 ones scaled to [0, 1])."""
+    if all(i.dtype == np.uint8 for i in images):
+        return np.stack(images)
+    return np.stack([as_float(i).numpy() for i in images]).astype(np.float16)
 
 
 def stored_positions(paths: list[Path]) -> set[int]:
@@ -88,9 +108,15 @@ class Examples:
     true: np.ndarray  # (N, C) bool
     shown: np.ndarray  # (N, C) bool, as judged on the attacked model
     class_names: list[str]
+    clean: np.ndarray | None = None  # (N, 3, H, W) uint8 or float16; None in files written before it was kept
 
     def images(self, rows: slice | np.ndarray = slice(None)) -> torch.Tensor:
         return as_float(self.adv[rows])
+
+    def clean_images(self, rows: slice | np.ndarray = slice(None)) -> torch.Tensor:
+        if self.clean is None:
+            raise ValueError("these examples were stored without their clean images")
+        return as_float(self.clean[rows])
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -106,10 +132,10 @@ def _multi_hot(names: list[list[str]], class_names: list[str]) -> np.ndarray:
 
 def merge(chunks: list[Path], records: list[dict], class_names: list[str], dst: Path) -> Path | None:
     """``adversarial.npz`` for the recorded samples whose images are on disk (None when there are none)."""
-    images: dict[int, np.ndarray] = {}
+    images: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     for path in chunks:
-        for p, a in read_chunk(path).items():
-            images.setdefault(p, a)
+        for p, pair in read_chunk(path).items():
+            images.setdefault(p, pair)
     rows = [r for r in records if r["position"] in images]
     if not rows:
         return None
@@ -117,15 +143,18 @@ def merge(chunks: list[Path], records: list[dict], class_names: list[str], dst: 
         log.warning(
             "%d of %d samples have no stored adversarial image", len(records) - len(rows), len(records)
         )
+    clean = [images[r["position"]][1] for r in rows]
+    extra = {} if any(c is None for c in clean) else {"clean": _stack(clean)}
     np.savez_compressed(
         dst,
         positions=np.array([r["position"] for r in rows], dtype=np.int64),
         indices=np.array([r["index"] for r in rows], dtype=np.int64),
         sample_ids=np.array([str(r["sample_id"]) for r in rows]),
-        adv=np.stack([images[r["position"]] for r in rows]),
+        adv=np.stack([images[r["position"]][0] for r in rows]),
         true=_multi_hot([r["true_labels"] for r in rows], class_names),
         shown=_multi_hot([r["labels_shown_names"] for r in rows], class_names),
         class_names=np.array(class_names),
+        **extra,
     )
     return dst
 
@@ -139,5 +168,5 @@ def load_examples(path: str | Path) -> Examples:
         return Examples(
             positions=z["positions"], indices=z["indices"], sample_ids=[str(s) for s in z["sample_ids"]],
             adv=z["adv"], true=z["true"].astype(bool), shown=z["shown"].astype(bool),
-            class_names=[str(c) for c in z["class_names"]],
+            class_names=[str(c) for c in z["class_names"]], clean=z["clean"] if "clean" in z.files else None,
         )  # fmt: skip

@@ -10,6 +10,7 @@ from mlattack.evaluation.scenarios import predicted_positive, scenario_success, 
 from mlattack.evaluation.transfer import evaluate_main, evaluate_transfer
 from mlattack.tracking.examples import load_examples
 from mlattack.tracking.registry import log_network
+from tests.evaluation.toy import ToyColours
 from tests.report.toy_models import ShiftedColourNet
 
 
@@ -27,7 +28,7 @@ def register_shifted(store: str) -> str:
 
 
 def test_on_the_attacked_model_itself_the_numbers_are_the_attack_runs(
-    store, attack_run, registered_toy_model
+    tmp_path, store, attack_run, registered_toy_model
 ):
     out = evaluate_transfer(attack_run.parent_run_id, registered_toy_model, store, device="cpu")
     for name, values in attack_run.metrics.items():
@@ -35,6 +36,15 @@ def test_on_the_attacked_model_itself_the_numbers_are_the_attack_runs(
             key = f"success_rate_n{k}"
             assert out.metrics[name][key] == out.source_metrics[name][key] == pytest.approx(values[key])
         assert out.metrics[name]["labels_shown_mean"] == pytest.approx(values["labels_shown_mean"])
+    # the baseline: the selected samples are predicted correctly, so their clean images show their true labels
+    client = mlflow.MlflowClient(store)
+    ex = load_examples(
+        client.download_artifacts(attack_run.child_run_ids["FGSM"], "adversarial.npz", str(tmp_path))
+    )
+    assert out.clean_metrics["FGSM"]["labels_shown_mean"] == pytest.approx(ex.true.sum(1).mean())
+    truth = torch.from_numpy(ex.true).sum(1)
+    won = scenario_success(truth, scenario_thresholds(attack_run.avg_labels, 5)).double().mean(0)
+    assert [out.clean_metrics["FGSM"][f"success_rate_n{k}"] for k in range(8)] == pytest.approx(won.tolist())
 
 
 def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_path, store, attack_run):
@@ -49,6 +59,11 @@ def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_
     assert [out.metrics["FGSM"][f"success_rate_n{k}"] for k in range(8)] == pytest.approx(direct.tolist())
     assert out.metrics["FGSM"]["labels_shown_mean"] == pytest.approx(float(shown.double().mean()))
     assert list(out.metrics) == ["FGSM"]
+    with torch.no_grad():
+        clean_shown = predicted_positive(
+            ShiftedColourNet()(torch.stack([ToyColours()[int(i)]["image"] for i in ex.indices]))
+        ).sum(1)
+    assert out.clean_metrics["FGSM"]["labels_shown_mean"] == pytest.approx(float(clean_shown.double().mean()))
 
     run = client.get_run(out.run_id)
     assert client.get_experiment(run.info.experiment_id).name == "mlattack-transfer"
@@ -65,6 +80,8 @@ def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_
     assert child.data.tags["mlattack.source_run"] == fgsm_run and child.data.params["attack.eps"] == "0.3"
     assert child.data.metrics["success/n0"] == out.metrics["FGSM"]["success_rate_n0"]
     assert child.data.metrics["source/success/n0"] == out.source_metrics["FGSM"]["success_rate_n0"]
+    assert child.data.metrics["clean/labels_shown"] == out.clean_metrics["FGSM"]["labels_shown_mean"]
+    assert "Baseline: the clean images" in run.data.tags["mlflow.note.content"]
 
 
 def test_command_and_clear_errors(store, attack_run, registered_toy_model, capsys):

@@ -13,7 +13,7 @@ from mlattack.attacks import FGSM, PGD
 from mlattack.attacks.losses import labels_shown
 from mlattack.evaluation.records import read_records
 from mlattack.evaluation.runner import AttackSpec, load_attack_config, run_attacks
-from mlattack.tracking.examples import load_examples
+from mlattack.tracking.examples import as_float, compact_clean, load_examples
 from tests.evaluation.toy import LinearColourNet, ToyColours
 
 CONTEXT = ("dataset", "split", "image_size", "num_classes", "seed", "device", "mode", "quantize", "precision",
@@ -102,9 +102,19 @@ def test_every_adversarial_example_is_stored_compactly_and_exactly(
         torch.floor(FGSM(eps=0.3)(net, x, torch.ones(len(x), 5)) * 255) / 255
     )  # the study's 8-bit files
     assert torch.equal(ex.images(), expected)
+    # the clean images (the transfer baseline judges them): these are off the 8-bit grid, so float16
+    assert ex.clean.dtype.name == "float16" and torch.allclose(ex.clean_images(), x, atol=5e-4, rtol=0)
     with torch.no_grad():
         assert torch.equal(torch.from_numpy(ex.shown).sum(1), labels_shown(net(ex.images())))
     assert torch.equal(torch.from_numpy(ex.true).float(), ds.targets[torch.from_numpy(ex.indices)])
+
+
+def test_clean_images_on_the_8bit_grid_are_kept_exactly_as_uint8():
+    decoded = torch.randint(0, 256, (3, 4, 4)).float() / 255  # what an image file decodes to
+    assert compact_clean(decoded).dtype.name == "uint8" and torch.equal(
+        as_float(compact_clean(decoded)), decoded
+    )
+    assert compact_clean(decoded + 1e-3).dtype.name == "float16"
 
 
 class CrashAtBatch(Callback):
