@@ -10,6 +10,7 @@ already on file are not recorded again, so a resumed run never counts a sample t
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pytorch_lightning as pl
@@ -19,9 +20,10 @@ from torch import nn
 
 from mlattack.attacks.base import AttackResult
 from mlattack.evaluation.chunks import attack_chunk, runs_continuously
+from mlattack.evaluation.cost import measure_cost
 from mlattack.evaluation.fast import fast_attack_copy
 from mlattack.evaluation.judging import evaluate_adversarial, quantize_images
-from mlattack.evaluation.metrics import NORMS, ShowManyLabels, perturbation_norms
+from mlattack.evaluation.metrics import COSTS, NORMS, ShowManyLabels, perturbation_norms
 from mlattack.evaluation.progress import AttackListener
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import predicted_positive, scenario_thresholds
@@ -55,6 +57,7 @@ def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
         seconds=torch.tensor([r["seconds"] for r in records], dtype=torch.float64),
         reached=torch.tensor([r["reached"] for r in records]),
         valid=torch.tensor([r["valid"] for r in records]),
+        cost={k: torch.tensor([r.get(k, math.nan) for r in records], dtype=torch.float64) for k in COSTS},
     )
 
 
@@ -168,13 +171,15 @@ class AttackCallback(Callback):
             for listener in self.listeners:
                 listener.attack_starting(job)
             start = time.perf_counter()
-            res, errors = attack_chunk(
-                job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.seed,
-                self.batch_size, self.fast,
-            )  # fmt: skip
+            with measure_cost(attacked, x.device) as cost:  # passes and peak memory of the attack alone
+                res, errors = attack_chunk(
+                    job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.seed,
+                    self.batch_size, self.fast,
+                )  # fmt: skip
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
+            spent = {"seconds": seconds, **cost.per_sample(len(todo))}
             adv = quantize_images(res.adv, self.quantize)
             logits, failure = evaluate_adversarial(net, adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
@@ -196,13 +201,15 @@ class AttackCallback(Callback):
                 )
                 failure, todo = [failure[j] for j in keep], [todo[j] for j in keep]
             self._record(
-                job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, seconds, failure
+                job, batch, todo, [positions[i] for i in todo], x, res, logits, targets, spent, failure
             )
             for listener in self.listeners:
                 listener.attack_done(job)
 
-    def _record(self, job, batch, todo, pos, x, res, logits, targets, seconds, failure) -> None:
-        """Append the records of the samples not on file yet (and count them); refresh the panel preview."""
+    def _record(self, job, batch, todo, pos, x, res, logits, targets, spent, failure) -> None:
+        """Append the records of the samples not on file yet (and count them); refresh the panel preview.
+        ``spent``: the batch's seconds and cost per sample (:mod:`mlattack.evaluation.cost`)."""
+        seconds = spent["seconds"]
         on_mask = predicted_positive(logits)
         shown = on_mask.sum(1)
         norms = perturbation_norms(x, res.adv)
@@ -217,6 +224,7 @@ class AttackCallback(Callback):
                 torch.full((int(new.sum()),), seconds, dtype=torch.float64),
                 res.reached[m],
                 valid[new],
+                {c: torch.full((int(new.sum()),), spent[c], dtype=torch.float64) for c in COSTS},
             )
         records, pictures = [], False
         for k, i in enumerate(todo):
@@ -238,6 +246,7 @@ class AttackCallback(Callback):
                 "failure": failure[k],
             }
             rec.update({n: float(norms[n][k]) for n in NORMS})
+            rec.update({c: spent[c] for c in COSTS})
             if bool(new[k]):
                 records.append(rec)
             if pos[k] in job.panel_positions:

@@ -6,12 +6,16 @@ samples and ``compute()`` returns the numbers of the whole selection.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics import Metric
 
 from mlattack.evaluation.scenarios import NUM_SCENARIOS, scenario_success
 
 NORMS = ("l2", "l1", "linf", "rmsd", "mean_abs")
+#: per-sample cost fields of a record (:mod:`mlattack.evaluation.cost`): passes per sample, the batch's peak MiB
+COSTS = ("forwards", "backwards", "peak_mb")
 
 
 def perturbation_norms(clean: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -58,6 +62,9 @@ class ShowManyLabels(Metric):
         self.add_state("iterations", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("seconds", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("reached", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("costed", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("passes", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("peak_mb", torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
 
     def update(
         self,
@@ -67,6 +74,7 @@ class ShowManyLabels(Metric):
         seconds: torch.Tensor,
         reached: torch.Tensor,
         valid: torch.Tensor | None = None,
+        cost: dict[str, torch.Tensor] | None = None,
     ) -> None:
         shown = labels_shown.long().to(self.count.device)
         ok = torch.ones_like(shown, dtype=torch.bool) if valid is None else valid.bool().to(shown.device)
@@ -83,6 +91,16 @@ class ShowManyLabels(Metric):
         self.iterations += iterations.double().to(shown.device).sum()
         self.seconds += seconds.double().to(shown.device).sum()
         self.reached += (reached.bool().to(shown.device) & ok).sum()
+        if cost is not None:
+            self._update_cost({k: cost[k].double().to(shown.device) for k in COSTS})
+
+    def _update_cost(self, cost: dict[str, torch.Tensor]) -> None:
+        has = torch.isfinite(cost["forwards"]) & torch.isfinite(cost["backwards"])
+        self.costed += has.sum()
+        self.passes += torch.stack([cost["forwards"][has].sum(), cost["backwards"][has].sum()])
+        peak = cost["peak_mb"][torch.isfinite(cost["peak_mb"])]
+        if peak.numel():
+            self.peak_mb = torch.maximum(self.peak_mb, peak.max())
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp(min=1).double()
@@ -98,6 +116,10 @@ class ShowManyLabels(Metric):
                 "seconds_per_sample": self.seconds / n,
                 "num_samples": self.count.double(),
                 "num_failed": (self.count - self.valid).double(),
+                # NaN (not logged) when no sample has a measured cost
+                "forwards_per_sample": self.passes[0] / self.costed.double(),
+                "backwards_per_sample": self.passes[1] / self.costed.double(),
+                "peak_memory_mb": torch.where(self.peak_mb.isfinite(), self.peak_mb, math.nan),
             }
         )
         out.update({f"{k}_mean": self.norm_sum[i] / v for i, k in enumerate(NORMS)})

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mlattack.attacks.base import Attack
-from mlattack.evaluation.metrics import NORMS, ShowManyLabels
+from mlattack.evaluation.metrics import COSTS, NORMS, ShowManyLabels
 from mlattack.tracking.atomic import append_lines, torch_save_atomic
 from mlattack.tracking.examples import (
     CHUNK_SUFFIX,
@@ -53,6 +53,8 @@ RECORD_FIELDS = {
     "failure": _STR,
     **{n: _FLOAT for n in NORMS},
 }
+#: fields a record may lack (written before they existed) but may not have damaged
+OPTIONAL_FIELDS = {c: _FLOAT for c in COSTS}
 
 
 def _typed(value: object, kind: str) -> bool:
@@ -76,6 +78,8 @@ def parse_record(raw: bytes) -> dict | None:
     if not isinstance(rec, dict) or any(
         k not in rec or not _typed(rec[k], t) for k, t in RECORD_FIELDS.items()
     ):
+        return None
+    if any(k in rec and not _typed(rec[k], t) for k, t in OPTIONAL_FIELDS.items()):
         return None
     if rec["position"] < 0 or rec["labels_shown"] < 0 or not math.isfinite(rec["seconds"]):
         return None

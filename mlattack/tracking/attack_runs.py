@@ -229,11 +229,18 @@ def log_results(
 def samples_csv(records: list[dict]) -> str:
     """The per-sample table: one row per attacked sample, label lists joined with ';'."""
     buf = io.StringIO()
-    cols = [c for c in records[0] if c not in ("true_labels", "labels_shown_names")]
+    # every record's fields (a run resumed across versions mixes records with and without the cost fields)
+    cols = [
+        c
+        for c in dict.fromkeys(k for r in records for k in r)
+        if c not in ("true_labels", "labels_shown_names")
+    ]
     w = csv.writer(buf)
     w.writerow([*cols, "true_labels", "labels_shown_names"])
     for r in records:
-        w.writerow([r[c] for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])])
+        w.writerow(
+            [r.get(c, "") for c in cols] + [";".join(r["true_labels"]), ";".join(r["labels_shown_names"])]
+        )
     return buf.getvalue()
 
 

@@ -22,7 +22,9 @@ EXPERIMENT_DESCRIPTIONS = {
     ATTACK_EXPERIMENT: "`mlattack attack`: one parent run per invocation (its description is the success table), "
     "one nested run per attack. Metrics: `success/n0`..`success/n7` (fraction of samples showing at least "
     "expLabels_n labels), `n_at_50pct` (largest n with success >= 50 %, -1 if none), `labels_shown`, `norm/*` "
-    "(over all samples) and `norm_success/*` (over the successes of scenario n), `time/*`.",
+    "(over all samples) and `norm_success/*` (over the successes of scenario n), `time/*`, `cost/*` (the "
+    "attacked network's forward and backward passes per sample inside the attack, judging not included, and the "
+    "attack's peak memory per batch above its start: CUDA max_memory_allocated, CPU resident-set high-water mark).",
     TRANSFER_EXPERIMENT: "`mlattack evaluate`: the adversarial examples of an attack run re-judged on another model "
     "(transferability). Same metric names as the attack runs; `source/...` repeats the attacked model's numbers.",
 }
@@ -58,6 +60,9 @@ _PLAIN = {
     "iterations_mean": "iterations",
     "target_reached_rate": "target_reached",
     "seconds_per_sample": "time/seconds_per_sample",
+    "forwards_per_sample": "cost/forward_passes_per_sample",
+    "backwards_per_sample": "cost/backward_passes_per_sample",
+    "peak_memory_mb": "cost/peak_memory_mb",
 }
 _PLAIN_BACK = {v: k for k, v in _PLAIN.items()}
 CURVE = "curve/success_vs_n"  # success rate with step = n: the curve over the scenarios
