@@ -5,12 +5,12 @@ Layout of the output folder::
     index.md                          every table inline, every figure linked
     runs.csv                          which MLflow run each row comes from
     tables/success_<net>_<data>.{md,csv,tex}   norms_<net>_<data>.*   compare_<data>.*   budget_*.*   labels_*.*
+    tables/transfer_<data>.*          source → target model, with the clean-image baseline
     figures/success_<net>_<data>.png  budget_*.png  labels_<net>_<data>.png
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
+from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.evaluation.scenarios import exp_labels
 from mlattack.report import plots
 from mlattack.report.architectures import architecture_map, architecture_table, clean_maps, shown_vs_size
@@ -28,11 +28,10 @@ from mlattack.report.collect import (
     AttackRun,
     collect_runs,
     groups,
-    load_samples,
     runs_frame,
 )
 from mlattack.report.grids import grid_heatmaps, sensitivity_grids
-from mlattack.report.labels import analyse_labels, label_markdown
+from mlattack.report.labels import label_section
 from mlattack.report.sweeps import budget_curves
 from mlattack.report.tables import (
     comparison_table,
@@ -44,9 +43,9 @@ from mlattack.report.tables import (
     to_markdown,
     write_table,
 )
+from mlattack.report.transfers import transfer_sections
 from mlattack.tracking.store import default_artifact_location, default_tracking_uri, run_tags
 
-log = logging.getLogger(__name__)
 REPORT_EXPERIMENT = "mlattack-reports"
 
 
@@ -59,29 +58,6 @@ class Report:
     runs: list[AttackRun]
     markdown: dict[str, str] = field(default_factory=dict)  # stem -> Markdown table (as printed)
     files: list[Path] = field(default_factory=list)
-
-
-def training_statistics(dataset: str, runs: list[AttackRun], data: MultiLabelDataModule | None = None):
-    """(class names, label counts, co-occurrence, number of images) of the training split, or None.
-
-    Uses ``data`` when it is that source; otherwise builds the source when it needs no folder (the built-in
-    dataset) with the runs' image size and class count. None when it cannot be loaded or its classes differ
-    from the runs' (then the label analysis falls back to the attacked samples)."""
-    num_classes = next((r.num_classes for r in runs if r.num_classes), None)
-    try:
-        if data is None or data.source != dataset:
-            if dataset not in SOURCES or SOURCES[dataset][2]:
-                return None
-            size = int(runs[0].params.get("image_size", 64))
-            options = {"num_classes": num_classes} if dataset == "synthetic" and num_classes else {}
-            data = MultiLabelDataModule(source=dataset, image_size=size, num_workers=0, options=options)
-        stats = data.label_stats("train")
-    except Exception as e:  # a missing folder or a changed source must not stop the report
-        log.warning("no training statistics for %s (%s); using the attacked samples", dataset, e)
-        return None
-    if num_classes is not None and stats.num_classes != num_classes:
-        return None
-    return stats.class_names, stats.label_counts(), stats.cooccurrence_matrix(), stats.num_images
 
 
 def build_report(
@@ -175,7 +151,7 @@ def build_report(
                     cap,
                     frame,
                 )
-            _labels(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir)
+            label_section(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir)
 
     by_dataset: dict[str, dict[str, list[AttackRun]]] = {}
     for (net, ds), group in grouped.items():
@@ -215,6 +191,11 @@ def build_report(
         fig = grid_heatmaps(grid, title, fig_dir / f"{grid.stem}.png")
         report.files.append(fig)
         index += [f"![{title}](figures/{fig.name})", ""]
+
+    for stem, heading, cap, frame in transfer_sections(
+        client, runs
+    ):  # `mlattack evaluate` runs of these attacks
+        _add(report, index, write_table(frame, tables_dir, stem, cap), heading, cap, frame)
 
     (out / "index.md").write_text("\n".join(index) + "\n")
     report.files += [out / "index.md", out / "runs.csv"]
@@ -284,43 +265,6 @@ def _add(
             "\"params.model_uri = '...'\".",
             "",
         ]
-
-
-def _labels(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir) -> None:
-    samples = {r.attack: f for r in group if (f := load_samples(client, r, tmp)) is not None and len(f)}
-    if not samples:
-        return
-    stats = training_statistics(ds, group, data)
-    if stats is None:
-        result = analyse_labels(samples)
-    else:
-        names, counts, cooc, n = stats
-        result = analyse_labels(samples, names, counts, cooc, n)
-    stem = f"labels_{net}_{ds}"
-    title = f"Which labels resist: {network_label(net)} on {ds}"
-    result.labels.to_csv(tables_dir / f"{stem}.csv")
-    result.rates.to_csv(tables_dir / f"{stem}_rates.csv")
-    result.correlations.to_csv(tables_dir / f"{stem}_correlations.csv")
-    md = label_markdown(result)
-    (tables_dir / f"{stem}.md").write_text(f"{title}\n\n{md}\n")
-    fig = plots.label_heatmap(result.rates, title, fig_dir / f"{stem}.png", result.source)
-    report.markdown[stem] = md
-    report.files += [tables_dir / f"{stem}.{ext}" for ext in ("csv", "md")] + [
-        tables_dir / f"{stem}_rates.csv",
-        tables_dir / f"{stem}_correlations.csv",
-        fig,
-    ]
-    index += [
-        f"### {title}",
-        "",
-        "Turned-on rate of a label = share of attacked samples without that label that "
-        "show it after the attack.",
-        "",
-        md,
-        "",
-        f"![label heatmap, {net} {ds}](figures/{fig.name})",
-        "",
-    ]
 
 
 def _log_report_run(

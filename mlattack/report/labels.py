@@ -17,11 +17,19 @@ pairs between the turned-on indicator and the pair's support.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.stats import pearsonr, spearmanr
+
+from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
+from mlattack.report import plots
+from mlattack.report.collect import AttackRun, load_samples
+from mlattack.report.tables import network_label
+
+log = logging.getLogger(__name__)
 
 TRAIN_SOURCE = "training split"
 SAMPLES_SOURCE = "attacked samples (training statistics unavailable)"
@@ -84,7 +92,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b = a[keep], b[keep]
-    return float(stats.spearmanr(a, b).statistic) if _defined(a, b) else float("nan")
+    return float(spearmanr(a, b).statistic) if _defined(a, b) else float("nan")
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,7 +100,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if np.isnan(a).any() or np.isnan(b).any() or not _defined(a, b):
         return float("nan")
-    return float(stats.pearsonr(a, b).statistic)
+    return float(pearsonr(a, b).statistic)
 
 
 def analyse_labels(
@@ -227,3 +235,65 @@ def label_markdown(result: LabelAnalysis, max_rows: int = 12) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def training_statistics(dataset: str, runs: list[AttackRun], data: MultiLabelDataModule | None = None):
+    """(class names, label counts, co-occurrence, number of images) of the training split, or None.
+
+    Uses ``data`` when it is that source; otherwise builds the source when it needs no folder (the built-in
+    dataset) with the runs' image size and class count. None when it cannot be loaded or its classes differ
+    from the runs' (then the label analysis falls back to the attacked samples)."""
+    num_classes = next((r.num_classes for r in runs if r.num_classes), None)
+    try:
+        if data is None or data.source != dataset:
+            if dataset not in SOURCES or SOURCES[dataset][2]:
+                return None
+            size = int(runs[0].params.get("image_size", 64))
+            options = {"num_classes": num_classes} if dataset == "synthetic" and num_classes else {}
+            data = MultiLabelDataModule(source=dataset, image_size=size, num_workers=0, options=options)
+        stats = data.label_stats("train")
+    except Exception as e:  # a missing folder or a changed source must not stop the report
+        log.warning("no training statistics for %s (%s); using the attacked samples", dataset, e)
+        return None
+    if num_classes is not None and stats.num_classes != num_classes:
+        return None
+    return stats.class_names, stats.label_counts(), stats.cooccurrence_matrix(), stats.num_images
+
+
+def label_section(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir) -> None:
+    """The report's label analysis of one network and dataset: CSV/Markdown tables, the heatmap, the index text
+    (``report.files`` / ``report.markdown`` / ``index`` are extended in place, as the other sections are)."""
+    samples = {r.attack: f for r in group if (f := load_samples(client, r, tmp)) is not None and len(f)}
+    if not samples:
+        return
+    stats = training_statistics(ds, group, data)
+    if stats is None:
+        result = analyse_labels(samples)
+    else:
+        names, counts, cooc, n = stats
+        result = analyse_labels(samples, names, counts, cooc, n)
+    stem = f"labels_{net}_{ds}"
+    title = f"Which labels resist: {network_label(net)} on {ds}"
+    result.labels.to_csv(tables_dir / f"{stem}.csv")
+    result.rates.to_csv(tables_dir / f"{stem}_rates.csv")
+    result.correlations.to_csv(tables_dir / f"{stem}_correlations.csv")
+    md = label_markdown(result)
+    (tables_dir / f"{stem}.md").write_text(f"{title}\n\n{md}\n")
+    fig = plots.label_heatmap(result.rates, title, fig_dir / f"{stem}.png", result.source)
+    report.markdown[stem] = md
+    report.files += [tables_dir / f"{stem}.{ext}" for ext in ("csv", "md")] + [
+        tables_dir / f"{stem}_rates.csv",
+        tables_dir / f"{stem}_correlations.csv",
+        fig,
+    ]
+    index += [
+        f"### {title}",
+        "",
+        "Turned-on rate of a label = share of attacked samples without that label that "
+        "show it after the attack.",
+        "",
+        md,
+        "",
+        f"![label heatmap, {net} {ds}](figures/{fig.name})",
+        "",
+    ]
