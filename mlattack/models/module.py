@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -26,6 +25,9 @@ from torchmetrics.classification import (
 from mlattack.models.losses import MultiLabelSoftMarginLoss
 
 log = logging.getLogger(__name__)
+
+#: the constructor arguments that are objects (config dicts under LightningCLI)
+OBJECT_ARGUMENTS = ("net", "loss", "optimizer", "lr_scheduler")
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -99,10 +101,13 @@ class MultiLabelClassifier(pl.LightningModule):
         difficult: Difficult = "negative",
     ) -> None:
         super().__init__()
-        # Under LightningCLI the hparams are the parsed config (class paths + init args), which is what lets
-        # `load_from_checkpoint` rebuild the network; built by hand, the objects themselves are not saved.
-        from_config = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=[] if from_config else ["net", "loss", "optimizer", "lr_scheduler"])
+        # Under LightningCLI the hparams are the parsed config (class paths + init args: plain data), which is what
+        # lets `--ckpt_path` and `load_from_checkpoint` rebuild the network; built by hand they would be the objects
+        # themselves, which a checkpoint must not pickle. The optimiser factory tells which case this is.
+        self.save_hyperparameters("optimizer", logger=False)
+        from_config = isinstance(self.hparams["optimizer"], (str, dict))
+        self.remove_ignored_hparams(["optimizer"])
+        self.save_hyperparameters(ignore=[] if from_config else list(OBJECT_ARGUMENTS))
         self.net = net
         self.loss_fn = loss if loss is not None else MultiLabelSoftMarginLoss()
         self.difficult = check_difficult(difficult, self.loss_fn)

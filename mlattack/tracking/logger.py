@@ -5,7 +5,8 @@
   ``optimizer/class_path`` and ``optimizer/init_args/lr``. A param already on the run is not logged again.
 - Metrics: logged with ``step = epoch`` whenever Lightning reports the epoch, so every chart's x axis counts
   epochs (all of mlattack's training metrics are per epoch).
-- Public ``tracking_uri`` and :meth:`resume` so callers need none of the parent class's private attributes.
+- A public ``tracking_uri``. A resumed fit passes the run's id as the logger's own ``run_id`` argument
+  (:mod:`mlattack.lightning_cli`), so nothing here touches the parent class's private attributes.
 """
 
 from __future__ import annotations
@@ -46,11 +47,6 @@ class MLflowLogger(MLFlowLogger):
     @property
     def tracking_uri(self) -> str:
         return self.experiment.tracking_uri
-
-    def resume(self, run_id: str) -> None:
-        """Log into the existing run ``run_id`` (a fit resumed from its checkpoint) instead of a new one."""
-        self._run_id = run_id  # the parent class reads it when it first opens the run
-        self.experiment.update_run(run_id, status="RUNNING")
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
