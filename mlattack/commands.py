@@ -1,4 +1,5 @@
-"""The subcommands beside Lightning's fit/validate/test/predict: ``attack``, ``data stats``, ``demo`` and ``report``.
+"""The subcommands beside Lightning's fit/validate/test/predict: ``attack``, ``data stats``, ``demo``, ``report``,
+``evaluate`` and ``study``.
 
 Each is a parser builder (added to the one ``mlattack`` parser in :mod:`mlattack.cli`, so ``--help`` works and
 runs nothing) and a runner that takes the parsed namespace.
@@ -276,10 +277,25 @@ def run_evaluate(parser: ArgumentParser, cfg: Namespace):
     return evaluate(parser, cfg)
 
 
+# -- mlattack study -------------------------------------------------------------------------------------------------
+def study_parser() -> ArgumentParser:
+    from mlattack.study import study_parser as build
+
+    return build()
+
+
+def run_study(parser: ArgumentParser, cfg: Namespace):
+    from mlattack.cli import run
+    from mlattack.study import run_study as study
+
+    return study(cfg, run)
+
+
 TOOLS: dict[str, Tool] = {
     "attack": Tool("attack a trained model and print the success table", attack_parser, run_attack),
     "evaluate": Tool("re-judge stored adversarial examples on another model", evaluate_parser, run_evaluate),
     "report": Tool("tables and figures from finished attack runs", report_parser, run_report),
     "data": Tool("inspect a data source (`mlattack data stats`)", data_parser, run_data),
     "demo": Tool("train on built-in data, then run all nine attacks", demo_parser, run_demo),
+    "study": Tool("fit, register and attack several victims, then the report", study_parser, run_study),
 }

@@ -82,7 +82,7 @@ def select_correct_samples(
         net.train(was_training)
     keep = keep[:num_samples]
     if len(keep) < num_samples:
-        log.warning(
+        log.info(  # the attack command tells the user once, in its own words
             "only %d of the requested %d samples are predicted correctly in %s (%d rows); attacking those",
             len(keep),
             num_samples,

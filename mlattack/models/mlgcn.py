@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlattack.models.backbones import build_backbone
+from mlattack.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, input_normalisation
 from mlattack.models.embeddings import default_label_embeddings, load_label_embeddings
 from mlattack.models.graph import (
     GraphConvolution,
@@ -22,8 +22,7 @@ from mlattack.models.graph import (
     normalized_adjacency,
 )
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MLGCN"]
 
 
 class MLGCN(nn.Module):
@@ -77,8 +76,9 @@ class MLGCN(nn.Module):
             emb = default_label_embeddings(self.num_classes, dataset)
         self.register_buffer("label_embeddings", emb.float().clone())
         self.register_buffer("adjacency", torch.eye(self.num_classes))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = input_normalisation(backbone)  # what the trunk's pretrained weights expect
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.gc1 = GraphConvolution(emb.shape[1], int(hidden_dim))
         self.gc2 = GraphConvolution(int(hidden_dim), features)
         self.relu = nn.LeakyReLU(0.2)

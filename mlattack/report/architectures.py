@@ -16,13 +16,15 @@ import pandas as pd
 from mlattack.report.collect import AttackRun
 from mlattack.report.plots import plt
 from mlattack.report.tables import SCENARIO_COLUMNS, network_label, success_table
+from mlattack.tracking.promotion import SCORE_TAG
 
 MAP_METRICS = ("best/val_mAP", "val/mAP")
 
 
 def clean_map(client: mlflow.MlflowClient, model_uri: str) -> float:
     """The validation mAP recorded for a registered model (``models:/name/version`` or ``models:/name@alias``):
-    the version's ``val_mAP`` tag if present, else the metric of the run that produced it; NaN when unknown."""
+    the version's score tag (``mlattack.val_mAP``) if present, else the metric of the run that produced it; NaN
+    when unknown."""
     if not model_uri.startswith("models:/"):
         return float("nan")
     ref = model_uri[len("models:/") :]
@@ -33,8 +35,10 @@ def clean_map(client: mlflow.MlflowClient, model_uri: str) -> float:
         else:
             name, number = ref.rsplit("/", 1)
             version = client.get_model_version(name, number)
-        if "val_mAP" in (version.tags or {}):
-            return float(version.tags["val_mAP"])
+        tags = version.tags or {}
+        for tag in (SCORE_TAG, "val_mAP"):  # what `mlattack fit` registers; the name older stores used
+            if tag in tags:
+                return float(tags[tag])
         metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
     except (mlflow.exceptions.MlflowException, ValueError):
         return float("nan")

@@ -56,6 +56,17 @@ class AttackRun:
         return [self.metrics.get(f"success_rate_n{k}", float("nan")) for k in range(NUM_SCENARIOS)]
 
 
+def network_name(params: dict[str, str]) -> str:
+    """The network a run attacked, as tables name it: the class (``mlgcn``), or for a registered model named
+    ``<class>-<variant>-<dataset>`` the variant (``mlgcn-effnet``), so a pretrained-trunk model gets its own rows."""
+    network, dataset = params.get("network", "unknown"), params.get("dataset", "")
+    name = params.get("model_identity", "").rsplit("/", 1)[0]
+    if not params.get("model_uri", "").startswith("models:/") or not name.endswith(f"-{dataset}"):
+        return network
+    variant = name.removesuffix(f"-{dataset}")
+    return variant if variant.startswith(f"{network}-") else network
+
+
 def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
@@ -137,7 +148,7 @@ def collect_runs(
                 run_id=r.info.run_id,
                 parent_id=parent_id,
                 attack=t.get(ATTACK_NAME_TAG, r.info.run_name),
-                network=p.get("network", parent.get("network", "unknown")),
+                network=network_name({**parent, **p}),
                 dataset=p.get("dataset", parent.get("dataset", "unknown")),
                 model_uri=p.get("model_uri", parent.get("model_uri", "")),
                 start_time=r.info.start_time or 0,

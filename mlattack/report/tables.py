@@ -14,14 +14,18 @@ import pandas as pd
 from mlattack.report.collect import NUM_SCENARIOS, AttackRun, attack_sort_key
 
 SCENARIO_COLUMNS = [f"n={k}" for k in range(NUM_SCENARIOS)]
-NETWORK_NAMES = {"mlgcn": "ML-GCN", "mlliw": "ML-LIW"}
+NETWORK_NAMES = {"mlgcn": "ML-GCN", "mlliw": "ML-LIW", "query2label": "Query2Label", "vit": "ViT"}
 NORM_COLUMNS = {"l2_mean": "L2", "linf_mean": "Linf", "rmsd_mean": "RMSD"}
 #: the optional columns of :func:`success_frame` and the metric each shows
 EXTRA_METRICS = {"labels shown": "labels_shown_mean", "L2 (all)": "l2_mean", "Linf (all)": "linf_mean"}
 
 
 def network_label(network: str) -> str:
-    return NETWORK_NAMES.get(network, network)
+    """``mlgcn`` -> ``ML-GCN``; a variant keeps its suffix: ``mlgcn-effnet`` -> ``ML-GCN (effnet)``."""
+    base, _, variant = network.partition("-")
+    if base not in NETWORK_NAMES:
+        return network
+    return NETWORK_NAMES[base] + (f" ({variant})" if variant else "")
 
 
 def success_frame(rows: dict[str, dict[str, float]], extra: tuple[str, ...] = ()) -> pd.DataFrame:

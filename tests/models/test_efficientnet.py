@@ -171,6 +171,7 @@ def test_every_family_takes_the_trunk_frozen_or_not():
     assert not liw.backbone.training and not any(p.requires_grad for p in liw.backbone.parameters())
     gcn = MLGCN(4, backbone="efficientnet_lite0", backbone_weights="random", hidden_dim=8).train()
     assert gcn.backbone.training and gcn.gc2.out_features == 1280
+    assert gcn.std.flatten().tolist() == [0.5, 0.5, 0.5]  # ML-GCN too normalises as its trunk expects
     q2l = Query2Label(
         4,
         backbone="efficientnet_lite0",
