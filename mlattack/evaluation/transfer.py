@@ -23,6 +23,7 @@ from jsonargparse import ArgumentParser
 
 from mlattack.evaluation.scenarios import predicted_positive, scenario_success, scenario_thresholds
 from mlattack.report.tables import success_frame, to_markdown
+from mlattack.report.transfers import BASELINE_ROW, with_baseline
 from mlattack.tracking import attack_runs as runs
 from mlattack.tracking.examples import Examples, load_examples
 from mlattack.tracking.lineage import all_tags, log_lineage_inputs, model_lineage, run_link
@@ -190,13 +191,15 @@ def clean_logged(values: dict[str, float]) -> dict[str, float]:
 
 
 def _table(metrics: dict, source: dict, clean: dict) -> str:
-    tables = [
-        (metrics, "Success rate (%) on the target model"),
-        (source, "The same examples on the attacked model"),
-    ]
-    if clean:
-        tables.append((clean, "Baseline: the clean images of the same samples on the target model"))
-    return "\n\n".join(to_markdown(success_frame(m, ("labels shown",)), cap) for m, cap in tables)
+    on_target = to_markdown(
+        with_baseline(metrics, clean),
+        "Success rate (%) on the target model"
+        + (f" ('{BASELINE_ROW}': the clean images of the same samples)" if clean else ""),
+    )
+    on_source = to_markdown(
+        success_frame(source, ("labels shown",)), "The same examples on the attacked model"
+    )
+    return f"{on_target}\n\n{on_source}"
 
 
 # -- the command ----------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ evaluations of one attack run on one model, the newest wins.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import nan
 
 import mlflow
 import pandas as pd
@@ -82,25 +83,27 @@ def collect_transfers(
     return sorted(latest.values(), key=lambda t: (t.dataset, t.pair, attack_sort_key(t.attack)))
 
 
+def with_baseline(rows: dict[str, dict[str, float]], clean: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """The success table (N, success % in n = 0..7, labels shown) of ``rows`` (attack -> internal metric names),
+    the clean-image baseline first: that of the attack with the most samples (every attack's samples are the first
+    N of one selection, so the widest covers the others)."""
+    widest = max(clean, key=lambda a: rows[a].get("num_samples", 0), default=None)
+    if widest is not None:
+        rows = {**rows, BASELINE_ROW: {**clean[widest], "num_samples": rows[widest].get("num_samples", nan)}}
+    frame = success_frame(rows, ("labels shown",))
+    return frame.loc[sorted(frame.index, key=lambda a: (a != BASELINE_ROW, attack_sort_key(a)))]
+
+
 def transfer_table(runs: list[TransferRun]) -> pd.DataFrame:
     """Rows per (source → target) pair: the clean-image baseline first, then each attack: N, success (%) in
-    scenarios n = 0..7 and mean labels shown, all judged on the target model. The baseline is that of the attack
-    with the most samples (every attack's samples are the first N of one selection)."""
+    scenarios n = 0..7 and mean labels shown, all judged on the target model (:func:`with_baseline`)."""
     frames = []
     for pair in dict.fromkeys(t.pair for t in runs):
         group = [t for t in runs if t.pair == pair]
-        rows = {t.attack: {**t.metrics} for t in group}
-        widest = max(
-            (t for t in group if t.clean), key=lambda t: t.metrics.get("num_samples", 0), default=None
+        frame = with_baseline(
+            {t.attack: t.metrics for t in group}, {t.attack: t.clean for t in group if t.clean}
         )
-        if widest is not None:
-            rows[BASELINE_ROW] = {
-                **widest.clean,
-                "num_samples": widest.metrics.get("num_samples", float("nan")),
-            }
-        frame = success_frame(rows, ("labels shown",))
-        order = sorted(frame.index, key=lambda a: (a != BASELINE_ROW, attack_sort_key(a)))
-        frame = frame.loc[order].reset_index()
+        frame = frame.reset_index()
         frame.index = pd.Index([pair] * len(frame), name="source → target")
         frames.append(frame)
     if not frames:

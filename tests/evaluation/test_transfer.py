@@ -81,7 +81,7 @@ def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_
     assert child.data.metrics["success/n0"] == out.metrics["FGSM"]["success_rate_n0"]
     assert child.data.metrics["source/success/n0"] == out.source_metrics["FGSM"]["success_rate_n0"]
     assert child.data.metrics["clean/labels_shown"] == out.clean_metrics["FGSM"]["labels_shown_mean"]
-    assert "Baseline: the clean images" in run.data.tags["mlflow.note.content"]
+    assert f"| clean images (baseline) | {len(ex)} |" in run.data.tags["mlflow.note.content"]
 
 
 def test_command_and_clear_errors(store, attack_run, registered_toy_model, capsys):
