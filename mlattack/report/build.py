@@ -4,9 +4,10 @@ Layout of the output folder::
 
     index.md                          every table inline, every figure linked
     runs.csv                          which MLflow run each row comes from
-    tables/success_<net>_<data>.{md,csv,tex}   norms_<net>_<data>.*   compare_<data>.*   budget_*.*   labels_*.*
+    tables/success_<net>_<data>.{md,csv,tex}   norms_<net>_<data>.*   cost_<net>_<data>.*   compare_<data>.*
+           budget_*.*   grid_*.*   crossover_<net>_<data>.*   labels_*.*
     tables/transfer_<data>.*          source → target model, with the clean-image baseline
-    figures/success_<net>_<data>.png  budget_*.png  labels_<net>_<data>.png
+    figures/success_<net>_<data>.png  cost_<net>_<data>.png  budget_*.png  grid_*.png  labels_<net>_<data>.png
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from mlattack.report.collect import (
     groups,
     runs_frame,
 )
+from mlattack.report.costs import cost_section
+from mlattack.report.crossover import crossover_table
 from mlattack.report.grids import grid_heatmaps, sensitivity_grids
 from mlattack.report.labels import label_section
 from mlattack.report.sweeps import budget_curves
@@ -151,6 +154,12 @@ def build_report(
                     cap,
                     frame,
                 )
+            if cost := cost_section(group, title, fig_dir / f"cost_{net}_{ds}.png"):
+                frame, cap, fig = cost
+                paths = write_table(frame, tables_dir, f"cost_{net}_{ds}", cap)
+                _add(report, index, paths, "### Cost", cap, frame)
+                report.files.append(fig)
+                index += [f"![success vs cost, {title}](figures/{fig.name})", ""]
             label_section(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir)
 
     by_dataset: dict[str, dict[str, list[AttackRun]]] = {}
@@ -191,6 +200,13 @@ def build_report(
         fig = grid_heatmaps(grid, title, fig_dir / f"{grid.stem}.png")
         report.files.append(fig)
         index += [f"![{title}](figures/{fig.name})", ""]
+    for (net, ds), group in grouped.items():
+        if (cross := crossover_table(group)) is not None:
+            cap = (
+                f"Where the iterative attacks overtake FGSM: {network_label(net)} / {ds} (mean labels shown)"
+            )
+            paths = write_table(cross, tables_dir, f"crossover_{net}_{ds}", cap)
+            _add(report, index, paths, f"### {cap}", cap, cross)
 
     for stem, heading, cap, frame in transfer_sections(
         client, runs

@@ -239,3 +239,27 @@ def test_runs_logged_under_the_old_metric_names_still_report(tmp_path):
     assert success_table([run]).loc["FGSM", "n=1"] == pytest.approx(87.5)
     assert norms_table([run]).loc["FGSM", "L2 (all)"] == 0.25
     assert norms_table([run]).loc["FGSM", "L2 (succ. n=0)"] == 0.3
+
+
+def test_cost_table_and_success_vs_cost_plot(populated_store, report):
+    _, attack_reports, _ = populated_store
+    tables, figures = report.output_dir / "tables", report.output_dir / "figures"
+    cost = pd.read_csv(tables / "cost_linearcolournet_toy.csv", index_col="attack")
+    # paper mode: one forward and one backward pass per gradient step, judging not counted
+    assert cost.loc["FGSM", "fwd/sample"] == cost.loc["FGSM", "bwd/sample"] == 1.0
+    assert cost.loc["BIM", "fwd/sample"] == cost.loc["MIFGSM", "bwd/sample"] == 4.0
+    # the sweep's points are drawn, not tabulated (a grid would bury the attacks)
+    assert not any("[" in name for name in cost.index)
+    assert "3 sweep and grid points are in the figure" in report.markdown["cost_linearcolournet_toy"]
+    metrics = attack_reports["linearcolournet"].metrics
+    for attack in cost.index:
+        m = metrics[attack]
+        assert cost.loc[attack, "ms/sample"] == pytest.approx(1000 * m["seconds_per_sample"])
+        assert cost.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
+        assert cost.loc[attack, "n=0"] == pytest.approx(100 * m["success_rate_n0"])
+    assert "fwd/sample" in report.markdown["cost_linearcolournet_toy"]
+    index = (report.output_dir / "index.md").read_text()
+    assert "### Cost" in index and "figures/cost_linearcolournet_toy.png" in index
+    with Image.open(figures / "cost_shiftedcolournet_toy.png") as img:
+        assert img.size[0] > 600 and img.size[1] > 300
+        assert np.asarray(img.convert("L")).std() > 10  # not a blank canvas
