@@ -297,5 +297,5 @@ TOOLS: dict[str, Tool] = {
     "report": Tool("tables and figures from finished attack runs", report_parser, run_report),
     "data": Tool("inspect a data source (`mlattack data stats`)", data_parser, run_data),
     "demo": Tool("train on built-in data, then run all nine attacks", demo_parser, run_demo),
-    "study": Tool("fit, register and attack several victims, then the report", study_parser, run_study),
+    "study": Tool("fit and attack several models, then report", study_parser, run_study),
 }

@@ -11,7 +11,7 @@ from mlattack import __version__, cli
 from mlattack.commands import TOOLS
 from mlattack.data.datamodule import SOURCES
 
-SUBCOMMANDS = ["fit", "validate", "test", "predict", "attack", "evaluate", "report", "data", "demo"]
+SUBCOMMANDS = ["fit", "validate", "test", "predict", "attack", "evaluate", "report", "data", "demo", "study"]
 
 
 def test_top_level_help_lists_every_subcommand_on_one_line(mlattack):
@@ -68,6 +68,7 @@ def test_every_option_of_every_command_has_help_text(parser):
         *[f"mlattack {s}" for s in SUBCOMMANDS[:8]],
         "mlattack data stats",
         "mlattack demo",
+        "mlattack study",
     ]
     for prog, sub in walk(parser):
         undocumented = [
