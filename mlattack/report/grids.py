@@ -43,8 +43,15 @@ class Grid:
     def points(self) -> pd.DataFrame:
         """The table without run ids, one row per point named like ``eps=0.1, nb_iter=10``."""
         frame = self.table.drop(columns=["run_id"])
-        frame.index = [", ".join(f"{p}={row[p]}" for p in self.params) for _, row in frame.iterrows()]
+        frame.index = [
+            ", ".join(
+                f"{p}={row[p]:g}" if isinstance(row[p], float) else f"{p}={row[p]}" for p in self.params
+            )
+            for _, row in frame.iterrows()
+        ]
         frame.index.name = "point"
+        for p in self.params:  # labels, not numbers: the tables round floats to one decimal (0.001 -> 0.0)
+            frame[p] = [f"{v:g}" if isinstance(v, float) else str(v) for v in frame[p]]
         return frame
 
 

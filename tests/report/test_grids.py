@@ -64,11 +64,12 @@ def test_report_draws_one_heatmap_per_grid_with_the_runs_success(tmp_path, monke
     stem = "grid_linearcolournet_toy_BIM_eps-nb_iter"
     table = pd.read_csv(report.output_dir / "tables" / f"{stem}.csv", index_col="point")
     assert sorted(table.index) == [
-        "eps=0.05, nb_iter=1.0",
-        "eps=0.05, nb_iter=4.0",
-        "eps=0.3, nb_iter=1.0",
-        "eps=0.3, nb_iter=4.0",
+        "eps=0.05, nb_iter=1",
+        "eps=0.05, nb_iter=4",
+        "eps=0.3, nb_iter=1",
+        "eps=0.3, nb_iter=4",
     ]
+    assert "| eps=0.05, nb_iter=1 | 0.05 | 1 |" in report.markdown[stem]  # not rounded to "0.1 | 1.0"
     for name, metrics in rep.metrics.items():
         eps, nb_iter = (float(v.split("=")[1]) for v in name[4:-1].split(","))
         row = table[(table["eps"] == eps) & (table["nb_iter"] == nb_iter)]
