@@ -150,9 +150,10 @@ def run_continuous(
                 done = attack.reached(logits, live.t)
                 found = done.nonzero().flatten().tolist()  # the one host sync per step
                 if found:
-                    kept = (~done).nonzero().flatten()
+                    gone = set(found)
+                    kept = [j for j in range(len(live.rows)) if j not in gone]
                     retire(found, loss[done])
-                    grad = grad.index_select(0, kept)
+                    grad = grad.index_select(0, torch.tensor(kept, dtype=torch.long, device=dev))
                     if not live.rows:
                         continue
             update, live.state = plan.step(grad, live.state)
