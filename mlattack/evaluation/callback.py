@@ -109,9 +109,8 @@ class AttackCallback(Callback):
         )
         self.quantize, self.batch_size = quantize, batch_size
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
-        self.listeners: list[
-            AttackListener
-        ] = []  # the trainer's callbacks that follow the attacks (progress bars)
+        # the trainer's callbacks that follow the attacks (progress bars)
+        self.listeners: list[AttackListener] = []
         for job in jobs:
             apply_mode(job.attack, self.fast, self.precision)
             job.metric = ShowManyLabels(

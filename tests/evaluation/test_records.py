@@ -40,7 +40,7 @@ def test_a_resumed_rank_skips_every_stored_sample_and_counts_only_its_share(tmp_
     for rank in (0, 1):
         job = AttackJob("FGSM", FGSM(), num_samples=10, avg_labels=1.0, run_dir=tmp_path)
         callback = AttackCallback([job], num_classes=2, class_names=["a", "b"])
-        callback.setup(SimpleNamespace(global_rank=rank, world_size=2), None, "test")
+        callback.setup(SimpleNamespace(global_rank=rank, world_size=2, callbacks=[]), None, "test")
         assert job.done == {0, 1, 2, 3, 4}
         counted += int(job.metric.count)
     assert counted == 5
