@@ -17,16 +17,27 @@ import sys
 from typing import Any
 
 from mlattack.commands import TOOLS
-from mlattack.console import HelpFormatter, quiet_output
+from mlattack.console import LIGHTNING_HELP, HelpFormatter, quiet_output
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.errors import USER_ERROR_EXIT, check_yaml_syntax, debug_requested, is_user_error, report_error
-from mlattack.lightning_cli import LIGHTNING_HELP, MLAttackCLI
+from mlattack.lightning_cli import MLAttackCLI
 from mlattack.models.module import MultiLabelClassifier
 from mlattack.resources import resolve_config_args
 from mlattack.tracking.callbacks import MLflowSaveConfig
 from mlattack.tracking.store import EXPERIMENT, default_artifact_location, default_tracking_uri
 
 __all__ = ["MLAttackCLI", "lightning_main", "main", "run"]
+
+#: what `mlattack --help` ends with: where to start, and where options go
+EXAMPLES = """\
+Examples (every option, --config included, goes after the command):
+  mlattack demo                                   train on built-in data, then run all nine attacks
+  mlattack data stats --data configs/data/voc2007.yaml --data.root /datasets/VOCdevkit
+  mlattack fit --config configs/demo.yaml         train the demo model, register models:/mlgcn-synthetic@best
+  mlattack attack --config configs/attack-demo.yaml --model models:/mlgcn-synthetic@best
+  mlattack report --output_dir reports/demo       tables and figures of the finished attack runs
+  mlattack <command> --help                       the options of one command
+configs/... paths work from any directory (the configs shipped with mlattack); --debug shows a traceback."""
 
 #: options that moved, by the key an error names -> where they went
 MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.init_args.lr"}
@@ -56,6 +67,7 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackC
         parser_kwargs={
             "prog": "mlattack",
             "description": "Adversarial attacks that make multi-label image classifiers show many labels.",
+            "epilog": EXAMPLES,
             "formatter_class": HelpFormatter,
             "exit_on_error": False,  # main() reports parse errors in the same one-line form as the rest
             "allow_abbrev": False,  # a typo must not silently pick another option

@@ -15,6 +15,31 @@ import warnings
 
 from jsonargparse import DefaultHelpFormatter
 
+#: the one-line help of Lightning's subcommands (the Trainer's docstrings are cut mid-sentence)
+LIGHTNING_HELP = {
+    "fit": "train a model and register it in MLflow",
+    "validate": "evaluate a model on the validation split",
+    "test": "evaluate a model on the test split",
+    "predict": "label probabilities of the test split",
+}
+#: their longer description, shown by ``mlattack <subcommand> --help``
+LIGHTNING_DESCRIPTION = {
+    "fit": "Train a model: one MLflow run, checkpoints (best by val mAP, and last for --ckpt_path resume), and the "
+    "best network registered as models:/<net>-<data>@best.",
+    "validate": "Evaluate a model on the validation split (--ckpt_path: a .ckpt file or a models:/ URI).",
+    "test": "Evaluate a model on the test split (--ckpt_path: a .ckpt file or a models:/ URI).",
+    "predict": "Label probabilities of the test split (--ckpt_path: a .ckpt file or a models:/ URI).",
+}
+#: ``--ckpt_path`` as mlattack reads it (Lightning's text is about its own model registry and earlier fit calls)
+CKPT_HELP = {
+    "fit": "resume training from a .ckpt written by `mlattack fit` (e.g. outputs/<run>/checkpoints/last.ckpt); "
+    "the fit continues in the MLflow run that wrote it",
+}
+CKPT_HELP_EVAL = (
+    "the model to use: a .ckpt written by `mlattack fit` (its network settings are read from it), or a registered "
+    "network: models:/<name>@<alias> (e.g. models:/mlgcn-synthetic@best), models:/<name>/<version>, runs:/<id>/model"
+)
+
 
 def _is_network(cls: type) -> bool:
     """A class offered for ``--model.net``: one of mlattack's, taking the label count (MLGCN, MLLIW, ...)."""
@@ -35,6 +60,15 @@ class HelpFormatter(DefaultHelpFormatter):
     LONGEST = 12
     #: which of mlattack's classes an option offers, by option name (others: every mlattack class listed)
     OFFER = {"model.net": _is_network, "model.loss": _is_loss}
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Wrap prose as argparse does, but keep indented lines (examples in an epilog) as written."""
+        return "\n".join(
+            indent + line
+            if line.startswith(" ") or not line
+            else super(HelpFormatter, self)._fill_text(line, width, indent)
+            for line in text.splitlines()
+        )
 
     def _get_help_string(self, action) -> str:
         import_own_classes()

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 import mlattack
 from mlattack.commands import TOOLS, add_data_subcommands
+from mlattack.console import CKPT_HELP, CKPT_HELP_EVAL, LIGHTNING_DESCRIPTION, LIGHTNING_HELP
 from mlattack.errors import UserError, closest, with_hint
 from mlattack.tracking.callbacks import (
     LIGHTNING_CKPT_NAMES,
@@ -35,21 +36,6 @@ from mlattack.tracking.checkpoints import read_checkpoint
 from mlattack.tracking.registry import RegisterBestModel, load_network
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
-#: the one-line help of Lightning's subcommands (the Trainer's docstrings are cut mid-sentence)
-LIGHTNING_HELP = {
-    "fit": "train a model and register it in MLflow",
-    "validate": "evaluate a model on the validation split",
-    "test": "evaluate a model on the test split",
-    "predict": "label probabilities of the test split",
-}
-#: their longer description, shown by ``mlattack <subcommand> --help``
-LIGHTNING_DESCRIPTION = {
-    "fit": "Train a model: one MLflow run, checkpoints (best by val mAP, and last for --ckpt_path resume), and the "
-    "best network registered as models:/<net>-<data>@best.",
-    "validate": "Evaluate a model on the validation split (--ckpt_path: a .ckpt file or a models:/ URI).",
-    "test": "Evaluate a model on the test split (--ckpt_path: a .ckpt file or a models:/ URI).",
-    "predict": "Label probabilities of the test split (--ckpt_path: a .ckpt file or a models:/ URI).",
-}
 MODEL_URIS = ("models:/", "runs:/")
 
 
@@ -147,6 +133,9 @@ class MLAttackCLI(LightningCLI):
         for name in self.subcommands():
             sub_kwargs = {"description": LIGHTNING_DESCRIPTION[name], **kwargs.get(name, {})}
             sub = self._prepare_subcommand_parser(self.trainer_class, name, **sub_kwargs)
+            for action in sub._actions:
+                if action.dest == "ckpt_path":
+                    action.help = CKPT_HELP.get(name, CKPT_HELP_EVAL)
             self._subcommand_parsers[name] = sub
             subcommands.add_subcommand(name, sub, help=LIGHTNING_HELP[name])
         for name, tool in TOOLS.items():

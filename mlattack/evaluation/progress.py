@@ -99,13 +99,13 @@ class AttackProgress(Callback):
                 total, done = len(self.totals[job.name]), self.resumed[job.name]
                 self.tasks[job.name] = self.progress.add_task(
                     job.name.ljust(width), total=total, completed=done, mark="✓" if done >= total else " ",
-                    rate="", eta="",
+                    rate="", eta="-:--:--",
                 )  # fmt: skip
             self.progress.start()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        for job in self.jobs:  # also catches a loop that reports nothing
-            self._update(job)
+        for job in self.jobs:  # the ETAs move here, once every attack has had its turn on the batch
+            self._update(job, estimate=True)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
@@ -136,8 +136,8 @@ class AttackProgress(Callback):
         return len(self.totals[job.name] & job.done)
 
     def eta(self, job: AttackJob) -> float | None:
-        """Wall-clock time left for this attack at its pace so far in this pass (the other attacks' turns
-        included, as the loop interleaves them)."""
+        """Wall-clock time left for this attack at its pace so far in this pass, the other attacks' turns included
+        (the loop interleaves them); read at the end of a batch, when every attack has had its turn."""
         done, total = self._done(job), len(self.totals[job.name])
         new, elapsed = done - self.resumed[job.name], time.perf_counter() - self.begin
         if done >= total:
@@ -155,14 +155,14 @@ class AttackProgress(Callback):
             + resumed
         )
 
-    def _update(self, job: AttackJob, running: bool = False) -> None:
+    def _update(self, job: AttackJob, running: bool = False, estimate: bool = False) -> None:
         if self.progress is None or job.name not in self.tasks:
             return
         done, total = self._done(job), len(self.totals[job.name])
         mark = "▶" if running else "✓" if done >= total else " "
         rate = rate_text(done - self.resumed[job.name], self.seconds[job.name])
-        eta = clock(self.eta(job)) if done < total else "0:00:00"
-        self.progress.update(self.tasks[job.name], completed=done, mark=mark, rate=rate, eta=eta)
+        fields = {"eta": clock(self.eta(job))} if estimate or done >= total else {}
+        self.progress.update(self.tasks[job.name], completed=done, mark=mark, rate=rate, **fields)
 
     def _stop(self) -> None:
         if self.progress is not None:
