@@ -86,7 +86,7 @@ def experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> 
         exp_id = exp.experiment_id
     have = exp.tags if exp is not None else {}
     view_tag = f"mlflow.sharedViewState.{COMPARE_VIEW}"
-    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, view_tag: compare_view_state()}
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, view_tag: compare_view_state(name)}
     if name in EXPERIMENT_DESCRIPTIONS:
         wanted[NOTE_TAG] = f"{EXPERIMENT_DESCRIPTIONS[name]}\n\n{compare_view_link(exp_id)}"
     for key, value in wanted.items():  # set once: a description or view the user edited is kept

@@ -70,18 +70,22 @@ HEADLINE = "n_at_50pct"
 ATTACK_SECONDS = "time/attack_seconds"
 
 
-def compare_view_state() -> str:
-    """The saved view: one row per attack and model (runs grouped by attack name and model version), with the
-    attack's norm, budget and iterations, the headline, the success rates, labels shown, norms and time."""
+def compare_view_state(experiment: str = ATTACK_EXPERIMENT) -> str:
+    """The saved view: one group per judged model holding its attack (or transfer) runs, one row each (grouping
+    by attack name too made a group of one per attack: twice the rows), with the attack's norm, budget and
+    iterations, the headline, the success rates, labels shown, norms and time; in the transfer experiment also
+    the target model's labels shown on the clean images (the baseline). Parent runs show as empty rows."""
     columns = [f"params.`attack.{k}`" for k in ("norm", "eps", "iterations")]
     columns += [f"metrics.`{k}`" for k in (HEADLINE, *(success_key(n) for n in range(NUM_SCENARIOS)))]
     columns += [f"metrics.`{k}`" for k in ("labels_shown", "norm/l2", "norm/linf", ATTACK_SECONDS)]
-    keys = [
-        {"mode": "tag", "groupByData": ATTACK_NAME_TAG},
-        {"mode": "param", "groupByData": "model_identity"},
-    ]
+    if experiment == TRANSFER_EXPERIMENT:
+        columns.insert(columns.index("metrics.`labels_shown`") + 1, "metrics.`clean/labels_shown`")
+    keys = [{"mode": "param", "groupByData": "model_identity"}]
     return json.dumps(
-        {"selectedColumns": columns, "groupBy": {"aggregateFunction": "average", "groupByKeys": keys}}
+        {
+            "selectedColumns": columns,
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": keys},
+        }
     )
 
 

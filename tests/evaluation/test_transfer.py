@@ -1,5 +1,7 @@
 """``mlattack evaluate``: stored adversarial examples re-judged on another model, logged as a run linked to both."""
 
+import json
+
 import mlflow
 import pytest
 import torch
@@ -66,7 +68,10 @@ def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_
     assert out.clean_metrics["FGSM"]["labels_shown_mean"] == pytest.approx(float(clean_shown.double().mean()))
 
     run = client.get_run(out.run_id)
-    assert client.get_experiment(run.info.experiment_id).name == "mlattack-transfer"
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.name == "mlattack-transfer"
+    view = json.loads(exp.tags["mlflow.sharedViewState.compare-attacks"])  # the baseline beside labels shown
+    assert "metrics.`clean/labels_shown`" in view["selectedColumns"]
     assert run.data.tags["mlattack.source_run"] == attack_run.parent_run_id
     assert (
         run.data.params["model_uri"] == other and run.data.params["source_model"] == "linearcolournet-toy/1"

@@ -42,6 +42,8 @@ def test_every_run_carries_lineage_context_and_readable_names(
         "metrics.`success/n0`" in view["selectedColumns"]
         and "viewStateShareKey=compare-attacks" in exp.tags["mlflow.note.content"]
     )
+    # one group per model, one row per attack in it (not a group of one per attack)
+    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["model_identity"]
     # the model's page lists the attack runs: their headline metrics are linked to its logged model
     linked = {(m.run_id, m.key) for m in client.get_logged_model(model_id).metrics}
     assert {(c, "success/n0") for c in report.child_run_ids.values()} <= linked
