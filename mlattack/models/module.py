@@ -131,7 +131,10 @@ class MultiLabelClassifier(pl.LightningModule):
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            dm = getattr(self.trainer, "datamodule", None)
+        except RuntimeError:  # not attached to a Trainer (set up by hand): no data to check against
+            dm = None
         if dm is None:
             return
         if getattr(dm, "num_classes", self.num_classes) != self.num_classes:
