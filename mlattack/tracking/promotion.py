@@ -71,7 +71,8 @@ def ensure_registered_model(client: mlflow.MlflowClient, name: str, tags: dict) 
     note = (
         f"{tags[NETWORK_TAG]} networks trained on {tags.get(DATASET_TAG, 'its dataset')} by `mlattack fit` (image "
         f"in [0, 1] -> logits). `@best` names the version with the highest validation mAP; attack it with "
-        f"`mlattack attack --model models:/{name}@best`. Runs that attacked a version list it as their input."
+        f"`mlattack attack --model models:/{name}@best`. The attack and transfer runs that judged a version are listed "
+        "on its logged model's page (the version's Source Model link): their metrics, by source run."
     )
     try:
         current = client.get_registered_model(name)
@@ -85,11 +86,14 @@ def ensure_registered_model(client: mlflow.MlflowClient, name: str, tags: dict) 
         client.update_registered_model(name, description=note)
 
 
-def version_note(net: object, tags: dict, run_id: str) -> str:
+def version_note(net: object, tags: dict, run_id: str, model_page: str | None = None) -> str:
+    """A version's (and its logged model's) description; ``model_page`` links the logged model's page, which
+    lists the runs that attacked the version or judged transferred examples on it (the registry page does not)."""
     score = f"validation mAP {float(tags[SCORE_TAG]):.4f}" if SCORE_TAG in tags else "no validation score"
     epoch = f" (epoch {tags[EPOCH_TAG]})" if EPOCH_TAG in tags else ""
     return (
         f"{type(net).__name__} on {tags.get(DATASET_TAG, '?')}, {tags[IMAGE_SIZE_TAG]} px: {score}{epoch}; "
         f"weights digest {tags[DIGEST_TAG]}; trained by run {run_id}. Stored without pickle (network.pt read "
         "with weights_only=True + network.json)."
+        + (f" Its attack and transfer runs: [the logged model's page]({model_page})." if model_page else "")
     )

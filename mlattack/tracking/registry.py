@@ -115,7 +115,7 @@ def log_network(
                 run_id=run_id,
                 tags=tags,
                 model_id=model_id,
-                description=version_note(net, tags, run_id),
+                description=version_note(net, tags, run_id, _model_page(client, run_id, model_id)),
             )
         version = mv.version
         # what the logged model's page reads to show its registered versions
@@ -124,6 +124,11 @@ def log_network(
         )
     promote(client, name, str(version), score, tags.get(DATASET_TAG), tags[NETWORK_TAG], alias)
     return f"models:/{name}/{version}"
+
+
+def _model_page(client: mlflow.MlflowClient, run_id: str, model_id: str) -> str:
+    """The MLflow UI route of a logged model (under its fit run's experiment)."""
+    return f"#/experiments/{client.get_run(run_id).info.experiment_id}/models/{model_id}"
 
 
 def _log_logged_model(client, net, run_id: str, name: str, image_size: int, config, tags: dict) -> str:

@@ -47,6 +47,10 @@ def test_every_run_carries_lineage_context_and_readable_names(
     # the model's page lists the attack runs: their headline metrics are linked to its logged model
     linked = {(m.run_id, m.key) for m in client.get_logged_model(model_id).metrics}
     assert {(c, "success/n0") for c in report.child_run_ids.values()} <= linked
+    fit_exp = client.get_run(
+        version.run_id
+    ).info.experiment_id  # and the version's description links that page
+    assert f"](#/experiments/{fit_exp}/models/{model_id})" in version.description
     for run in (parent, *(client.get_run(c) for c in report.child_run_ids.values())):
         tags, params = run.data.tags, run.data.params
         assert tags["mlflow.source.name"] == "mlattack attack" and tags["mlflow.user"]
