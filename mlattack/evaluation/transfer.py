@@ -150,8 +150,9 @@ def evaluate_transfer(
     child_ids: dict[str, str] = {}
     try:
         runs.log_params(client, rid, context)
-        for lineage in (target, src):
-            log_lineage_inputs(client, rid, lineage)
+        split = _split(children[0])  # the data split the examples come from, as the runs' dataset input
+        log_lineage_inputs(client, rid, target, split, context="transfer")
+        log_lineage_inputs(client, rid, src)
         for child in children:
             attack = child.data.tags.get(ATTACK_NAME_TAG, child.info.run_name)
             ctags = {**tags, PARENT_TAG: rid, ATTACK_NAME_TAG: attack, SOURCE_RUN_TAG: child.info.run_id}
@@ -159,7 +160,7 @@ def evaluate_transfer(
             child_ids[attack] = cid
             attack_params = {k: v for k, v in child.data.params.items() if k.startswith("attack.")}
             runs.log_params(client, cid, {**context, **attack_params, "source_attack_run": child.info.run_id})
-            log_lineage_inputs(client, cid, target)
+            log_lineage_inputs(client, cid, target, _split(child), context="transfer")
             src_metrics = [
                 (f"source/{success_key(k)}", source[attack][f"success_rate_n{k}"]) for k in range(8)
             ]
@@ -167,8 +168,8 @@ def evaluate_transfer(
                 src_metrics += [(f"clean/{k}", v) for k, v in clean_logged(clean[attack]).items()]
             for key, value in src_metrics:
                 client.log_metric(cid, key, value)
-            data = [(d.dataset.name, d.dataset.digest) for d in child.inputs.dataset_inputs or []]
-            runs.log_results(client, cid, metrics[attack], target.model_id, data[0] if data else None)
+            data = _split(child)
+            runs.log_results(client, cid, metrics[attack], target.model_id, data[:2] if data else None)
             client.set_terminated(cid, "FINISHED")
         table = _table(metrics, source, clean)
         link = f"[attack run]({run_link(parent.info.experiment_id, parent.info.run_id)})"
@@ -188,6 +189,12 @@ def clean_logged(values: dict[str, float]) -> dict[str, float]:
     """The baseline's MLflow names under ``clean/``: its success rates and labels shown."""
     keys = [f"success_rate_n{k}" for k in range(8)] + ["labels_shown_mean"]
     return {mlflow_metric(k): values[k] for k in keys}
+
+
+def _split(run) -> tuple[str, str, str] | None:
+    """(name, digest, source) of an attack run's data split input, or None (runs logged without one)."""
+    data = [(d.dataset.name, d.dataset.digest, d.dataset.source) for d in run.inputs.dataset_inputs or []]
+    return data[0] if data else None
 
 
 def _table(metrics: dict, source: dict, clean: dict) -> str:

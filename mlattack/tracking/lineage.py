@@ -108,8 +108,10 @@ def log_lineage_inputs(
     run_id: str,
     model: ModelLineage | None = None,
     dataset: tuple[str, str, str] | None = None,
+    context: str = "attack",
 ) -> None:
-    """The attacked model (its logged model) and the data split (name, digest, root) as the run's inputs.
+    """The attacked (or judging) model, as its logged model, and the data split (name, digest, root) as the run's
+    inputs; ``context`` is the split's role, shown beside it in the UI.
 
     Inputs are added once: a resumed run that has them already is left alone.
     """
@@ -124,6 +126,6 @@ def log_lineage_inputs(
         name, digest, root = dataset
         if not any(d.dataset.name == name for d in (have.dataset_inputs or [])):
             ds = Dataset(name=name, digest=digest[:36], source_type="local", source=str(Path(root or ".")))
-            datasets.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", "attack")]))
+            datasets.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)]))
     if models or datasets:
         client.log_inputs(run_id, datasets=datasets or None, models=models or None)

@@ -80,6 +80,9 @@ def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_
     sources = {client.get_model_version(n, "1").source.removeprefix("models:/")
                for n in ("linearcolournet-toy", "shiftedcolournet-toy")}  # fmt: skip
     assert inputs == sources  # the transfer run is listed on both models' pages
+    assert [(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs] == [
+        ("toy/test", "transfer")
+    ]
     assert "Success rate (%) on the target model" in run.data.tags["mlflow.note.content"]
     (child,) = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{out.run_id}'")
     assert child.data.tags["mlattack.source_run"] == fgsm_run and child.data.params["attack.eps"] == "0.3"
