@@ -121,6 +121,7 @@ def print_report(report) -> None:
     import math
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mlattack.report.tables import success_frame
@@ -135,7 +136,7 @@ def print_report(report) -> None:
     for name, row in frame.iterrows():
         cells = ["–" if isinstance(v, float) and math.isnan(v) else f"{v:.{0 if c == 'N' else 1 if c.startswith('n=') else 3}f}"
                  for c, v in row.items()]  # fmt: skip
-        table.add_row(str(name), *cells)
+        table.add_row(escape(str(name)), *cells)  # grid points are named "BIM[eps=0.1,...]": not rich markup
     Console(width=max(Console().width, 130)).print(table)
     print(f"MLflow parent run: {report.parent_run_id} ({len(report.child_run_ids)} attack runs)")
 
