@@ -88,7 +88,8 @@ def experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> 
     view_tag = f"mlflow.sharedViewState.{COMPARE_VIEW}"
     wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, view_tag: compare_view_state(name)}
     if name in EXPERIMENT_DESCRIPTIONS:
-        wanted[NOTE_TAG] = f"{EXPERIMENT_DESCRIPTIONS[name]}\n\n{compare_view_link(exp_id)}"
+        # the link first: the runs page shows the description's first line only until it is expanded
+        wanted[NOTE_TAG] = f"{compare_view_link(exp_id)}. {EXPERIMENT_DESCRIPTIONS[name]}"
     for key, value in wanted.items():  # set once: a description or view the user edited is kept
         if key not in have:
             client.set_experiment_tag(exp_id, key, value)
