@@ -42,10 +42,15 @@ def interleaved(steps: dict, x, t, repeats: int, warmup: int) -> dict[str, tuple
     """Fastest of ``repeats`` rounds per variant, each round timing every variant once: a load change from other
     jobs then hits all variants alike. ``steps`` values: ``(step, threads)``."""
     out = {}
-    for label, (step, threads) in steps.items():
+    for label, (step, threads) in list(steps.items()):
         torch.set_num_threads(threads)
-        for _ in range(warmup):
-            grad = step(x, t)
+        try:
+            for _ in range(max(warmup, 3)):  # TorchScript optimises (and may fail) after two profiled runs
+                grad = step(x, t)
+        except RuntimeError as e:  # e.g. TorchScript's fuser on a graph it cannot differentiate
+            print(f"{label}: not applicable ({str(e).strip().splitlines()[0][:120]})")
+            del steps[label]
+            continue
         out[label] = (float("inf"), grad)
     for _ in range(repeats):
         for label, (step, threads) in steps.items():

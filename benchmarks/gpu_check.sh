@@ -16,7 +16,7 @@
 set -uo pipefail
 
 DEVICE=cuda
-OUT=gpu_check_out
+OUT=${OUT:-gpu_check_out}  # the device runner's $OUT when set
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
@@ -28,6 +28,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 [[ -x .venv/bin/python && -z "${PYTHON:-}" ]] && PY=.venv/bin/python
 mkdir -p "$OUT"
+DEMO_CKPT=${DEMO_CKPT:-$OUT/demo.pt}  # a trained demo state dict; trained (and saved there) by step 4 when absent
 START=$(date +%s)
 FAILED=0
 
@@ -41,30 +42,30 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAM
   echo "   ($(( $(date +%s) - START )) s so far)"
 }
 
-# time limits per step add up to 8 minutes on CUDA: attack_speed 120 + estimate 10 + ResNet loop 120 + demo 2 x 60
-# + compile 2 x 55 s
+# time limits per step add up to 8 minutes on CUDA: attack_speed 110 + estimate 10 + ResNet loop 110 + demo 90 + 50
+# (the first one generates the synthetic data and trains the demo model) + compile 2 x 55 s
 if [[ "$DEVICE" == cpu ]]; then  # tiny: ResNet-18 at 64², a handful of samples and steps
   SPEED=(--models resnet18 --batch 2 --iters 2 --repeats 1 --attacks FGSM BIM PGD MIFGSM MLCW)
   BIG=(--models resnet18 --image_size 64 --samples 4 --batch 2 --nb_iter 3)
-  DEMO=(--samples 8 --batch 4 --nb_iter 5)
+  DEMO=(--samples 8 --batch 4 --nb_iter 5 --demo_epochs 1 --demo_train 512)  # a weak model: proves the path
   COMPILE=()  # torch.compile on 2 CPU cores costs minutes of compilation: skipped here
-  L_SPEED=120 L_LOOP=120 L_DEMO=240 L_COMPILE=0
+  L_SPEED=120 L_LOOP=120 L_DEMO1=240 L_DEMO2=120 L_COMPILE=0
 else
   SPEED=(--models resnet101 --batch 32 --iters 5 --repeats 2)
   BIG=(--models resnet101 --samples 32 --batch 32 --nb_iter 10 --warmup)
   DEMO=(--samples 64 --batch 32 --nb_iter 30 --warmup)
   COMPILE=(default reduce-overhead)
-  L_SPEED=120 L_LOOP=120 L_DEMO=60 L_COMPILE=55
+  L_SPEED=110 L_LOOP=110 L_DEMO1=90 L_DEMO2=50 L_COMPILE=55
 fi
 
 step attack_speed $L_SPEED $PY benchmarks/attack_speed.py --device "$DEVICE" "${SPEED[@]}"
 step study_estimate 10 $PY benchmarks/study_estimate.py "$OUT/attack_speed.log"
 step loop_resnet $L_LOOP $PY benchmarks/loop_speed.py --device "$DEVICE" "${BIG[@]}" --eps_iter 0.001 \
   --loops advertorch,strict,fast --autocast bf16
-step loop_demo_study $L_DEMO $PY benchmarks/loop_speed.py --device "$DEVICE" --models demo "${DEMO[@]}" \
-  --eps_iter 0.001 --autocast bf16 --demo_checkpoint "$OUT/demo.pt"
-step loop_demo_large_step $L_DEMO $PY benchmarks/loop_speed.py --device "$DEVICE" --models demo "${DEMO[@]}" \
-  --eps_iter 0.01 --autocast bf16 --demo_checkpoint "$OUT/demo.pt"
+step loop_demo_study $L_DEMO1 $PY benchmarks/loop_speed.py --device "$DEVICE" --models demo "${DEMO[@]}" \
+  --eps_iter 0.001 --autocast bf16 --demo_checkpoint "$DEMO_CKPT"
+step loop_demo_large_step $L_DEMO2 $PY benchmarks/loop_speed.py --device "$DEVICE" --models demo "${DEMO[@]}" \
+  --eps_iter 0.01 --autocast bf16 --demo_checkpoint "$DEMO_CKPT"
 for mode in "${COMPILE[@]}"; do
   step "loop_compile_$mode" $L_COMPILE $PY benchmarks/loop_speed.py --device "$DEVICE" "${BIG[@]}" \
     --eps_iter 0.01 --attacks PGD,MIFGSM --loops fast --compile "$mode"

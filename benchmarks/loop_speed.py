@@ -135,10 +135,13 @@ def make_loop(kind: str, name: str, model: nn.Module, fast_model: nn.Module, arg
     def run(x, t, seed):
         x = x.contiguous(memory_format=torch.channels_last)
         chunk, out = loader_batch(b, fast=True), []
+        steps = []
         for i in range(0, len(x), chunk):
             pos = list(range(i, min(i + chunk, len(x))))
             res, _ = attack_chunk(name, attack, fast_model, x[pos], t[pos], pos, seed, b, continuous)
             out.append(res.adv)
+            steps.append(res.iterations.float())
+        run.steps = float(torch.cat(steps).mean())  # gradient steps per sample: how often early stop fired
         return torch.cat(out)
 
     return run
@@ -176,18 +179,24 @@ def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         f"avgLabels {float(y.sum(1).mean()):.2f}, C = {y.shape[1]}, {device_name(args.device)}\n"
     )
     head = "| attack | " + " | ".join(f"{m} s" for m in loops) + " | strict speed-up | fast speed-up |"
-    head += " " + " | ".join(f"{m} MiB" for m in loops) + " | strict = advertorch | fast >= strict |"
+    head += (
+        " "
+        + " | ".join(f"{m} MiB" for m in loops)
+        + " | fast steps/sample | strict = advertorch | fast >= strict |"
+    )
     print(head + "\n" + "|---" * (head.count("|") - 1) + "|")
     tables = {m: {} for m in loops}
     total = dict.fromkeys(loops, 0.0)
     for name in args.attacks:
-        secs, mem, shown = {}, {}, {}
-        for kind in loops:
-            run = make_loop(kind, name, model, models.get(kind, fast_model), args)
-            if args.warmup:
+        mem, shown, steps = {}, {}, args.nb_iter if name != "FGSM" else 1
+        runs = {kind: make_loop(kind, name, model, models.get(kind, fast_model), args) for kind in loops}
+        if args.warmup:
+            for run in runs.values():
                 run(x[: args.batch], target[: args.batch], 0)
-            secs[kind] = float("inf")
-            for _ in range(args.repeats):  # the fastest repeat: other jobs on the machine only add time
+        secs = dict.fromkeys(loops, float("inf"))
+        # rounds over all loops, fastest per loop: a burst of load from other jobs hits one round of each loop
+        for _ in range(args.repeats):
+            for kind, run in runs.items():
                 sync(args.device)
                 with PeakMemory(args.device) as peak:
                     start = time.perf_counter()
@@ -195,20 +204,25 @@ def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
                     sync(args.device)
                     secs[kind] = min(secs[kind], time.perf_counter() - start)
                 mem[kind] = peak.mib
-            with torch.no_grad():
-                shown[kind] = torch.cat([labels_shown(model(a.float())).cpu() for a in adv.split(args.batch)])
+                with torch.no_grad():
+                    shown[kind] = torch.cat(
+                        [labels_shown(model(a.float())).cpu() for a in adv.split(args.batch)]
+                    )
+        for kind in loops:
             tables[kind][name] = success_row(shown[kind], y)
             total[kind] += secs[kind]
+        steps = getattr(runs["fast"], "steps", steps)
         same = int((shown["strict"] == shown["advertorch"]).sum())
         paired = strict_from_fast_starts(name, model, x, target, 123, args)
         base = shown["strict"] if paired is None else paired
         ge, gt = int((shown["fast"] >= base).sum()), int((shown["fast"] > base).sum())
-        cells = sum(f >= s - 1e-9 for f, s in zip(tables["fast"][name], tables["strict"][name], strict=True))
+        yardstick = tables["strict"][name] if paired is None else success_row(paired, y)
+        cells = sum(f >= s - 1e-9 for f, s in zip(tables["fast"][name], yardstick, strict=True))
         print(
             f"| {name} | " + " | ".join(f"{secs[m]:.2f}" for m in loops)
             + f" | {secs['advertorch'] / secs['strict']:.2f}x | {secs['advertorch'] / secs['fast']:.2f}x | "
             + " | ".join(f"{mem[m]:.1f}" for m in loops)
-            + f" | {'yes' if same == len(x) else 'NO'} ({same}/{len(x)}) | {ge}/{len(x)} samples ({gt} more labels), {cells}/8 cells |"
+            + f" | {steps:.1f} | {'yes' if same == len(x) else 'NO'} ({same}/{len(x)}) | {ge}/{len(x)} samples ({gt} more labels), {cells}/8 cells |"
         )  # fmt: skip
     print(
         "| all | " + " | ".join(f"{total[m]:.2f}" for m in loops)
@@ -255,6 +269,8 @@ def main() -> None:
     p.add_argument(
         "--demo_checkpoint", default=None, help="models:/ URI or .pt state dict (trained and saved if absent)"
     )
+    p.add_argument("--demo_epochs", type=int, default=6, help="when the demo model is trained here")
+    p.add_argument("--demo_train", type=int, default=2000, help="training images, when trained here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--autocast", choices=["bf16"], default=None, help="add strict-bf16 and fast-bf16 loops")
@@ -266,7 +282,9 @@ def main() -> None:
         help="torch.compile the fast loops' model; a mode may follow (reduce-overhead: CUDA graphs)",
     )
     p.add_argument("--warmup", action="store_true", help="one untimed batch per loop first")
-    p.add_argument("--repeats", type=int, default=1, help="time each loop this often, keep the fastest")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="rounds over the loops; each loop's fastest is kept"
+    )
     args = p.parse_args()
     args.attacks = [a.strip().upper() for a in args.attacks.split(",") if a.strip()]
     args.loops = list(dict.fromkeys(["advertorch", "strict", "fast", *args.loops.split(",")]))
@@ -283,7 +301,9 @@ def main() -> None:
             x, y = random_samples(model, args.samples, size, args.device)
             bench_model(f"ResNet-{depth} {size}² (random init)", model, x, y, args)
         elif name == "demo":
-            model, x, y = demo_model(args.demo_checkpoint, args.samples, args.device)
+            model, x, y = demo_model(
+                args.demo_checkpoint, args.samples, args.device, args.demo_epochs, args.demo_train
+            )
             bench_model("demo ML-GCN (tiny trunk) 64²", model, x, y, args)
         else:
             raise SystemExit(f"--models: unknown model {name!r}")

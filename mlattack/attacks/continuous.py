@@ -51,6 +51,10 @@ class _InFlight:
     """The per-sample tensors of the samples being attacked; row ``j`` belongs to sample ``rows[j]``."""
 
     def __init__(self, images: torch.Tensor) -> None:
+        # cat and index_select return contiguous tensors: channels_last inputs are kept channels_last (the fast
+        # copy's convolutions run NHWC; an NCHW input would cost a reorder in every layer)
+        nhwc = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+        self.fmt = torch.channels_last if nhwc else torch.contiguous_format
         empty = images[:0]
         self.rows: list[int] = []
         self.steps: list[int] = []  # gradient steps taken, per sample (host side: no sync to read it)
@@ -58,25 +62,29 @@ class _InFlight:
         self.state: torch.Tensor | None = None
         self.finite = torch.ones(0, dtype=torch.bool, device=images.device)
 
+    def _like(self, v: torch.Tensor) -> torch.Tensor:
+        return v.contiguous(memory_format=self.fmt)
+
     def add(self, rows: list[int], x, t, delta, state) -> None:
         self.rows += rows
         self.steps += [0] * len(rows)
-        self.x = torch.cat([self.x, x])
+        self.x = self._like(torch.cat([self.x, x]))
         self.t = t if self.t is None else torch.cat([self.t, t])
-        self.delta = torch.cat([self.delta, delta])
-        self.state = (
-            None if state is None else state if self.state is None else torch.cat([self.state, state])
-        )
+        self.delta = self._like(torch.cat([self.delta, delta]))
+        if state is not None:
+            self.state = self._like(state if self.state is None else torch.cat([self.state, state]))
         self.finite = torch.cat([self.finite, torch.ones(len(rows), dtype=torch.bool, device=x.device)])
 
     def keep(self, keep: list[int]) -> None:
         idx = torch.tensor(keep, dtype=torch.long, device=self.x.device)
         self.rows = [self.rows[j] for j in keep]
         self.steps = [self.steps[j] for j in keep]
-        self.x, self.t, self.delta, self.finite = (
-            v.index_select(0, idx) for v in (self.x, self.t, self.delta, self.finite)
+        self.x, self.delta = (
+            self._like(self.x.index_select(0, idx)),
+            self._like(self.delta.index_select(0, idx)),
         )
-        self.state = None if self.state is None else self.state.index_select(0, idx)
+        self.t, self.finite = self.t.index_select(0, idx), self.finite.index_select(0, idx)
+        self.state = None if self.state is None else self._like(self.state.index_select(0, idx))
 
 
 def run_continuous(
