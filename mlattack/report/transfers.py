@@ -61,8 +61,15 @@ def collect_transfers(
     if exp is None or not sources:
         return []
     query = f"tags.`{KIND_TAG}` = 'transfer' and tags.`{ATTACK_NAME_TAG}` != ''"
+    found, token = [], None
+    while True:  # every page: a store can hold more transfer runs than one page
+        page = client.search_runs([exp.experiment_id], query, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])  # fmt: skip
+        found += page
+        if not (token := page.token):
+            break
     latest: dict[tuple[str, str], TransferRun] = {}
-    for r in client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time ASC"]):
+    for r in found:
         source = sources.get(r.data.tags.get(SOURCE_RUN_TAG, ""))
         if source is None or r.info.status != "FINISHED":
             continue
