@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from mlattack.report.collect import AttackRun
+from mlattack.report.collect import AttackRun, attack_sort_key
 from mlattack.report.plots import plt
 from mlattack.report.tables import SCENARIO_COLUMNS, network_label, success_table
 from mlattack.tracking.promotion import SCORE_TAG
@@ -75,37 +75,43 @@ def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, f
     return pd.DataFrame(rows).set_index("attack")
 
 
+#: one marker per attack in the shown-vs-size figure (colours are the networks)
+MARKERS = "os^vDP*Xph<>Hd"
+PANELS_PER_ROW = 3
+
+
 def architecture_map(
     by_network: dict[str, list[AttackRun]], maps: dict[str, float], title: str, path: Path
 ) -> Path:
-    """One heatmap per network: rows attacks (the study's order), columns n = 0..7, cells success (%)."""
+    """One heatmap per network (up to three per row): rows attacks (the study's order), columns n = 0..7, cells
+    success (%). When every network has the same attacks, only the first panel of a row names them."""
     nets = list(by_network)
-    tables = {net: success_table(by_network[net]) for net in nets}
-    height = max(len(t) for t in tables.values()) * 0.35 + 1.6
-    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), height), squeeze=False, sharey=False)
-    for ax, net in zip(axes[0], nets, strict=True):
-        t = tables[net][SCENARIO_COLUMNS]
-        im = ax.imshow(t.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(SCENARIO_COLUMNS)), [c.split("=")[1] for c in SCENARIO_COLUMNS])
-        ax.set_yticks(range(len(t)), list(t.index), fontsize=8)
-        ax.set_xlabel("scenario n")
+    tables = {net: success_table(by_network[net])[SCENARIO_COLUMNS] for net in nets}
+    same_rows = len({tuple(t.index) for t in tables.values()}) == 1
+    cols = min(len(nets), PANELS_PER_ROW)
+    rows = -(-len(nets) // cols)
+    height = max(len(t) for t in tables.values()) * 0.32 + 1.3
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.6, height * rows), squeeze=False)
+    fig.subplots_adjust(wspace=0.08 if same_rows else 0.6, hspace=0.45)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(nets):
+            ax.set_visible(False)
+            continue
+        net, t = nets[k], tables[nets[k]]
+        values = t.to_numpy(dtype=float)
+        im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(SCENARIO_COLUMNS)), [c.split("=")[1] for c in SCENARIO_COLUMNS], fontsize=8)
+        ax.set_yticks(range(len(t)), list(t.index) if (k % cols == 0 or not same_rows) else [], fontsize=8)
+        ax.set_xlabel("scenario n", fontsize=8)
         mean_ap = maps.get(net, np.nan)
         ax.set_title(
-            f"{network_label(net)}" + ("" if np.isnan(mean_ap) else f" (clean mAP {mean_ap:.3f})"),
-            fontsize=10,
+            network_label(net) + ("" if np.isnan(mean_ap) else f"\nclean mAP {mean_ap:.3f}"), fontsize=9
         )
-        for (i, j), v in np.ndenumerate(t.to_numpy(dtype=float)):
+        for (i, j), v in np.ndenumerate(values):
             if not np.isnan(v):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if v < 60 else "black",
-                )
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="success (%)")
+                colour = "white" if v < 60 else "black"
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color=colour)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="success (%)")
     fig.suptitle(title, fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
@@ -114,9 +120,14 @@ def architecture_map(
 
 
 def shown_vs_size(by_network: dict[str, list[AttackRun]], title: str, path: Path, norm: str = "l2") -> Path:
-    """Mean labels shown against mean perturbation size, one point per attack and one line per network."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for net, runs in by_network.items():
+    """Mean labels shown against mean perturbation size: one point per (network, attack), colour = network,
+    marker = attack, and per network the upper envelope (the most labels any of its attacks showed at that size
+    or less), which is what compares networks: a higher envelope gives in more for the same perturbation."""
+    attacks = sorted({r.attack for runs in by_network.values() for r in runs}, key=attack_sort_key)
+    marker = {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(attacks)}
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    for k, (net, runs) in enumerate(by_network.items()):
+        colour = f"C{k}"
         pts = sorted(
             (r.metrics.get(f"{norm}_mean", np.nan), r.metrics.get("labels_shown_mean", np.nan), r.attack)
             for r in runs
@@ -124,16 +135,20 @@ def shown_vs_size(by_network: dict[str, list[AttackRun]], title: str, path: Path
         pts = [p for p in pts if not (np.isnan(p[0]) or np.isnan(p[1]))]
         if not pts:
             continue
-        xs, ys, names = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o", label=network_label(net))
+        xs, ys, _ = zip(*pts, strict=True)
+        ax.step(xs, np.maximum.accumulate(ys), where="post", color=colour, label=network_label(net))
         for x, y, name in pts:
-            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.plot(x, y, marker[name], color=colour, markersize=6, alpha=0.85, linestyle="none")
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel(f"mean {norm.upper()} of the perturbation (pixels in [0, 1])")
     ax.set_ylabel("mean labels shown")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    nets_legend = ax.legend(fontsize=8, title="network (envelope)", title_fontsize=8, loc="upper left")
+    ax.add_artist(nets_legend)
+    handles = [plt.Line2D([], [], marker=marker[a], color="grey", linestyle="none", label=a) for a in attacks]
+    ax.legend(handles=handles, fontsize=7, title="attack", title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
