@@ -12,8 +12,13 @@ from mlattack.tracking.record import attack_config, attack_params, headline, int
 def computed_metrics() -> dict[str, float]:
     m = ShowManyLabels(4, torch.tensor([1, 2, 3, 4, 4, 4, 4, 4]))
     norms = {k: torch.tensor([0.1, 0.2, 0.3]) for k in ("l2", "l1", "linf", "rmsd", "mean_abs")}
+    cost = {
+        "forwards": torch.tensor([3.0, 3, 3]),
+        "backwards": torch.tensor([3.0, 3, 3]),
+        "peak_mb": torch.tensor([10.0, 12, 11]),
+    }
     m.update(torch.tensor([1, 2, 4]), norms, torch.tensor([3.0, 3, 3]), torch.tensor([0.5, 0.5, 0.5]),
-             torch.tensor([False, False, True]))  # fmt: skip
+             torch.tensor([False, False, True]), cost=cost)  # fmt: skip
     return {k: float(v) for k, v in m.compute().items()}
 
 
@@ -27,9 +32,12 @@ def test_logged_names_group_in_the_ui_and_read_back_to_the_internal_names():
     assert not any(k.startswith("success_rate") or k.endswith("_mean") for k in logged)
     assert logged["time/attack_seconds"] == 1.5  # 3 samples x 0.5 s: the attack's own wall time
     assert logged["n_at_50pct"] == 1  # 3/3 show >= 1 label, 2/3 >= 2, 1/3 >= 3
+    assert logged["cost/forward_passes_per_sample"] == 3.0 and logged["cost/peak_memory_mb"] == 12.0
     back = internal_metrics(logged)
     for key, value in values.items():
         assert back[key] == value, key
+    unmeasured = logged_metrics({**values, "peak_memory_mb": float("nan")})
+    assert "cost/peak_memory_mb" not in unmeasured  # MLflow gets no NaN: a metric not measured is not logged
     old = {"success_rate_n0": 0.5, "l2_mean": 0.2, "labels_shown_mean": 2.0, "l2_mean_success_n3": 0.1}
     assert internal_metrics(old) == old  # stores written before the rename still report
 
