@@ -38,7 +38,9 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAM
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   [[ $rc -ne 0 ]] && { echo "   !! $name exited $rc (see $OUT/$name.log)"; FAILED=1; }
-  grep -E '^\||^bf16|^study grid|floor|^memory|^demo model|^\w+ +[0-9.]+ +[0-9.]+ +[0-9.]+' "$OUT/$name.log" | head -60
+  # the first table of the log (speed, memory, equality) and the summary lines; the success tables stay in the log
+  awk '/^\| attack/ && !done {t = 1} t && /^$/ {t = 0; done = 1} t {print}
+       /^bf16|^study grid|floor|^demo model|^[A-Za-z]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ / {print}' "$OUT/$name.log"
   echo "   ($(( $(date +%s) - START )) s so far)"
 }
 

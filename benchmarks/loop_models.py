@@ -79,12 +79,13 @@ def demo_model(checkpoint: str | None, samples: int, device: str, epochs: int = 
     keep = ((pred == y).all(1) & (y.sum(1) > 0)).nonzero().flatten()[:samples]
     print(f"demo model: {len(keep)} correctly predicted test samples (of {len(x)} scanned)")
     if len(keep) < samples:  # a weak model (a short training run): its predictions stand in for the truth
-        extra = [i for i in (pred.sum(1) > 0).nonzero().flatten().tolist() if i not in set(keep.tolist())]
+        taken = set(keep.tolist())
+        extra = sorted(
+            range(len(x)), key=lambda i: (i in taken, -float(pred[i].sum()), i)
+        )  # labelled ones first
         keep = torch.cat([keep, torch.tensor(extra[: samples - len(keep)], dtype=torch.long)])
         y = pred  # equal to the truth on the correctly predicted rows
-        print(
-            f"demo model: weak; {len(keep)} samples with >= 1 predicted label, their prediction as the truth"
-        )
+        print(f"demo model: weak; {len(keep)} samples, the model's prediction taken as their truth")
     return net, x[keep].to(device), y[keep].to(device)
 
 
