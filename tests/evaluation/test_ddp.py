@@ -93,7 +93,10 @@ def test_attack_under_ddp_equals_single_process(tmp_path, store, toy_source, reg
         history = client.get_metric_history(child.info.run_id, "curve/success_vs_n")
         assert sorted(m.step for m in history) == list(range(8))  # one set of metrics, not one per rank
         for key, value in single.metrics[child.info.run_name].items():
-            if key != "seconds_per_sample":
+            if key not in (
+                "seconds_per_sample",
+                "peak_memory_mb",
+            ):  # measured, not computed: differ per process
                 assert child.data.metrics[mlflow_metric(key)] == pytest.approx(value, abs=1e-9), (
                     child.info.run_name,
                     key,
