@@ -24,6 +24,13 @@ class ToyVictim(LinearColourNet):
         self.num_classes = num_classes
 
 
+class ToyWrong(ToyVictim):
+    """Every label flipped: no test sample is predicted right, so the study has nothing to attack."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -super().forward(x)
+
+
 @pytest.fixture
 def study_files(tmp_path, monkeypatch):
     monkeypatch.setitem(SOURCES, "toy", ("tests.evaluation.toy", "ToyColours", False))
@@ -47,6 +54,11 @@ def study_files(tmp_path, monkeypatch):
         "models": [
             {"name": "toyvictim", "config": str(tmp_path / "fit.yaml")},
             {"name": "toyvictim-b", "config": str(tmp_path / "fit.yaml"), "fit_args": {"seed_everything": 2}},
+            {
+                "name": "toywrong",
+                "config": str(tmp_path / "fit.yaml"),
+                "fit_args": {"model.net.class_path": "tests.test_study.ToyWrong"},
+            },
         ],
         "output_dir": str(tmp_path / "study"),
         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -61,7 +73,9 @@ def test_study_fits_registers_attacks_reports_and_skips_finished_work_on_rerun(s
     config, uri = study_files
     first = run(["study", "--config", str(config)])
     client = mlflow.MlflowClient(uri)
-    assert set(first.models) == {"toyvictim", "toyvictim-b"}
+    assert set(first.models) == {"toyvictim", "toyvictim-b", "toywrong"}
+    wrong = first.models.pop("toywrong")  # a victim that cannot be attacked does not stop the others
+    assert "nothing to attack" in wrong["attack_error"] and "attack_run" not in wrong
     for name, entry in first.models.items():
         assert not entry["fit_reused"] and not entry["attack_reused"]
         assert entry["model_uri"].startswith(f"models:/{name}-toy/")
@@ -80,6 +94,7 @@ def test_study_fits_registers_attacks_reports_and_skips_finished_work_on_rerun(s
     assert first.report is None
 
     again = run(["study", "--config", str(config)])
+    assert again.models.pop("toywrong")["fit_reused"]
     for name, entry in again.models.items():
         assert entry["fit_reused"] and entry["attack_reused"]
         assert (entry["model_uri"], entry["attack_run"]) == (
