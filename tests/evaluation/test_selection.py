@@ -1,5 +1,7 @@
 """Sample selection (docs/PROTOCOL.md): dataset order, exact match on every label, >= 1 positive, difficult = negative."""
 
+import logging
+
 import pytest
 import torch
 
@@ -40,6 +42,9 @@ def test_selection_keeps_first_n_correct_in_dataset_order():
 
 
 def test_asking_for_more_than_exist_returns_all_with_a_warning(caplog):
+    caplog.set_level(
+        logging.INFO, logger="mlattack.evaluation.selection"
+    )  # the attack command tells the user
     ds = ToyColours(n=24)
     sel = select_correct_samples(LinearColourNet(), ds, num_samples=500, batch_size=8)
     assert len(sel.indices) < 24 and sel.scanned == 24

@@ -256,3 +256,17 @@ def memorising_net() -> nn.Module:
         net.linear.weight.copy_(w[:-1].T.float())
         net.linear.bias.copy_(w[-1].float())
     return net.eval()
+
+
+#: record fields measured rather than computed (wall time, memory high-water mark): they differ between runs
+MEASURED = ("seconds", "peak_mb")
+
+
+def computed(record: dict) -> dict:
+    """A per-sample record without its measured fields: what an interrupted run must reproduce exactly."""
+    return {k: v for k, v in record.items() if k not in MEASURED}
+
+
+def computed_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """An attack run's MLflow metrics without the measured ones (wall time, peak memory)."""
+    return {k: v for k, v in metrics.items() if not k.startswith("time/") and k != "cost/peak_memory_mb"}

@@ -22,7 +22,7 @@ from mlattack.evaluation.records import read_panel, read_records
 from mlattack.tracking.registry import log_network
 from tests.evaluation.toy import LinearColourNet
 from tests.reliability import forked
-from tests.reliability.helpers import keep_tracking_uri
+from tests.reliability.helpers import computed, computed_metrics, keep_tracking_uri
 from tests.reliability.jobs import ATTACK_KWARGS, ATTACKS, attack_job
 
 SEED = int(os.environ.get("MLATTACK_KILL_SEED", "20261126"))
@@ -152,16 +152,11 @@ def test_attack_killed_at_random_points_resumes_to_the_uninterrupted_result(tmp_
         assert sorted(r["position"] for r in records) == list(range(num_selected)), (
             attack
         )  # each once, none lost
-        strip = [
-            {k: v for k, v in r.items() if k != "seconds"}
-            for r in sorted(records, key=lambda r: r["position"])
-        ]
-        ref = [{k: v for k, v in r.items() if k != "seconds"} for r in intact(ref_dir, attack)]
+        strip = [computed(r) for r in sorted(records, key=lambda r: r["position"])]
+        ref = [computed(r) for r in intact(ref_dir, attack)]
         assert strip == ref, attack
         got, want = children[attack].data.metrics, ref_children[attack].data.metrics
-        assert {k: v for k, v in got.items() if not k.startswith("time/")} == {
-            k: v for k, v in want.items() if not k.startswith("time/")
-        }, attack
+        assert computed_metrics(got) == computed_metrics(want), attack
         history = client.get_metric_history(children[attack].info.run_id, "curve/success_vs_n")
         assert sorted(m.step for m in history) == list(range(8)), attack  # logged once despite the kill
         assert children[attack].info.status == "FINISHED"

@@ -13,13 +13,12 @@ import torch
 from mlattack.evaluation.records import parse_record, read_panel, read_records
 from mlattack.tracking import atomic
 from tests.evaluation.test_runner import CrashAtBatch
+from tests.reliability.helpers import computed
 from tests.reliability.jobs import ATTACKS, run_toy_attack
 
 
 def strip(records: list[dict]) -> list[dict]:
-    return [
-        {k: v for k, v in r.items() if k != "seconds"} for r in sorted(records, key=lambda r: r["position"])
-    ]
+    return [computed(r) for r in sorted(records, key=lambda r: r["position"])]
 
 
 @pytest.fixture
