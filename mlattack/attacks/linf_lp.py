@@ -76,18 +76,18 @@ def _dual_estimate(
             stride = max(1, near.numel() // 16384)  # early rounds: a strided sample steers Newton as well
             near = near[::stride]
             w = (eps * eps * stride / phi[near] ** 3).float()
-            jn = j32[:, near]
+            jn = j32.index_select(1, near)  # the same gather as j32[:, near], without advanced indexing
             kkt[:-1, :-1] = ((jn * w) @ jn.T).double() + torch.diag(mu / lam**2)
             kkt[:-1, -1], kkt[-1, :-1] = g, g
             rhs[:-1] = -grad
             step = torch.linalg.lstsq(kkt, rhs).solution[:-1]
-            slope = float(grad @ step)
-            if -slope < 1e-12 * float(phi.sum()):  # Newton decrement: this round has converged
+            slope, phi_sum = float(grad @ step), phi.sum()
+            if -slope < 1e-12 * float(phi_sum):  # Newton decrement: this round has converged
                 break
             dv = step @ j
             neg = step < 0
             alpha = min(1.0, 0.99 * float((-lam[neg] / step[neg]).min())) if bool(neg.any()) else 1.0
-            f0 = objective(v, lam)
+            f0 = float(phi_sum - mu * lam.log().sum())  # objective(v, lam): phi is its smoothed |v|
             # "not <=" also rejects NaN: on near-degenerate rows (a delta of -1e-7 next to O(1) ones) a step can
             # leave the domain of the log barrier through round-off
             while (
