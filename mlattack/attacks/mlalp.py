@@ -68,7 +68,7 @@ class MLALP(Attack):
         half_shows_positive: the attack decides "shown" as the study does, float32 ``sigmoid >= 0.5``, so a label
             with a logit in about (-3e-8, 0) counts as shown (the LP aims labels at exactly 0.5, so on nearly
             linear models they land there). Off: the logit's sign, as the evaluation decides.
-        jacobian_chunk: labels per vectorised backward pass (None: all).
+        jacobian_chunk: labels per vectorised backward pass off CPU (None: all); CPU: one pass per label.
         loss_fn, early_stop, autocast: see :class:`~mlattack.attacks.base.Attack`; ``loss_fn`` only reports the
             final loss; ``early_stop`` (default on, as in the study) puts a sample whose best image shows the
             target on the give-up list. The Jacobian and the LP need full precision, so autocast is ignored.

@@ -53,7 +53,8 @@ class MLDP(Attack):
         accumulate_unclipped: add each step to an unclipped running total and linearise at ``clip(x + total)``, as
             the reference does (a step computed at the clipped image is applied to the unclipped one). Off: each
             step starts from the clipped image, ``x_{i+1} = clip(x_i + r_i)``.
-        jacobian_chunk: labels per vectorised backward pass (None: all at once; lower it to save memory).
+        jacobian_chunk: labels per vectorised backward pass off CPU (None: all at once; lower it to save memory);
+            on CPU the Jacobian takes one backward pass per label (:mod:`~mlattack.attacks.jacobian`).
         early_stop: a sample stops once its best image shows the target (on by default: the stopping rule of both
             the study's code and DeepFool). With ``False`` it keeps stepping and keeps the best image.
         loss_fn, autocast: see :class:`~mlattack.attacks.base.Attack`; ``loss_fn`` only reports the final loss.
