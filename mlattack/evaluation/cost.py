@@ -3,9 +3,9 @@ computational analysis; wall time is taken by the attack loop itself).
 
 Passes are counted, not derived from ``nb_iter``: a forward hook on the attacked network adds the rows (samples) of
 every forward call, and on every output that requires a gradient it registers a gradient hook that adds the rows of
-every backward pass through that output. A vmapped vector-Jacobian product (ML-DP's and MLA-LP's per-label
-Jacobian) pushes C cotangents per sample through the network, so it counts as C backward passes per sample (its
-physical rows). Judging the returned images happens outside the measured call: the counts are the attack's own
+every backward pass through that output. ML-DP's and MLA-LP's per-label Jacobian pushes C cotangents per sample
+through the network (one backward pass per label on CPU, one vmapped pass elsewhere), so it counts as C backward
+passes per sample either way (a vmapped gradient is counted by its physical rows). Judging the returned images happens outside the measured call: the counts are the attack's own
 work. An attack that samples several restarts or a binary search pays for each pass it makes.
 
 Peak memory is what the call needed above what was in use when it started:
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,16 @@ def _status_bytes(key: str) -> int:
     raise KeyError(key)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, looked up once per process (``measure_cost`` runs around every attack batch)."""
+    return ctypes.CDLL(ctypes.util.find_library("c"))
+
+
 def _cpu_start() -> int | None:
     """Reset the resident-set high-water mark; the resident set size now (None where this is impossible)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.malloc_trim(0)  # freed-but-kept heap pages would otherwise be reused without raising the mark
+        _libc().malloc_trim(0)  # freed-but-kept heap pages would otherwise be reused without raising the mark
         _CLEAR_REFS.write_text("5")  # "5": reset the peak RSS to the current RSS (Linux >= 4.0)
         return _status_bytes("VmRSS")
     except (OSError, AttributeError, KeyError, TypeError):
