@@ -27,10 +27,11 @@ whether it is the best point); the returned image is the best point, so its loss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive
 from mlattack.attacks.iterative import check_nb_iter, l2_ball, linf_box, pnorm, uniform_linf_start
@@ -122,7 +123,8 @@ class APGD(Attack):
         n_restarts (int): independent runs from fresh random starts; each sample keeps its best (default 1).
         rho (float): condition (1)'s fraction of loss-lowering steps (default 0.75).
         momentum (float): α, the weight of the new gradient step against the previous move (default 0.75).
-        generator (torch.Generator, optional): source of the random starts (``None``: global RNG).
+        generator (torch.Generator, optional): source of the random starts (``None``: global RNG; fast mode
+            draws each sample's from its own, :mod:`mlattack.attacks.apgd_continuous`).
         loss_fn: the loss to descend: the study's summed BCE (default) or e.g.
             :func:`mlattack.attacks.losses.multilabel_margin`. early_stop, autocast: see :class:`Attack`.
 
@@ -180,17 +182,33 @@ class APGD(Attack):
             return grad.sign()
         return grad * _view(1.0 / pnorm(grad, 2).clamp_min(1e-12), grad)
 
-    def _start(self, images: torch.Tensor) -> torch.Tensor:
+    def start(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """x(0) - x: zeros, or (``rand_init``) a random point of the eps ball drawn from ``generator``."""
         if not self.rand_init:
             return torch.zeros_like(images)
         if self.norm == "Linf":
-            return uniform_linf_start(images, self.eps, self.generator)
-        device = self.generator.device if self.generator is not None else images.device
-        g = torch.randn(images.shape, generator=self.generator, device=device).to(images.device)
+            return uniform_linf_start(images, self.eps, generator)
+        device = generator.device if generator is not None else images.device
+        g = torch.randn(images.shape, generator=generator, device=device).to(images.device)
         return self._project(images, g * _view(self.eps / pnorm(g, 2).clamp_min(1e-12), g))
+
+    def step(
+        self, x: Tensor, delta: Tensor, prev: Tensor, grad: Tensor, eta: Tensor, momentum: bool | Tensor
+    ) -> Tensor:
+        """x(k) - x from x(k-1) - x (``delta``), x(k-2) - x (``prev``), the gradient at x(k-1) and the step sizes
+        (N,); with the momentum term where ``momentum`` (k > 1: a bool, or (N,) bool for rows at different k)."""
+        z = self._project(x, delta - _view(eta, delta) * self._direction(grad))
+        if momentum is False:
+            return z
+        zm = self._project(x, delta + self.momentum * (z - delta) + (1.0 - self.momentum) * (delta - prev))
+        return zm if momentum is True else torch.where(_view(momentum, zm), zm, z)
 
     # -- the algorithm ----------------------------------------------------------------------------------------
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
+        return self.best_of_restarts(images, target, lambda x, t, rows: self._descend(model, x, t))
+
+    def best_of_restarts(self, images: Tensor, target: Tensor, descend: Callable[..., tuple]) -> AttackResult:
+        """``n_restarts`` runs of ``descend(x, t, rows)`` (as :meth:`_descend`); each sample keeps its best."""
         n, dev = images.shape[0], images.device
         adv = images.clone()
         best_loss = torch.full((n,), float("inf"), device=dev)
@@ -200,7 +218,7 @@ class APGD(Attack):
         rows = torch.arange(n, device=dev)  # samples still attacked (early stop drops those that succeeded)
         for restart in range(self.n_restarts):
             x, t = images.index_select(0, rows), target.index_select(0, rows)
-            r_adv, r_loss, r_reached, r_iters, r_finite, stopped = self._descend(model, x, t)
+            r_adv, r_loss, r_reached, r_iters, r_finite, stopped = descend(x, t, rows)
             take = stopped | (r_loss < best_loss[rows]) | (restart == 0)
             idx = rows[take]
             adv[idx], best_loss[idx], reached[idx] = r_adv[take], r_loss[take], r_reached[take]
@@ -223,7 +241,7 @@ class APGD(Attack):
         finite = torch.ones(n, dtype=torch.bool, device=dev)
         stopped = torch.zeros(n, dtype=torch.bool, device=dev)
 
-        delta = self._start(x)
+        delta = self.start(x, self.generator)
         loss, grad, logits = self.loss_and_grad(model, x + delta, t)
         finite &= torch.isfinite(grad.flatten(1)).all(1)
         s = _State(
@@ -237,11 +255,7 @@ class APGD(Attack):
         marks, last_mark = set(checkpoints(self.nb_iter)), 0
         for k in range(self.nb_iter + 1):
             if k > 0:
-                z = self._project(s.x, s.delta - s.eta.view(-1, 1, 1, 1) * self._direction(s.grad))
-                if k > 1:
-                    a = self.momentum
-                    z = self._project(s.x, s.delta + a * (z - s.delta) + (1.0 - a) * (s.delta - s.prev))
-                s.prev, s.delta = s.delta, z
+                s.prev, s.delta = s.delta, self.step(s.x, s.delta, s.prev, s.grad, s.eta, k > 1)
                 if k < self.nb_iter:
                     loss, s.grad, logits = self.loss_and_grad(model, s.x + s.delta, s.t)
                     finite[s.rows] &= torch.isfinite(s.grad.flatten(1)).all(1)

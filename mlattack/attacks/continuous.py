@@ -11,7 +11,8 @@ different batch size). Random starts are drawn from a generator seeded from ``(s
 (:func:`sample_generator`; ``key`` is the sample's selection position), so they do not depend on which batch, chunk
 or DDP rank the sample lands in. Attacks that expose an :class:`~mlattack.attacks.iterative.IterativePlan`
 (``attack.iterative_plan(model)``: FGSM, FGM, BIM, PGD, MI-FGSM, SLIDE, LabelGraphPGD) are supported; see
-:func:`supports_continuous`.
+:func:`supports_continuous`. ML-APGD, whose per-sample state is its own, has its own scheduler
+(:mod:`mlattack.attacks.apgd_continuous`) on the same per-sample generators.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 Paper mode hands the callback one group of ``batch_size`` consecutive selection positions per loader batch, and the
 attack runs on that group as the study's loop did (one global seed per group for randomised attacks). Fast mode hands
 it a *chunk* of :data:`FAST_CHUNK_BATCHES` such groups; the iterative gradient attacks then run through the
-continuous scheduler (:func:`mlattack.attacks.continuous.run_continuous`) with ``batch_size`` samples in flight, so
-early stop frees slots that the next samples fill, and the batch only drains at the end of each chunk. Attacks the
-scheduler cannot drive (ML-CW, ML-DP, MLA-LP, APGD) run on the chunk's groups one by one, exactly as in one group per
-loader batch.
+continuous scheduler (:func:`mlattack.attacks.continuous.run_continuous`), and ML-APGD through its own
+(:func:`mlattack.attacks.apgd_continuous.run_apgd_continuous`), with ``batch_size`` samples in flight, so early stop
+frees slots that the next samples fill, and the batch only drains at the end of each chunk (of each restart round
+for APGD). Their random starts come from per-sample generators seeded from ``(seed, position)``, so a configured
+``generator`` is not used. Attacks no scheduler drives (ML-CW, ML-DP, MLA-LP) run on the chunk's groups one by one,
+exactly as in one group per loader batch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from mlattack.attacks.apgd import APGD
+from mlattack.attacks.apgd_continuous import run_apgd_continuous
 from mlattack.attacks.base import Attack, AttackResult
 from mlattack.attacks.continuous import run_continuous, supports_continuous
 
@@ -34,8 +38,9 @@ def loader_batch(batch_size: int, fast: bool) -> int:
 
 
 def runs_continuously(attack: Attack, fast: bool) -> bool:
-    """Fast mode drives the iterative gradient attacks continuously; their results are then per sample."""
-    return fast and supports_continuous(attack)
+    """Fast mode drives the iterative gradient attacks and ML-APGD continuously; their results are then per
+    sample."""
+    return fast and (supports_continuous(attack) or isinstance(attack, APGD))
 
 
 def attack_chunk(
@@ -54,9 +59,11 @@ def attack_chunk(
 
     ``batch_size``: the attack batch (slots in flight in fast mode); ``None``: all of ``images`` is one batch."""
     if runs_continuously(attack, fast):
-        call = partial(
-            run_continuous, attack, model, images, target, positions, seed, batch_size or len(images), False
-        )
+        slots = batch_size or len(images)
+        if isinstance(attack, APGD):
+            call = partial(run_apgd_continuous, attack, model, images, target, positions, seed, slots)
+        else:
+            call = partial(run_continuous, attack, model, images, target, positions, seed, slots, False)
         return _guarded(name, call, images, positions)
     parts, errors = [], []
     groups: dict[int, list[int]] = {}

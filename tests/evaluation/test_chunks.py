@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mlattack.attacks import PGD, Attack, AttackResult
+from mlattack.attacks import APGD, PGD, Attack, AttackResult
 from mlattack.attacks.continuous import sample_generator
 from mlattack.evaluation.chunks import attack_chunk, loader_batch, runs_continuously
 from tests.attacks.models import make_images, make_linear
@@ -47,6 +47,20 @@ def test_fast_mode_runs_iterative_attacks_continuously_per_sample():
     for i, p in enumerate(positions):
         alone = PGD(eps=0.3, nb_iter=6, eps_iter=0.05, early_stop=True, generator=sample_generator(7, p))
         one = alone.run(model, images[i : i + 1], target[i : i + 1], diagnostics=False)
+        torch.testing.assert_close(res.adv[i : i + 1], one.adv, atol=1e-6, rtol=0)
+        assert int(res.iterations[i]) == int(one.iterations[0])
+
+
+def test_fast_mode_runs_apgd_continuously_per_sample():
+    model, images, target = problem()
+    positions = [3, 9, 10, 11, 30, 31, 32, 40]
+    attack = APGD(eps=0.1, nb_iter=6, rand_init=True, n_restarts=2, early_stop=True)
+    assert runs_continuously(attack, fast=True) and not runs_continuously(attack, fast=False)
+    res, errors = attack_chunk("APGD", attack, model, images, target, positions, 7, 3, fast=True)
+    assert errors == [""] * 8 and res.reached.any() and not res.reached.all()
+    for i, p in enumerate(positions):  # each sample alone, its starts drawn from its own generator
+        alone = APGD(0.1, 6, rand_init=True, n_restarts=2, early_stop=True, generator=sample_generator(7, p))
+        one = alone.run(model, images[i : i + 1], target[i : i + 1])
         torch.testing.assert_close(res.adv[i : i + 1], one.adv, atol=1e-6, rtol=0)
         assert int(res.iterations[i]) == int(one.iterations[0])
 
