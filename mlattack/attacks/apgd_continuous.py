@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from mlattack.attacks.apgd import APGD, checkpoints, halve_step
 from mlattack.attacks.base import AttackResult, frozen_eval
-from mlattack.attacks.continuous import sample_generator
+from mlattack.attacks.continuous import check_queue, sample_generator
 
 
 def _view(v: Tensor, like: Tensor) -> Tensor:
@@ -88,10 +88,7 @@ def run_apgd_continuous(
     ``keys`` name the samples for their random starts (positions that do not depend on the batch layout). The
     results equal :meth:`APGD.perturb`'s for each sample alone (without ``rand_init``: an ordinary batch's too);
     ``loss`` and ``reached`` are always those of the returned image (APGD keeps the best point's logits)."""
-    if images.ndim != 4 or target.ndim != 2 or target.shape[0] != images.shape[0] or len(keys) != len(images):
-        raise ValueError("images (N, C, H, W), target (N, num_labels) and N keys are needed")
-    if slots < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
+    check_queue(images, target, keys, slots)
     images = images.detach().float()
     target = target.detach().to(device=images.device, dtype=torch.float32)
     gens = [sample_generator(seed, k) for k in keys] if attack.rand_init else None

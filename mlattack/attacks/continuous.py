@@ -48,6 +48,14 @@ def sample_starts(plan: IterativePlan, images: torch.Tensor, keys: Sequence[int]
     return torch.cat(parts) if parts else torch.zeros_like(images)
 
 
+def check_queue(images: torch.Tensor, target: torch.Tensor, keys: Sequence[int], slots: int) -> None:
+    """The schedulers' arguments: a batch of images, one target and one key per image, at least one slot."""
+    if images.ndim != 4 or target.ndim != 2 or target.shape[0] != images.shape[0] or len(keys) != len(images):
+        raise ValueError("images (N, C, H, W), target (N, num_labels) and N keys are needed")
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+
+
 class _InFlight:
     """The per-sample tensors of the samples being attacked; row ``j`` belongs to sample ``rows[j]``."""
 
@@ -105,10 +113,7 @@ def run_continuous(
     the target before step ``i`` is returned as that image with ``iterations = i``. ``diagnostics=False`` skips the
     forward pass on images that spent their budget (``reached`` False, ``loss`` NaN for them), as ``Attack.run``.
     """
-    if images.ndim != 4 or target.ndim != 2 or target.shape[0] != images.shape[0] or len(keys) != len(images):
-        raise ValueError("images (N, C, H, W), target (N, num_labels) and N keys are needed")
-    if slots < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
+    check_queue(images, target, keys, slots)
     images = images.detach().float()
     target = target.detach().to(device=images.device, dtype=torch.float32)
     n, dev = images.shape[0], images.device

@@ -63,8 +63,8 @@ def attack_pass(
     Lightning's batch counter."""
     s = settings
     callback = AttackCallback(
-        jobs, data.num_classes, dataset.class_names, s.seed, s.precision, fast=s.fast, quantize=s.quantize,
-        batch_size=s.batch_size,
+        jobs, data.num_classes, dataset.class_names, s.seed, s.precision, fast=s.fast,
+        fast_network=s.fast_network, quantize=s.quantize, batch_size=s.batch_size,
     )  # fmt: skip
     progress = [AttackProgress(jobs)] if progress_bar else []
     samples = SelectedSamples(dataset, selection)

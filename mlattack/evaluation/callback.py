@@ -21,7 +21,7 @@ from torch import nn
 from mlattack.attacks.base import AttackResult
 from mlattack.evaluation.chunks import attack_chunk, runs_continuously
 from mlattack.evaluation.cost import measure_cost
-from mlattack.evaluation.fast import fast_attack_copy
+from mlattack.evaluation.fast import attack_network, uses_channels_last
 from mlattack.evaluation.judging import evaluate_adversarial, quantize_images
 from mlattack.evaluation.metrics import COSTS, NORMS, ShowManyLabels, perturbation_norms
 from mlattack.evaluation.progress import AttackListener
@@ -71,10 +71,11 @@ class AttackCallback(Callback):
         seed: per-batch seed for randomised attacks, so resumed and uninterrupted runs draw the same starts.
         precision: Lightning precision string; "bf16-mixed"/"16-mixed" run the attacks' forward passes under
             autocast (precision-sensitive attacks keep fp32, see ``Attack.precision_sensitive``).
-        fast: the "fast" mode: a sample stops once it shows every label, and the attacks run on a copy of the
-            network with BatchNorm folded and channels_last memory (:func:`~mlattack.evaluation.fast.fast_attack_copy`);
-            the adversarial images are still judged by the original network.
-        compile: ``torch.compile`` that copy (fast mode only; pays off on GPUs and long runs, not on small CPU runs).
+        fast: the "fast" mode: a sample stops once it shows every label, and the iterative attacks run
+            continuously (:mod:`mlattack.evaluation.chunks`).
+        fast_network: what fast mode attacks: "exact" (the network), "folded" (BatchNorm folded, channels_last) or
+            "compiled" (that copy under ``torch.compile``; pays off on GPUs and large trunks, not on small CPU
+            models); see :mod:`mlattack.evaluation.fast`. Adversarial images are always judged by the network.
         quantize: how adversarial images are stored and judged (:func:`quantize_images`; the study: "floor").
         batch_size: samples attacked together (the study's ``adv_batch_size``); in fast mode the samples in flight
             of the continuous scheduler, and a loader batch holds several such groups
@@ -94,19 +95,15 @@ class AttackCallback(Callback):
         seed: int = 123,
         precision: str = "32-true",
         fast: bool = False,
-        compile: bool = False,
+        fast_network: str = "exact",
         quantize: str = "none",
         batch_size: int | None = None,
     ) -> None:
         if quantize not in QUANTIZE_RULES:
             raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
         self.jobs, self.num_classes, self.class_names = jobs, int(num_classes), list(class_names)
-        self.seed, self.precision, self.fast, self.compile = (
-            int(seed),
-            str(precision),
-            bool(fast),
-            bool(compile),
-        )
+        self.seed, self.precision, self.fast = int(seed), str(precision), bool(fast)
+        self.fast_network = str(fast_network)
         self.quantize, self.batch_size = quantize, batch_size
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
         # the trainer's callbacks that follow the attacks (progress bars)
@@ -132,7 +129,7 @@ class AttackCallback(Callback):
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for job in self.jobs:
             job.metric.to(pl_module.device)
-        self.attacked = fast_attack_copy(pl_module.net, compile=self.compile) if self.fast else pl_module.net
+        self.attacked = attack_network(pl_module.net, self.fast_network) if self.fast else pl_module.net
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.attacked = None
@@ -164,7 +161,7 @@ class AttackCallback(Callback):
                 todo, keep = [todo[k] for k in keep], list(range(len(keep)))
             rows = torch.tensor(todo, device=images.device)
             x = images.index_select(0, rows)
-            if self.fast:
+            if self.fast and uses_channels_last(self.fast_network):
                 x = x.contiguous(memory_format=torch.channels_last)
             target = torch.ones(len(todo), self.num_classes, device=x.device)
             for listener in self.listeners:

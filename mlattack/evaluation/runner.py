@@ -29,11 +29,20 @@ from mlattack.evaluation.scenarios import exp_labels
 from mlattack.evaluation.selection import (
     Selection,
     cached_selection,
+    check_classes,
     dataset_digest,
     select_correct_samples,
     selection_key,
 )
-from mlattack.evaluation.settings import AttackSettings, Mode, Precision, Quantize, apply_mode, run_key
+from mlattack.evaluation.settings import (
+    AttackSettings,
+    FastNetwork,
+    Mode,
+    Precision,
+    Quantize,
+    apply_mode,
+    run_key,
+)
 from mlattack.evaluation.specs import AttackSpec, load_attack_config
 from mlattack.report.tables import success_frame, to_markdown
 from mlattack.tracking import attack_runs as runs
@@ -66,18 +75,6 @@ class AttackReport:
     resumed: bool
 
 
-def _check_classes(net: nn.Module, dm: MultiLabelDataModule, image_size: int) -> None:
-    n = getattr(net, "num_classes", None)
-    if n is None:
-        with torch.no_grad():
-            n = net(torch.zeros(1, 3, image_size, image_size)).shape[-1]
-    if int(n) != dm.num_classes:
-        raise ValueError(
-            f"the model predicts {n} labels but data source {dm.source!r} has {dm.num_classes} classes; "
-            "attack a model trained on this dataset"
-        )
-
-
 def _build(attacks: list[AttackSpec]) -> list[tuple[tuple[str, object, dict], AttackSpec]]:
     if not attacks:
         raise ValueError("attacks: give at least one attack")
@@ -102,6 +99,7 @@ def run_attacks(
     min_positive: int = 1,
     quantize: Quantize | None = None,
     precision: Precision = "32-true",
+    fast_network: FastNetwork = "exact",
     accelerator: str = "auto",
     devices: int | str = 1,
     strategy: str = "auto",
@@ -120,7 +118,10 @@ def run_attacks(
 
     Arguments (besides the obvious ones):
         mode: "paper" runs every attack as configured, its own stopping rule included (the study's code);
-            "fast" also stops each sample once it shows every label and attacks a BatchNorm-folded copy.
+            "fast" also stops each sample once it shows every label (and runs the iterative attacks continuously).
+        fast_network: what fast mode attacks: "exact" (the network: paper mode's arithmetic), "folded" (a
+            BatchNorm-folded channels_last copy: faster steps, a sample that runs its whole budget may end a
+            label either way) or "compiled" (that copy under torch.compile, for GPUs and large trunks).
         batch_size: samples attacked together: consecutive groups of the selection (the study's
             ``adv_batch_size`` = 10). The reference variants of ML-CW and MLA-LP couple the samples of a batch as
             the study's code did, so their results depend on it; every other attack is batch-independent.
@@ -139,6 +140,7 @@ def run_attacks(
     settings = AttackSettings(
         num_samples=num_samples, mode=mode, batch_size=batch_size, min_positive=min_positive,
         quantize=quantize or ("floor" if mode == "paper" else "none"), precision=precision, seed=seed,
+        fast_network=fast_network,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
     )  # fmt: skip
     if panel_samples < 0:
@@ -210,7 +212,7 @@ class _Run:
             "dataset": data.source, "split": "test", "image_size": data.image_size, "num_classes": data.num_classes,
             "network": type(self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
             "mode": s.mode, "batch_size": s.batch_size, "quantize": s.quantize, "precision": s.precision,
-            "seed": s.seed, "min_positive": s.min_positive, "device": str(self.device),
+            **({"fast_network": s.fast_network} if s.fast else {}), "seed": s.seed, "min_positive": s.min_positive, "device": str(self.device),
             "avg_labels": round(self.selection.avg_labels, 4),
         }  # fmt: skip
 
@@ -221,7 +223,7 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
     lineage = model_lineage(client, model, runs.model_reference(model, client))
     net = load_network(model, tracking_uri)
     dataset = data.dataset("test")
-    _check_classes(net, data, data.image_size)
+    check_classes(net, data.num_classes, data.source, data.image_size)
     if int(dataset.targets.sum()) == 0:
         raise ValueError(
             f"data source {data.source!r} split 'test' has no positive labels to select samples by"

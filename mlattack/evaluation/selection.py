@@ -158,3 +158,16 @@ class SelectedSamples(torch.utils.data.Dataset):
         item["position"] = position
         item["sample_id"] = self.selection.ids[position]
         return item
+
+
+def check_classes(net: nn.Module, num_classes: int, source: str, image_size: int) -> None:
+    """A model trained on another label set cannot be attacked on this data: say so before selecting samples."""
+    n = getattr(net, "num_classes", None)
+    if n is None:
+        with torch.no_grad():
+            n = net(torch.zeros(1, 3, image_size, image_size)).shape[-1]
+    if int(n) != num_classes:
+        raise ValueError(
+            f"the model predicts {n} labels but data source {source!r} has {num_classes} classes; "
+            "attack a model trained on this dataset"
+        )

@@ -14,6 +14,10 @@ from mlattack.attacks.base import Attack
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "16", "bf16"]
 Mode = Literal["paper", "fast"]
 Quantize = Literal["floor", "round", "none"]
+#: what fast mode attacks (:func:`mlattack.evaluation.fast.attack_network`): the network itself ("exact": a sample's
+#: path is paper mode's until early stop ends it), or a BatchNorm-folded channels_last copy ("folded", "compiled":
+#: faster steps, but float rounding can end a sample that runs its whole budget a label higher or lower)
+FastNetwork = Literal["exact", "folded", "compiled"]
 QUANTIZE_RULES: tuple[str, ...] = get_args(Quantize)
 #: the one table of supported precisions: the autocast dtype of the attacks' forward passes (None: fp32)
 PRECISION_TO_AUTOCAST: dict[str, str | None] = {
@@ -46,6 +50,7 @@ class AttackSettings:
     min_positive: int = 1
     quantize: Quantize = "floor"
     precision: Precision = "32-true"
+    fast_network: FastNetwork = "exact"
     seed: int = 123
     accelerator: str = "auto"
     devices: int | str = 1
@@ -60,6 +65,10 @@ class AttackSettings:
             raise ValueError(f"min_positive must be >= 1, got {self.min_positive}")
         if self.mode not in get_args(Mode):
             raise ValueError(f"mode must be one of {list(get_args(Mode))}, got {self.mode!r}")
+        if self.fast_network not in get_args(FastNetwork):
+            raise ValueError(
+                f"fast_network must be one of {list(get_args(FastNetwork))}, got {self.fast_network!r}"
+            )
         if self.quantize not in QUANTIZE_RULES:
             raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {self.quantize!r}")
         if str(self.precision) not in get_args(Precision):
@@ -92,4 +101,6 @@ def run_key(selection_key: str, hyperparameters: dict, sample_counts: list, sett
         s.batch_size,
         s.quantize,
     ]
+    if s.fast:  # paper-mode keys stay as they were; fast runs of another network are other runs
+        parts.append(s.fast_network)
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,10 +1,14 @@
-"""The fast mode's network copy: BatchNorm folded, channels_last, frozen; the original left as it was."""
+"""What fast mode attacks: the network itself (exact), or a copy with BatchNorm folded, channels_last, frozen (the
+original left as it was)."""
 
 import pytest
 import torch
 from torch import nn
 
-from mlattack.evaluation.fast import fast_attack_copy
+from mlattack.attacks import BIM
+from mlattack.attacks.continuous import run_continuous
+from mlattack.evaluation.fast import attack_network, fast_attack_copy, uses_channels_last
+from mlattack.evaluation.settings import AttackSettings, run_key
 from mlattack.models.backbones import tiny_cnn
 
 
@@ -72,3 +76,49 @@ def test_options_can_be_turned_off(fold_bn: bool):
     assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) == (not fold_bn)
     conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous()
+
+
+def test_attack_network_exact_is_the_network_and_the_copies_are_folded():
+    net = trained_bn_net()
+    assert attack_network(net, "exact") is net and not uses_channels_last("exact")
+    folded = attack_network(net, "folded")
+    assert folded is not net and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert uses_channels_last("folded") and uses_channels_last("compiled")
+    with pytest.raises(ValueError, match="exact, folded or compiled"):
+        attack_network(net, "fastest")
+
+
+def test_exact_fast_network_follows_paper_mode_until_early_stop_ends_a_sample():
+    """Fast mode on the exact network: a sample that runs its whole budget gets paper mode's image bit for bit
+    (same arithmetic, whatever the batch around it); one that stops shows its target. So no sample loses."""
+    net = trained_bn_net()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        target = (net(x) > 0).float()
+    # even rows: one label more than the clean prediction (reached within the budget); odd rows: every label
+    for i in range(0, 12, 2):
+        target[i, (target[i] == 0).nonzero()[0]] = 1.0
+    target[1::2] = 1.0
+    paper = BIM(eps=0.3, nb_iter=15, eps_iter=0.02)
+    strict = torch.cat([paper.run(net, x[i : i + 4], target[i : i + 4]).adv for i in range(0, 12, 4)])
+    fast = BIM(eps=0.3, nb_iter=15, eps_iter=0.02, early_stop=True)
+    res = run_continuous(fast, attack_network(net, "exact"), x, target, list(range(12)), 0, slots=4)
+    stopped = res.iterations < 15
+    assert 3 <= int(stopped.sum()) < 12  # samples leave mid-run, so the batch around the others changes
+    assert torch.equal(res.adv[~stopped], strict[~stopped])
+    with torch.no_grad():
+        shown = net(res.adv) > 0
+    assert (shown[stopped] == (target[stopped] > 0.5)).all()
+
+
+def test_fast_network_is_a_setting_of_fast_runs_only():
+    base = {"selection_key": "s", "hyperparameters": {}, "sample_counts": [8]}
+    fast = [
+        run_key(**base, settings=AttackSettings(mode="fast", fast_network=k)) for k in ("exact", "folded")
+    ]
+    paper = [run_key(**base, settings=AttackSettings(fast_network=k)) for k in ("exact", "folded")]
+    assert fast[0] != fast[1] and paper[0] == paper[1]
+    with pytest.raises(ValueError, match="fast_network must be one of"):
+        AttackSettings(mode="fast", fast_network="fastest")

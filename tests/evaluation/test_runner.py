@@ -195,7 +195,20 @@ def test_an_attack_error_fails_its_samples_with_a_reason_and_the_run_goes_on(
 def test_fast_mode_never_loses_a_success(tmp_path, store, toy_data, registered_toy_model):
     paper = run(registered_toy_model, toy_data, tmp_path / "paper", experiment="paper")
     fast = run(registered_toy_model, toy_data, tmp_path / "fast", experiment="fast", mode="fast")
-    assert mlflow.MlflowClient(store).get_run(fast.parent_run_id).data.params["mode"] == "fast"
+    params = mlflow.MlflowClient(store).get_run(fast.parent_run_id).data.params
+    assert params["mode"] == "fast" and params["fast_network"] == "exact"
+    assert "fast_network" not in mlflow.MlflowClient(store).get_run(paper.parent_run_id).data.params
+    shown = {
+        mode: {
+            r["position"]: r["labels_shown"]
+            for r in read_records(next((tmp_path / mode).rglob("BIM.jsonl")))[0]
+        }
+        for mode in ("paper", "fast")
+    }
+    assert shown["fast"].keys() == shown["paper"].keys()
+    assert all(
+        shown["fast"][p] >= shown["paper"][p] for p in shown["paper"]
+    )  # per sample, not only the table
     for name in ("BIM", "PGD-small"):
         for k in range(8):
             assert fast.metrics[name][f"success_rate_n{k}"] >= paper.metrics[name][f"success_rate_n{k}"]
