@@ -9,7 +9,7 @@
 # Steps (each prints its own table):
 #   1. attack_speed: every attack on ResNet-101 448² at batch 32 (ms per sample-iteration, ratio to the floor)
 #   2. GPU-hours for the study grid from step 1 (study_estimate.py: 2 models x 4 datasets x 9 attacks x 1000)
-#   3. loop_speed, ResNet-101 448²: AdverTorch vs strict vs fast, fp32 and bf16-mixed (speed-up, largest success
+#   3. loop_speed, ResNet-101 448²: AdverTorch vs strict vs fast (exact, folded), fp32 and bf16-mixed (speed-up, largest success
 #      difference over n = 0..7), peak CUDA memory per loop
 #   4. loop_speed, demo ML-GCN at the study budget and at step 0.01 (early stop fires), fp32 vs bf16
 #   5. loop_speed: the fast loop under torch.compile (default) and CUDA graphs (reduce-overhead) beside eager
@@ -38,9 +38,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAM
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   [[ $rc -ne 0 ]] && { echo "   !! $name exited $rc (see $OUT/$name.log)"; FAILED=1; }
-  # the first table of the log (speed, memory, equality) and the summary lines; the success tables stay in the log
-  awk '/^\| attack/ && !done {t = 1} t && /^$/ {t = 0; done = 1} t {print}
-       /^bf16|^study grid|floor|^demo model|^[A-Za-z]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ / {print}' "$OUT/$name.log"
+  # the first two tables of the log (speed, memory, equality; the arithmetic ceiling) and the summary lines; the
+  # success tables stay in the log
+  awk '/^\| attack/ && done < 2 {t = 1} t && /^$/ {t = 0; done++} t {print}
+       /^bf16|^study grid|floor|^demo model|^Arithmetic|^[A-Za-z]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ / {print}' "$OUT/$name.log"
   echo "   ($(( $(date +%s) - START )) s so far)"
 }
 
@@ -63,14 +64,14 @@ fi
 step attack_speed $L_SPEED $PY benchmarks/attack_speed.py --device "$DEVICE" "${SPEED[@]}"
 step study_estimate 10 $PY benchmarks/study_estimate.py "$OUT/attack_speed.log"
 step loop_resnet $L_LOOP $PY benchmarks/loop_speed.py --device "$DEVICE" "${BIG[@]}" --eps_iter 0.001 \
-  --loops advertorch,strict,fast --autocast bf16
+  --loops advertorch,strict,fast,fast-folded --autocast bf16
 step loop_demo_study $L_DEMO1 $PY benchmarks/loop_speed.py --device "$DEVICE" --models demo "${DEMO[@]}" \
   --eps_iter 0.001 --autocast bf16 --demo_checkpoint "$DEMO_CKPT"
 step loop_demo_large_step $L_DEMO2 $PY benchmarks/loop_speed.py --device "$DEVICE" --models demo "${DEMO[@]}" \
   --eps_iter 0.01 --autocast bf16 --demo_checkpoint "$DEMO_CKPT"
 for mode in "${COMPILE[@]}"; do
   step "loop_compile_$mode" $L_COMPILE $PY benchmarks/loop_speed.py --device "$DEVICE" "${BIG[@]}" \
-    --eps_iter 0.01 --attacks PGD,MIFGSM --loops fast --compile "$mode"
+    --eps_iter 0.01 --attacks PGD,MIFGSM --loops fast,fast-folded --compile "$mode"
 done
 echo "== done in $(( $(date +%s) - START )) s on $DEVICE; logs in $OUT"
 exit $FAILED

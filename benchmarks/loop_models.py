@@ -89,6 +89,45 @@ def demo_model(checkpoint: str | None, samples: int, device: str, epochs: int = 
     return net, x[keep].to(device), y[keep].to(device)
 
 
+class Probabilities(nn.Module):
+    """The study's victims returned sigmoid probabilities, and its attack loss took them."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x))
+
+
+def study_loss(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The study's attack loss: BCE on probabilities clamped to [1e-6, 1 - 1e-6], summed over the batch."""
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(target * p.log() + (1 - target) * (1 - p).log()).sum()
+
+
+def advertorch_attack(name: str, model: nn.Module, eps: float, nb_iter: int, eps_iter: float):
+    """The real AdverTorch 0.2.3 attack ``name`` (FGSM, BIM, PGD, MIFGSM) as the study configured it."""
+    from tests.attacks.advertorch_compat import attacks as advertorch
+
+    common = {
+        "loss_fn": study_loss,
+        "eps": eps,
+        "clip_min": 0.0,
+        "clip_max": 1.0,
+        "targeted": True,
+    }
+    if name == "FGSM":
+        return advertorch.GradientSignAttack(model, **common)
+    cls = {
+        "BIM": advertorch.LinfBasicIterativeAttack,
+        "PGD": advertorch.PGDAttack,  # the study's class: L-inf with a random start by default
+        "MIFGSM": advertorch.MomentumIterativeAttack,
+    }[name]
+    kw = {"decay_factor": 1.0} if name == "MIFGSM" else {}
+    return cls(model, nb_iter=nb_iter, eps_iter=eps_iter, **common, **kw)
+
+
 class PeakMemory:
     """Peak memory of a block above what was in use when it started, in MiB.
 

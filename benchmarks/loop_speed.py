@@ -10,13 +10,18 @@ study's eps; ``--nb_iter`` steps of ``--eps_iter``):
   ``tests/attacks/advertorch_compat.py`` (the import shim for torch 2.x).
 - **strict**: mlattack's attacks as paper mode runs them (no early stop, input gradients only). Each sample must show
   the same labels as with AdverTorch (the same global seed per batch gives PGD the same start).
-- **fast**: ``mlattack attack --mode fast``: early stop, the BatchNorm-folded channels_last copy, and the continuous
-  scheduler (:mod:`mlattack.evaluation.chunks`: ``--batch`` samples in flight, a chunk of 8 batches queued,
-  per-sample random starts). It must never show fewer labels per sample than strict (PGD: than strict from
+- **fast**: ``mlattack attack --mode fast`` (``--fast_network exact``): early stop and the continuous scheduler
+  (:mod:`mlattack.evaluation.chunks`: ``--batch`` samples in flight, a chunk of 8 batches queued, per-sample random
+  starts) on the network itself. It must never show fewer labels per sample than strict (PGD: than strict from
   the same per-sample starts, run untimed, since AdverTorch's and strict's starts come from the global RNG).
+- **fast-folded**: ``--fast_network folded``: the same on the BatchNorm-folded channels_last copy (faster steps;
+  rounding may move a sample that runs its whole budget a label either way: the "lower / higher" column).
 - **fast-batched** (``--loops``): fast without continuous batching (a batch shrinks as its samples stop), to show
-  what the scheduler adds. **strict-bf16** / **fast-bf16** with ``--autocast bf16``; **fast-compiled** with
-  ``--compile [mode]`` (``torch.compile`` of the fast copy; ``reduce-overhead`` = CUDA graphs).
+  what the scheduler adds. **strict-bf16** / **fast-bf16** (on the folded copy) with ``--autocast bf16``;
+  **fast-compiled** with ``--compile [mode]`` (``torch.compile`` of the folded copy; ``reduce-overhead`` = CUDA
+  graphs).
+- After the table, the arithmetic ceiling (``roofline.py``): GFLOP/s each loop reached and the speed-up fast would
+  have at the machine's attainable peak.
 
 Memory: the peak above the loop's start (``loop_models.PeakMemory``: CPU RSS high-water, CUDA allocated).
 
@@ -38,7 +43,15 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from loop_models import PeakMemory, demo_model, random_samples, resnet  # noqa: E402
+from loop_models import (  # noqa: E402
+    PeakMemory,
+    Probabilities,
+    advertorch_attack,
+    demo_model,
+    random_samples,
+    resnet,
+)
+from roofline import ceiling_table, peak_gflops, step_flops  # noqa: E402
 
 from mlattack.attacks import BIM, FGSM, MIFGSM, PGD  # noqa: E402
 from mlattack.attacks.continuous import run_continuous  # noqa: E402
@@ -46,48 +59,13 @@ from mlattack.attacks.losses import labels_shown  # noqa: E402
 from mlattack.evaluation.chunks import attack_chunk, loader_batch  # noqa: E402
 from mlattack.evaluation.fast import fast_attack_copy  # noqa: E402
 from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds  # noqa: E402
-from tests.attacks.advertorch_compat import attacks as advertorch  # noqa: E402
 
 ATTACKS = ("FGSM", "BIM", "PGD", "MIFGSM")
 PAPER_EPS = {"FGSM": 0.3, "BIM": 0.1, "PGD": 0.3, "MIFGSM": 0.3}  # docs/PROTOCOL.md
-LOOPS = ("advertorch", "strict", "fast", "fast-batched")
+LOOPS = ("advertorch", "strict", "fast", "fast-folded", "fast-batched")
+#: loops that run the folded channels_last copy
+NHWC = ("fast-folded", "fast-bf16", "fast-compiled")
 OURS = {"FGSM": FGSM, "BIM": BIM, "PGD": PGD, "MIFGSM": MIFGSM}
-
-
-class Probabilities(nn.Module):
-    """The study's victims returned sigmoid probabilities, and its attack loss took them."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
-
-
-def study_loss(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The study's attack loss: BCE on probabilities clamped to [1e-6, 1 - 1e-6], summed over the batch."""
-    p = p.clamp(1e-6, 1 - 1e-6)
-    return -(target * p.log() + (1 - target) * (1 - p).log()).sum()
-
-
-def advertorch_attack(name: str, model: nn.Module, nb_iter: int, eps_iter: float):
-    common = {
-        "loss_fn": study_loss,
-        "eps": PAPER_EPS[name],
-        "clip_min": 0.0,
-        "clip_max": 1.0,
-        "targeted": True,
-    }
-    if name == "FGSM":
-        return advertorch.GradientSignAttack(model, **common)
-    cls = {
-        "BIM": advertorch.LinfBasicIterativeAttack,
-        "PGD": advertorch.PGDAttack,  # the study's class: L-inf with a random start by default
-        "MIFGSM": advertorch.MomentumIterativeAttack,
-    }[name]
-    kw = {"decay_factor": 1.0} if name == "MIFGSM" else {}
-    return cls(model, nb_iter=nb_iter, eps_iter=eps_iter, **common, **kw)
 
 
 def our_attack(name: str, nb_iter: int, eps_iter: float, early_stop: bool, autocast: str | None):
@@ -100,14 +78,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_loop(kind: str, name: str, model: nn.Module, fast_model: nn.Module, args):
-    """``(x, target, seed) -> adversarial images`` for one loop and attack."""
+def make_loop(kind: str, name: str, model: nn.Module, net: nn.Module, args):
+    """``(x, target, seed) -> adversarial images`` for one loop and attack; ``net``: the network it attacks."""
     b = args.batch
     if kind == "advertorch":
         study = Probabilities(model).eval()
         for p in study.parameters():
             p.requires_grad_(True)  # as the study ran it: weight gradients computed and accumulated
-        adversary = advertorch_attack(name, study, args.nb_iter, args.eps_iter)
+        adversary = advertorch_attack(name, study, PAPER_EPS[name], args.nb_iter, args.eps_iter)
 
         def run(x, t, seed):
             out = []
@@ -120,7 +98,6 @@ def make_loop(kind: str, name: str, model: nn.Module, fast_model: nn.Module, arg
     autocast = "bf16" if kind.endswith("bf16") else None
     attack = our_attack(name, args.nb_iter, args.eps_iter, not kind.startswith("strict"), autocast)
     if kind.startswith("strict"):
-        net = model if autocast is None else fast_model
 
         def run(x, t, seed):
             out = []
@@ -133,12 +110,12 @@ def make_loop(kind: str, name: str, model: nn.Module, fast_model: nn.Module, arg
     continuous = kind != "fast-batched"  # fast-batched: the same chunks, attacked batch by batch
 
     def run(x, t, seed):
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last) if kind in NHWC else x
         chunk, out = loader_batch(b, fast=True), []
         steps = []
         for i in range(0, len(x), chunk):
             pos = list(range(i, min(i + chunk, len(x))))
-            res, _ = attack_chunk(name, attack, fast_model, x[pos], t[pos], pos, seed, b, continuous)
+            res, _ = attack_chunk(name, attack, net, x[pos], t[pos], pos, seed, b, continuous)
             out.append(res.adv)
             steps.append(res.iterations.float())
         run.steps = float(torch.cat(steps).mean())  # gradient steps per sample: how often early stop fired
@@ -164,32 +141,35 @@ def success_row(shown: torch.Tensor, y: torch.Tensor) -> list[float]:
 
 
 def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict:
-    fast_model = fast_attack_copy(model)
-    models = {"fast": fast_model}
+    folded = fast_attack_copy(model)
+    models = {"fast-folded": folded, "strict-bf16": folded, "fast-bf16": folded}
     if args.compile:  # "reduce-overhead" = CUDA graphs: one graph per batch size, so shapes stay static
         mode = None if args.compile == "default" else args.compile
-        models["fast-compiled"] = torch.compile(
-            fast_model, mode=mode, dynamic=args.compile != "reduce-overhead"
-        )
+        models["fast-compiled"] = torch.compile(folded, mode=mode, dynamic=args.compile != "reduce-overhead")
     loops = list(args.loops) + ([f"{k}-bf16" for k in ("strict", "fast")] if args.autocast else [])
     loops += ["fast-compiled"] if args.compile else []
+    checked = [k for k in ("fast", "fast-folded", "fast-compiled") if k in loops]  # fp32 fast loops
     target = torch.ones(len(x), y.shape[1], device=x.device)
     print(
         f"\n## {label}: {len(x)} samples, batch {args.batch}, {args.nb_iter} steps of {args.eps_iter}, "
         f"avgLabels {float(y.sum(1).mean()):.2f}, C = {y.shape[1]}, {device_name(args.device)}\n"
     )
-    head = "| attack | " + " | ".join(f"{m} s" for m in loops) + " | strict speed-up | fast speed-up |"
-    head += (
-        " "
-        + " | ".join(f"{m} MiB" for m in loops)
-        + " | fast steps/sample | strict = advertorch | fast >= strict |"
+    fast_like = [k for k in loops if k.startswith("fast")]
+    head = (
+        "| attack | "
+        + " | ".join(f"{m} s" for m in loops)
+        + " | "
+        + " | ".join(f"{m} speed-up" for m in ["strict", *fast_like])
     )
+    head += " | " + " | ".join(f"{m} MiB" for m in loops) + " | fast steps/sample | strict = advertorch | "
+    head += " | ".join(f"{k} vs strict: lower / higher" for k in checked) + " |"
     print(head + "\n" + "|---" * (head.count("|") - 1) + "|")
     tables = {m: {} for m in loops}
     total = dict.fromkeys(loops, 0.0)
+    work = []  # per attack: its name, seconds per loop, and gradient steps per sample per loop
     for name in args.attacks:
         mem, shown, steps = {}, {}, args.nb_iter if name != "FGSM" else 1
-        runs = {kind: make_loop(kind, name, model, models.get(kind, fast_model), args) for kind in loops}
+        runs = {kind: make_loop(kind, name, model, models.get(kind, model), args) for kind in loops}
         if args.warmup:
             for run in runs.values():
                 run(x[: args.batch], target[: args.batch], 0)
@@ -211,24 +191,32 @@ def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         for kind in loops:
             tables[kind][name] = success_row(shown[kind], y)
             total[kind] += secs[kind]
-        steps = getattr(runs["fast"], "steps", steps)
+        fast_steps = {k: getattr(runs[k], "steps", steps) for k in loops}
+        work.append(
+            {"name": name, "secs": secs, "steps": {**fast_steps, "advertorch": steps, "strict": steps}}
+        )
         same = int((shown["strict"] == shown["advertorch"]).sum())
         paired = strict_from_fast_starts(name, model, x, target, 123, args)
         base = shown["strict"] if paired is None else paired
-        ge, gt = int((shown["fast"] >= base).sum()), int((shown["fast"] > base).sum())
-        yardstick = tables["strict"][name] if paired is None else success_row(paired, y)
-        cells = sum(f >= s - 1e-9 for f, s in zip(tables["fast"][name], yardstick, strict=True))
+        moved = [f"{int((shown[k] < base).sum())} / {int((shown[k] > base).sum())}" for k in checked]
         print(
-            f"| {name} | " + " | ".join(f"{secs[m]:.2f}" for m in loops)
-            + f" | {secs['advertorch'] / secs['strict']:.2f}x | {secs['advertorch'] / secs['fast']:.2f}x | "
+            f"| {name} | " + " | ".join(f"{secs[m]:.2f}" for m in loops) + " | "
+            + " | ".join(f"{secs['advertorch'] / secs[m]:.2f}x" for m in ["strict", *fast_like]) + " | "
             + " | ".join(f"{mem[m]:.1f}" for m in loops)
-            + f" | {steps:.1f} | {'yes' if same == len(x) else 'NO'} ({same}/{len(x)}) | {ge}/{len(x)} samples ({gt} more labels), {cells}/8 cells |"
+            + f" | {fast_steps['fast']:.1f} | {'yes' if same == len(x) else 'NO'} ({same}/{len(x)}) | "
+            + " | ".join(moved) + " |"
         )  # fmt: skip
     print(
-        "| all | " + " | ".join(f"{total[m]:.2f}" for m in loops)
-        + f" | {total['advertorch'] / total['strict']:.2f}x | {total['advertorch'] / total['fast']:.2f}x |"
+        "| all | " + " | ".join(f"{total[m]:.2f}" for m in loops) + " | "
+        + " | ".join(f"{total['advertorch'] / total[m]:.2f}x" for m in ["strict", *fast_like]) + " |"
     )  # fmt: skip
     print(f"\nmemory: {PeakMemory(args.device).kind}")
+    b = x[: args.batch]
+    flops = {
+        "advertorch": step_flops(Probabilities(model), b, weight_grads=True) / len(b),
+        "ours": step_flops(model, b, weight_grads=False) / len(b),
+    }
+    print(ceiling_table(work, len(x), flops, peak_gflops(args.device), device_name(args.device)))
     for kind in loops:
         print(f"\nSuccess rate (%), {kind}:\n\n| attack | " + " | ".join(f"n={k}" for k in range(8)) + " |")
         print("|---" * 9 + "|")
