@@ -9,12 +9,19 @@ on, so attacking a batch equals attacking its samples one by one. ``reference`` 
 and ends the search step of every sample of the batch at once, so a sample's result depends on the other samples of
 its batch (the study attacked consecutive groups of ``adv_batch_size`` = 10; the evaluation loop feeds the same).
 With ``early_stop`` a sample that shows the target leaves; the others keep their shared schedule.
+
+The per-sample state is a :class:`CWRows`; :meth:`MLCW.start`, :meth:`MLCW.iterate` and :meth:`MLCW.outcome` are
+``perturb``'s three parts, shared with the continuous scheduler (:mod:`mlattack.attacks.mlcw_continuous`), which
+drives batch-independent ML-CW (:attr:`MLCW.batch_independent`) with a fixed number of samples in flight.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mlattack.attacks.base import Attack, AttackResult, check_positive, check_variant, quirk
 from mlattack.attacks.losses import AttackLoss, shows_target
@@ -23,6 +30,39 @@ from mlattack.attacks.mlcw_steps import adam_step, next_search_step
 _NO_BOUND = 1e10  # "no successful c yet" (upper) as in the reference code
 _TANH_SHRINK = 0.999999  # keeps atanh finite at 0 and 1, as in the reference code
 _STALL_RATIO = 0.9999  # a check that finds the loss above 99.99 % of the last checked loss ends the step
+
+
+@dataclass
+class CWRows:
+    """ML-CW's per-sample state (first dimension: the samples). Every row runs its own binary search, so rows may
+    sit at different search steps and iterations."""
+
+    images: Tensor  # clean images
+    target: Tensor
+    w0: Tensor  # the clean image in tanh space: x' = (tanh(w0 + w) + 1) / 2
+    origin: Tensor  # where the L2 distance is measured from
+    w: Tensor  # the perturbation in tanh space, then Adam's moments and step count
+    m1: Tensor
+    m2: Tensor
+    adam_t: Tensor
+    const: Tensor  # c and its bracket (fp64)
+    lower: Tensor
+    upper: Tensor
+    prev: Tensor  # the loss at the last stall check (fp64)
+    search_step: Tensor
+    inner: Tensor  # iterations into the current search step
+    iterations: Tensor  # iterations in all (forward passes)
+    step_score: Tensor  # the best of the current search step (judges it) ...
+    step_l2: Tensor
+    step_shown: Tensor
+    best_adv: Tensor  # ... and the best over all steps (returned)
+    best_logits: Tensor
+    best_score: Tensor
+    best_l2: Tensor
+    done: Tensor  # all search steps spent, or (early_stop) the target shown
+
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> CWRows:
+        return CWRows(*(fn(getattr(self, f.name)) for f in fields(self)))
 
 
 class MLCW(Attack):
@@ -121,91 +161,118 @@ class MLCW(Attack):
             score, shown = match.sum(1), match.all(1)
         return score, shown
 
+    @property
+    def batch_independent(self) -> bool:
+        """Whether each sample's result is its own: no quirk couples the samples of a batch (only the batch stall
+        check does), so the continuous scheduler may drive the attack."""
+        return not self.batch_stall_check
+
+    def _first_prev(self) -> float:
+        return _NO_BOUND if self.stall_cap_1e10 else float("inf")
+
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        n, dev, dims = images.shape[0], images.device, tuple(range(1, images.ndim))
-        sign = 2.0 * target - 1.0
+        rows = self.start(images, target)
+        while not bool(rows.done.all()):
+            self.iterate(model, rows, (~rows.done).nonzero().squeeze(1))
+        self.last_const_bounds = (rows.lower, rows.upper)  # diagnostics: each sample's final bracket on c
+        return self.outcome(model, rows)
+
+    def start(self, images: Tensor, target: Tensor) -> CWRows:
+        """Fresh state for entering samples: first search step, ``c = initial_const``, ``w = 0``, nothing ranked."""
+        n, dev = images.shape[0], images.device
         w0 = torch.atanh((2.0 * images - 1.0) * _TANH_SHRINK)
-        origin = (torch.tanh(w0) + 1.0) / 2.0 if self.tanh_origin else images
-        w, m1, m2 = torch.zeros_like(images), torch.zeros_like(images), torch.zeros_like(images)
-        adam_t = torch.zeros(n, dtype=torch.long, device=dev)
-        const = torch.full((n,), self.initial_const, dtype=torch.float64, device=dev)
-        lower = torch.zeros(n, dtype=torch.float64, device=dev)
-        upper = torch.full((n,), _NO_BOUND, dtype=torch.float64, device=dev)
-        first_prev = _NO_BOUND if self.stall_cap_1e10 else float("inf")
-        prev = torch.full((n,), first_prev, dtype=torch.float64, device=dev)
-        search_step, inner, iterations = (torch.zeros(n, dtype=torch.long, device=dev) for _ in range(3))
-        # best of the current search step (judges it) and best over all steps (returned)
-        step_score = torch.full((n,), -1, dtype=torch.long, device=dev)
-        step_l2 = torch.full((n,), float("inf"), device=dev)
-        step_shown = torch.zeros(n, dtype=torch.bool, device=dev)
-        best_adv, best_logits = images.clone(), torch.zeros_like(target)
-        best_score = torch.full((n,), -1, dtype=torch.long, device=dev)
-        best_l2 = torch.full((n,), float("inf"), device=dev)
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
 
-        while not bool(done.all()):
-            idx = (~done).nonzero().squeeze(1)
-            wi = w[idx].requires_grad_(True)
-            with torch.enable_grad():
-                adv = (torch.tanh(w0[idx] + wi) + 1.0) / 2.0
-                logits = self.forward(model, adv)
-                p = torch.sigmoid(logits)
-                margin = self.confidence - sign[idx] * (p - 0.5)
-                hinge = torch.maximum(torch.zeros_like(margin), margin).sum(1)
-                l2 = (adv - origin[idx]).pow(2).sum(dims)
-                weighted = const[idx] * hinge  # fp64, as the reference's float64 c promotes it
-                total = weighted.sum() + l2.sum()  # the reference's batch loss; its gradient is per sample
-                (grad,) = torch.autograd.grad(total, wi)
-            adv, logits, p, l2 = adv.detach(), logits.detach(), p.detach(), l2.detach()
-            iterations[idx] += 1
+        def full(value: float, dtype: torch.dtype = torch.float32) -> Tensor:
+            return torch.full((n,), value, dtype=dtype, device=dev)
 
-            stalled = torch.zeros(len(idx), dtype=torch.bool, device=dev)
-            if self.abort_early:
-                checking = inner[idx] % self.check_every == 0
-                if self.batch_stall_check:  # the active samples share one schedule, so one check for all
-                    loss = total.detach().expand(len(idx))
-                else:
-                    loss = weighted.detach() + l2.double()
-                stalled = checking & (loss > prev[idx] * _STALL_RATIO)
-                keep = checking & ~stalled
-                prev[idx[keep]] = loss[keep]
+        return CWRows(
+            images=images, target=target, w0=w0,
+            origin=(torch.tanh(w0) + 1.0) / 2.0 if self.tanh_origin else images,
+            w=torch.zeros_like(images), m1=torch.zeros_like(images), m2=torch.zeros_like(images),
+            adam_t=full(0, torch.long), const=full(self.initial_const, torch.float64),
+            lower=full(0.0, torch.float64), upper=full(_NO_BOUND, torch.float64),
+            prev=full(self._first_prev(), torch.float64),
+            search_step=full(0, torch.long), inner=full(0, torch.long), iterations=full(0, torch.long),
+            step_score=full(-1, torch.long), step_l2=full(float("inf")), step_shown=full(False, torch.bool),
+            best_adv=images.clone(), best_logits=torch.zeros_like(target), best_score=full(-1, torch.long),
+            best_l2=full(float("inf")), done=full(False, torch.bool),
+        )  # fmt: skip
 
-            score, shown = self._score_and_shown(p, logits, sign[idx])
-            record = ~stalled if self.stall_skips_best else torch.ones_like(stalled)
-            better = record & ((score > step_score[idx]) | ((score == step_score[idx]) & (l2 < step_l2[idx])))
-            bi = idx[better]
-            step_score[bi], step_l2[bi], step_shown[bi] = score[better], l2[better], shown[better]
-            better = record & ((score > best_score[idx]) | ((score == best_score[idx]) & (l2 < best_l2[idx])))
-            bi = idx[better]
-            best_adv[bi], best_logits[bi] = adv[better], logits[better]
-            best_score[bi], best_l2[bi] = score[better], l2[better]
+    def iterate(self, model: nn.Module, s: CWRows, idx: Tensor) -> None:
+        """One iteration of the rows ``idx`` of ``s`` (in place; none of them done): rank the image, check for a
+        stall, take the Adam step; a row whose search step ends (stall or ``max_iter``) gets its next ``c`` and
+        restarts from the clean image, and a row that spent its last step (or shows the target, with
+        ``early_stop``) is marked done."""
+        dims = tuple(range(1, s.images.ndim))
+        target = s.target[idx]
+        sign = 2.0 * target - 1.0
+        wi = s.w[idx].requires_grad_(True)
+        with torch.enable_grad():
+            adv = (torch.tanh(s.w0[idx] + wi) + 1.0) / 2.0
+            logits = self.forward(model, adv)
+            p = torch.sigmoid(logits)
+            margin = self.confidence - sign * (p - 0.5)
+            hinge = torch.maximum(torch.zeros_like(margin), margin).sum(1)
+            l2 = (adv - s.origin[idx]).pow(2).sum(dims)
+            weighted = s.const[idx] * hinge  # fp64, as the reference's float64 c promotes it
+            total = weighted.sum() + l2.sum()  # the reference's batch loss; its gradient is per sample
+            (grad,) = torch.autograd.grad(total, wi)
+        adv, logits, p, l2 = adv.detach(), logits.detach(), p.detach(), l2.detach()
+        s.iterations[idx] += 1
 
-            go = ~stalled
-            adam_step(idx[go], grad[go], w, m1, m2, adam_t, self.lr)
-            inner[idx] += 1
+        stalled = torch.zeros(len(idx), dtype=torch.bool, device=idx.device)
+        if self.abort_early:
+            checking = s.inner[idx] % self.check_every == 0
+            if self.batch_stall_check:  # the active samples share one schedule, so one check for all
+                loss = total.detach().expand(len(idx))
+            else:
+                loss = weighted.detach() + l2.double()
+            stalled = checking & (loss > s.prev[idx] * _STALL_RATIO)
+            keep = checking & ~stalled
+            s.prev[idx[keep]] = loss[keep]
 
-            if self.early_stop:
-                done[idx[record & shows_target(logits, target[idx])]] = True
-            ends = (stalled | (inner[idx] >= self.max_iter)) & ~done[idx]
-            if bool(ends.any()):
-                ei = idx[ends]
-                next_search_step(ei, step_shown[ei] & (step_score[ei] >= 0), const, lower, upper)
-                search_step[ei] += 1
-                done[ei] = search_step[ei] >= self.binary_search_steps
-                w[ei], m1[ei], m2[ei] = 0.0, 0.0, 0.0
-                adam_t[ei], inner[ei], prev[ei] = 0, 0, first_prev
-                step_score[ei], step_l2[ei], step_shown[ei] = -1, float("inf"), False
-
-        unseen = best_score < 0  # every step of the sample ended at its first check: the clean image stays
-        if bool(unseen.any()):
-            best_logits[unseen] = self.forward(model, images[unseen]).detach()
-        self.last_const_bounds = (lower, upper)  # diagnostics: each sample's final binary-search bracket on c
-        return AttackResult(
-            adv=best_adv,
-            iterations=iterations,
-            reached=shows_target(best_logits, target),
-            loss=self.loss_fn(best_logits, target),
+        score, shown = self._score_and_shown(p, logits, sign)
+        record = ~stalled if self.stall_skips_best else torch.ones_like(stalled)
+        better = record & (
+            (score > s.step_score[idx]) | ((score == s.step_score[idx]) & (l2 < s.step_l2[idx]))
         )
+        bi = idx[better]
+        s.step_score[bi], s.step_l2[bi], s.step_shown[bi] = score[better], l2[better], shown[better]
+        better = record & (
+            (score > s.best_score[idx]) | ((score == s.best_score[idx]) & (l2 < s.best_l2[idx]))
+        )
+        bi = idx[better]
+        s.best_adv[bi], s.best_logits[bi] = adv[better], logits[better]
+        s.best_score[bi], s.best_l2[bi] = score[better], l2[better]
+
+        go = ~stalled
+        adam_step(idx[go], grad[go], s.w, s.m1, s.m2, s.adam_t, self.lr)
+        s.inner[idx] += 1
+
+        if self.early_stop:
+            s.done[idx[record & shows_target(logits, target)]] = True
+        ends = (stalled | (s.inner[idx] >= self.max_iter)) & ~s.done[idx]
+        if bool(ends.any()):
+            ei = idx[ends]
+            next_search_step(ei, s.step_shown[ei] & (s.step_score[ei] >= 0), s.const, s.lower, s.upper)
+            s.search_step[ei] += 1
+            s.done[ei] = s.search_step[ei] >= self.binary_search_steps
+            s.w[ei], s.m1[ei], s.m2[ei] = 0.0, 0.0, 0.0
+            s.adam_t[ei], s.inner[ei], s.prev[ei] = 0, 0, self._first_prev()
+            s.step_score[ei], s.step_l2[ei], s.step_shown[ei] = -1, float("inf"), False
+
+    def outcome(self, model: nn.Module, s: CWRows, diagnostics: bool = True) -> AttackResult:
+        """The results of done rows: the best image, with ``reached`` and ``loss`` from its kept logits. A row whose
+        every step ended at its first check keeps the clean image, judged by one more forward pass (without
+        ``diagnostics``: skipped, ``reached`` False and ``loss`` NaN for such rows)."""
+        logits, unseen = s.best_logits, s.best_score < 0
+        if diagnostics and bool(unseen.any()):
+            with torch.no_grad():
+                logits[unseen] = self.forward(model, s.images[unseen]).detach()
+        reached, loss = shows_target(logits, s.target), self.loss_fn(logits, s.target)
+        if not diagnostics:
+            reached, loss = reached & ~unseen, loss.masked_fill(unseen, float("nan"))
+        return AttackResult(adv=s.best_adv, iterations=s.iterations, reached=reached, loss=loss)
 
 
 def _positive_int(name: str, value: int) -> int:

@@ -3,12 +3,14 @@
 Paper mode hands the callback one group of ``batch_size`` consecutive selection positions per loader batch, and the
 attack runs on that group as the study's loop did (one global seed per group for randomised attacks). Fast mode hands
 it a *chunk* of :data:`FAST_CHUNK_BATCHES` such groups; the iterative gradient attacks then run through the
-continuous scheduler (:func:`mlattack.attacks.continuous.run_continuous`), and ML-APGD through its own
-(:func:`mlattack.attacks.apgd_continuous.run_apgd_continuous`), with ``batch_size`` samples in flight, so early stop
-frees slots that the next samples fill, and the batch only drains at the end of each chunk (of each restart round
-for APGD). Their random starts come from per-sample generators seeded from ``(seed, position)``, so a configured
-``generator`` is not used. Attacks no scheduler drives (ML-CW, ML-DP, MLA-LP) run on the chunk's groups one by one,
-exactly as in one group per loader batch.
+continuous scheduler (:func:`mlattack.attacks.continuous.run_continuous`), ML-APGD and batch-independent ML-CW
+(the corrected variant) through their own (:func:`mlattack.attacks.apgd_continuous.run_apgd_continuous`,
+:func:`mlattack.attacks.mlcw_continuous.run_mlcw_continuous`), with ``batch_size`` samples in flight, so early stop
+(and an ML-CW sample whose binary search ends) frees slots that the next samples fill, and the batch only drains at
+the end of each chunk (of each restart round for APGD). Their random starts come from per-sample generators seeded
+from ``(seed, position)``, so a configured ``generator`` is not used (ML-CW has none). Attacks no scheduler drives
+(ML-DP, MLA-LP, and ML-CW whose batch stall check couples its samples: the reference variant) run on the chunk's
+groups one by one, exactly as in one group per loader batch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from mlattack.attacks.apgd import APGD
 from mlattack.attacks.apgd_continuous import run_apgd_continuous
 from mlattack.attacks.base import Attack, AttackResult
 from mlattack.attacks.continuous import run_continuous, supports_continuous
+from mlattack.attacks.mlcw import MLCW
+from mlattack.attacks.mlcw_continuous import run_mlcw_continuous
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,10 @@ def loader_batch(batch_size: int, fast: bool) -> int:
 
 
 def runs_continuously(attack: Attack, fast: bool) -> bool:
-    """Fast mode drives the iterative gradient attacks and ML-APGD continuously; their results are then per
-    sample."""
-    return fast and (supports_continuous(attack) or isinstance(attack, APGD))
+    """Fast mode drives the iterative gradient attacks, ML-APGD and batch-independent ML-CW continuously; their
+    results are then per sample."""
+    mlcw = isinstance(attack, MLCW) and attack.batch_independent
+    return fast and (supports_continuous(attack) or isinstance(attack, APGD) or mlcw)
 
 
 def attack_chunk(
@@ -62,6 +67,8 @@ def attack_chunk(
         slots = batch_size or len(images)
         if isinstance(attack, APGD):
             call = partial(run_apgd_continuous, attack, model, images, target, positions, seed, slots)
+        elif isinstance(attack, MLCW):
+            call = partial(run_mlcw_continuous, attack, model, images, target, positions, seed, slots, False)
         else:
             call = partial(run_continuous, attack, model, images, target, positions, seed, slots, False)
         return _guarded(name, call, images, positions)
