@@ -11,8 +11,8 @@ from mlattack.attacks import APGD, AttackResult
 from mlattack.attacks.apgd_continuous import run_apgd_continuous
 from mlattack.attacks.continuous import sample_generator
 from mlattack.attacks.losses import multilabel_margin, summed_bce
-from mlattack.evaluation.batches import group_share
 from mlattack.evaluation.cost import measure_cost
+from tests.attacks.schedulers import assert_rank_slicing_keeps_results, forward_layouts
 from tests.attacks.test_continuous import SEED, N, problem
 
 CPU = torch.device("cpu")
@@ -114,16 +114,13 @@ def test_ddp_rank_slicing_gives_the_same_per_sample_results():
     attack = APGD(0.1, NB, rand_init=True, n_restarts=2, loss_fn=multilabel_margin, early_stop=True)
     whole = run_apgd_continuous(attack, model, images, target, keys, SEED, slots=3)
     assert len(set(whole.iterations.tolist())) > 1
-    for world, group, slots in ((2, 2, 2), (3, 1, 4), (2, 4, 3)):
-        adv, iterations = torch.empty_like(images), torch.empty(N, dtype=torch.long)
-        for rank in range(world):
-            share = group_share(N, group, rank, world)
-            res = run_apgd_continuous(
-                attack, model, images[share], target[share], [keys[p] for p in share], SEED, slots
-            )
-            adv[share], iterations[share] = res.adv, res.iterations
-        torch.testing.assert_close(adv, whole.adv, atol=1e-6, rtol=0)
-        assert torch.equal(iterations, whole.iterations)
+    assert_rank_slicing_keeps_results(
+        lambda x, t, k, slots: run_apgd_continuous(attack, model, x, t, k, SEED, slots),
+        images,
+        target,
+        keys,
+        whole,
+    )
 
 
 def test_batch_stays_full_while_samples_queue_and_passes_are_counted():
@@ -151,15 +148,10 @@ def test_channels_last_inputs_stay_channels_last():
     """Fast mode hands channels_last images (its network copy runs NHWC); refills and drops must not reorder."""
     model, images, target, keys = problem("cnn")
     attack = APGD(0.1, NB, rand_init=True, loss_fn=multilabel_margin, early_stop=True)
-    nhwc: list[bool] = []
-    handle = model.register_forward_hook(
-        lambda m, inp, out: nhwc.append(inp[0].is_contiguous(memory_format=torch.channels_last))
+    cl = images.contiguous(memory_format=torch.channels_last)
+    res, nhwc = forward_layouts(
+        model, lambda: run_apgd_continuous(attack, model, cl, target, keys, SEED, slots=4)
     )
-    try:
-        cl = images.contiguous(memory_format=torch.channels_last)
-        res = run_apgd_continuous(attack, model, cl, target, keys, SEED, slots=4)
-    finally:
-        handle.remove()
     assert len(nhwc) > NB and all(nhwc)
     plain = run_apgd_continuous(attack, model, images, target, keys, SEED, slots=4)
     torch.testing.assert_close(res.adv, plain.adv, atol=1e-6, rtol=0)

@@ -8,8 +8,8 @@ import torch
 from mlattack.attacks import BIM, FGM, FGSM, MIFGSM, PGD, SLIDE, Attack
 from mlattack.attacks.continuous import run_continuous, sample_generator, sample_starts, supports_continuous
 from mlattack.attacks.iterative import run_iterative
-from mlattack.evaluation.batches import group_share
 from tests.attacks.models import make_cnn, make_images, make_linear
+from tests.attacks.schedulers import assert_rank_slicing_keeps_results
 
 # budgets where a linear model reaches most targets within a dozen steps, so early stop fires at varied steps
 ATTACKS = {
@@ -90,16 +90,13 @@ def test_ddp_rank_slicing_gives_the_same_per_sample_results(name: str):
     model, images, target, keys = problem("cnn")
     attack = ATTACKS[name](early_stop=True)
     whole = run_continuous(attack, model, images, target, keys, SEED, slots=3)
-    for world, group, slots in ((2, 2, 2), (3, 1, 4), (2, 4, 3)):
-        adv, iterations = torch.empty_like(images), torch.empty(N, dtype=torch.long)
-        for rank in range(world):
-            share = group_share(N, group, rank, world)
-            res = run_continuous(
-                attack, model, images[share], target[share], [keys[p] for p in share], SEED, slots
-            )
-            adv[share], iterations[share] = res.adv, res.iterations
-        torch.testing.assert_close(adv, whole.adv, atol=1e-6, rtol=0)
-        assert torch.equal(iterations, whole.iterations)
+    assert_rank_slicing_keeps_results(
+        lambda x, t, k, slots: run_continuous(attack, model, x, t, k, SEED, slots),
+        images,
+        target,
+        keys,
+        whole,
+    )
 
 
 def test_batch_stays_full_until_the_queue_is_empty():
