@@ -41,11 +41,22 @@ def loader_batch(batch_size: int, fast: bool) -> int:
     return batch_size * FAST_CHUNK_BATCHES if fast else batch_size
 
 
+def continuous_runner(attack: Attack) -> Callable[..., AttackResult] | None:
+    """The scheduler that drives ``attack`` continuously in fast mode (called as ``runner(attack, model, images,
+    target, positions, seed, slots)``), or None: the attack runs group by group."""
+    if isinstance(attack, APGD):
+        return run_apgd_continuous
+    if isinstance(attack, MLCW):  # the reference variant's batch stall check couples the samples of a group
+        return partial(run_mlcw_continuous, diagnostics=False) if attack.batch_independent else None
+    if supports_continuous(attack):
+        return partial(run_continuous, diagnostics=False)
+    return None
+
+
 def runs_continuously(attack: Attack, fast: bool) -> bool:
     """Fast mode drives the iterative gradient attacks, ML-APGD and batch-independent ML-CW continuously; their
     results are then per sample."""
-    mlcw = isinstance(attack, MLCW) and attack.batch_independent
-    return fast and (supports_continuous(attack) or isinstance(attack, APGD) or mlcw)
+    return fast and continuous_runner(attack) is not None
 
 
 def attack_chunk(
@@ -63,14 +74,9 @@ def attack_chunk(
     the error that made its attack fail ("" if none: e.g. a solver giving up fails its group, the run goes on).
 
     ``batch_size``: the attack batch (slots in flight in fast mode); ``None``: all of ``images`` is one batch."""
-    if runs_continuously(attack, fast):
-        slots = batch_size or len(images)
-        if isinstance(attack, APGD):
-            call = partial(run_apgd_continuous, attack, model, images, target, positions, seed, slots)
-        elif isinstance(attack, MLCW):
-            call = partial(run_mlcw_continuous, attack, model, images, target, positions, seed, slots, False)
-        else:
-            call = partial(run_continuous, attack, model, images, target, positions, seed, slots, False)
+    runner = continuous_runner(attack) if fast else None
+    if runner is not None:
+        call = partial(runner, attack, model, images, target, positions, seed, batch_size or len(images))
         return _guarded(name, call, images, positions)
     parts, errors = [], []
     groups: dict[int, list[int]] = {}
