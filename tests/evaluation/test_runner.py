@@ -216,6 +216,23 @@ def test_fast_mode_never_loses_a_success(tmp_path, store, toy_data, registered_t
     assert fast.metrics["FGSM"]["success_rate_n0"] == paper.metrics["FGSM"]["success_rate_n0"]
 
 
+def test_fast_network_folded_is_its_own_run_with_the_same_successes(
+    tmp_path, store, toy_data, registered_toy_model
+):
+    """``fast_network`` reaches the attack loop: a folded run is logged as such, is not resumed by an exact run with
+    otherwise equal settings, and (the toy network has no BatchNorm) reaches the same successes."""
+    exact = run(registered_toy_model, toy_data, tmp_path / "out", experiment="fn", mode="fast")
+    folded = run(
+        registered_toy_model, toy_data, tmp_path / "out", experiment="fn", mode="fast", fast_network="folded"
+    )
+    client = mlflow.MlflowClient(store)
+    assert client.get_run(folded.parent_run_id).data.params["fast_network"] == "folded"
+    assert folded.parent_run_id != exact.parent_run_id and not folded.resumed
+    for name in ("FGSM", "BIM", "PGD-small"):
+        for k in range(8):
+            assert folded.metrics[name][f"success_rate_n{k}"] == exact.metrics[name][f"success_rate_n{k}"]
+
+
 def test_paper_mode_judges_the_images_as_8_bit_files_like_the_study(
     tmp_path, store, toy_data, registered_toy_model
 ):
