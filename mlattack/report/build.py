@@ -24,13 +24,7 @@ from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.evaluation.scenarios import exp_labels
 from mlattack.report import plots
 from mlattack.report.architectures import architecture_map, architecture_table, clean_maps, shown_vs_size
-from mlattack.report.collect import (
-    ATTACK_EXPERIMENT,
-    AttackRun,
-    collect_runs,
-    groups,
-    runs_frame,
-)
+from mlattack.report.collect import ATTACK_EXPERIMENT, AttackRun, collect_runs, groups, runs_frame
 from mlattack.report.costs import cost_section
 from mlattack.report.crossover import crossover_table
 from mlattack.report.grids import grid_heatmaps, sensitivity_grids
