@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from mlattack.attacks.base import Attack
+
+log = logging.getLogger(__name__)
 
 #: Lightning precision strings the attack loop implements: fp32, or the attacks' forward passes under autocast.
 #: "-true" half precision would cast the attacked network's weights, i.e. attack another model; refused.
@@ -68,6 +71,11 @@ class AttackSettings:
         if self.fast_network not in get_args(FastNetwork):
             raise ValueError(
                 f"fast_network must be one of {list(get_args(FastNetwork))}, got {self.fast_network!r}"
+            )
+        if self.fast_network != "exact" and not self.fast:
+            log.warning(
+                "fast_network %r applies to mode 'fast' only; paper mode attacks the network itself",
+                self.fast_network,
             )
         if self.quantize not in QUANTIZE_RULES:
             raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {self.quantize!r}")

@@ -122,3 +122,14 @@ def test_fast_network_is_a_setting_of_fast_runs_only():
     assert fast[0] != fast[1] and paper[0] == paper[1]
     with pytest.raises(ValueError, match="fast_network must be one of"):
         AttackSettings(mode="fast", fast_network="fastest")
+
+
+def test_fast_network_in_paper_mode_is_named_as_ignored(caplog):
+    with caplog.at_level("WARNING", logger="mlattack.evaluation.settings"):
+        AttackSettings(mode="paper", fast_network="folded")
+    assert "applies to mode 'fast' only" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlattack.evaluation.settings"):
+        AttackSettings(mode="fast", fast_network="folded")
+        AttackSettings(mode="paper")
+    assert caplog.text == ""
