@@ -128,7 +128,8 @@ def print_report(report) -> None:
 
     frame = success_frame(report.metrics, extra=("labels shown", "L2 (all)"))
     table = Table(
-        title=f"Success rate (%) - showing many labels (N={report.num_selected}, avgLabels={report.avg_labels:.2f})"
+        title=f"Success rate (%) - showing many labels ({report.mode}, N={report.num_selected}, "
+        f"avgLabels={report.avg_labels:.2f})"
     )
     table.add_column("attack")
     for column in frame.columns:

@@ -10,7 +10,6 @@ PID and heartbeat (:class:`~mlattack.tracking.lock.RunLock`).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -43,7 +42,7 @@ from mlattack.evaluation.settings import (
     apply_mode,
     run_key,
 )
-from mlattack.evaluation.specs import AttackSpec, load_attack_config
+from mlattack.evaluation.specs import AttackSpec, build_specs, load_attack_config
 from mlattack.report.tables import success_frame, to_markdown
 from mlattack.tracking import attack_runs as runs
 from mlattack.tracking.atomic import remove_temp_files
@@ -73,20 +72,7 @@ class AttackReport:
     num_selected: int
     table: str
     resumed: bool
-
-
-def _build(attacks: list[AttackSpec]) -> list[tuple[tuple[str, object, dict], AttackSpec]]:
-    if not attacks:
-        raise ValueError("attacks: give at least one attack")
-    # copies: the run-time settings (mode, precision) are applied to them, never to the caller's attacks
-    built = [((n, copy.deepcopy(a), t), spec) for spec in attacks for (n, a, t) in spec.build()]
-    names = [name for (name, _, _), _ in built]
-    if len(set(names)) != len(names):
-        raise ValueError(f"attacks: names must be unique, got {names} (set `name:` to tell them apart)")
-    for spec in attacks:
-        if spec.num_samples is not None and spec.num_samples <= 0:
-            raise ValueError(f"attacks[{spec.name}].num_samples must be > 0, got {spec.num_samples}")
-    return built
+    mode: str = "paper mode"  # AttackSettings.label
 
 
 def run_attacks(
@@ -145,7 +131,7 @@ def run_attacks(
     )  # fmt: skip
     if panel_samples < 0:
         raise ValueError(f"panel_samples must be >= 0, got {panel_samples}")
-    built = _build(attacks)
+    built = build_specs(attacks)
     tracking_uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)  # a dead server fails here in seconds, before any work
     client = mlflow.MlflowClient(tracking_uri)
@@ -290,7 +276,14 @@ def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> A
         log.fail()
         raise
     return AttackReport(
-        log.parent, dict(log.children), metrics, sel.avg_labels, len(sel.indices), table, resumed
+        log.parent,
+        dict(log.children),
+        metrics,
+        sel.avg_labels,
+        len(sel.indices),
+        table,
+        resumed,
+        run.settings.label,
     )
 
 

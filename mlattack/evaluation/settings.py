@@ -94,6 +94,11 @@ class AttackSettings:
     def fast(self) -> bool:
         return self.mode == "fast"
 
+    @property
+    def label(self) -> str:
+        """The run's mode as a person reads it: "paper mode" or e.g. "fast mode, exact network"."""
+        return f"fast mode, {self.fast_network} network" if self.fast else "paper mode"
+
 
 def run_key(selection_key: str, hyperparameters: dict, sample_counts: list, settings: AttackSettings) -> str:
     """The run's identity: the selection (which includes the model's weights digest), every attack's settings as

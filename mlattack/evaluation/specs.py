@@ -137,3 +137,18 @@ def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
         return parser.instantiate_classes(parser.parse_object({"attack": spec})).attack
     except Exception as e:
         raise ValueError(f"{p}: invalid attack config: {e}") from e
+
+
+def build_specs(attacks: list[AttackSpec]) -> list[tuple[tuple[str, object, dict], AttackSpec]]:
+    """Every (name, attack, tags) the specs expand to, each attack a copy, names unique; bad counts named."""
+    if not attacks:
+        raise ValueError("attacks: give at least one attack")
+    # copies: the run-time settings (mode, precision) are applied to them, never to the caller's attacks
+    built = [((n, copy.deepcopy(a), t), spec) for spec in attacks for (n, a, t) in spec.build()]
+    names = [name for (name, _, _), _ in built]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks: names must be unique, got {names} (set `name:` to tell them apart)")
+    for spec in attacks:
+        if spec.num_samples is not None and spec.num_samples <= 0:
+            raise ValueError(f"attacks[{spec.name}].num_samples must be > 0, got {spec.num_samples}")
+    return built

@@ -1,4 +1,4 @@
-"""The attack command's closing table shows every attack under its full name."""
+"""The attack command's closing table shows every attack under its full name, and the mode in its title."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ def test_grid_point_names_keep_their_brackets(capsys) -> None:
         num_selected=4,
         table="",
         resumed=False,
+        mode="fast mode, folded network",
     )
     print_report(report)
     out = capsys.readouterr().out
     assert "BIM[eps=0.1,nb_iter=10]" in out
     assert "BIM[eps=0.3,nb_iter=10]" in out
     assert "50.0" in out
+    assert "fast mode, folded network" in out  # the title says how the numbers were made

@@ -227,6 +227,7 @@ def test_fast_network_folded_is_its_own_run_with_the_same_successes(
     )
     client = mlflow.MlflowClient(store)
     assert client.get_run(folded.parent_run_id).data.params["fast_network"] == "folded"
+    assert (exact.mode, folded.mode) == ("fast mode, exact network", "fast mode, folded network")
     assert folded.parent_run_id != exact.parent_run_id and not folded.resumed
     for name in ("FGSM", "BIM", "PGD-small"):
         for k in range(8):
