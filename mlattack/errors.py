@@ -20,6 +20,8 @@ from argparse import ArgumentError
 from collections.abc import Iterable
 from pathlib import Path
 
+from mlattack.resources import shipped_config
+
 #: exit code of an expected user error (argparse's convention for usage errors)
 USER_ERROR_EXIT = 2
 
@@ -232,6 +234,15 @@ def report_error(e: BaseException, args: list[str], subcommands: Iterable[str], 
     moved_to = next((h for key, h in moved.items() if key in message.split("\n")[0]), None)
     if moved_to:
         return f"{message.split(chr(10))[0]}\n  hint: {moved_to}"
+    nested = re.search(r"unable to load config '([^']+)'", message)
+    shipped = shipped_config(nested.group(1)) if nested else None
+    if (
+        shipped is not None and "\n" not in message
+    ):  # --config falls back to the shipped file; a nested path does not
+        return (
+            f"{message}\n  hint: a config named inside a config file is read from the working directory or that "
+            f"file's folder; mlattack's {nested.group(1)} is {shipped}: give that path, or copy it next to your file"
+        )
     if "\n" not in message:
         usage = " ".join(["mlattack", *([command] if command else []), "--help"])
         message += f"\n  hint: `{usage}` lists the options"

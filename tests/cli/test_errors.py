@@ -74,6 +74,11 @@ def tree(tmp_path_factory):
         yaml.safe_dump({"attacks": [{"config": "configs/attack/pgd.yaml", "overrides": {"eps": -0.1}}]})
     )
     (t / "one-attack.yaml").write_text(yaml.safe_dump({"attacks": [{"config": "configs/attack/fgsm.yaml"}]}))
+    (t / "nested-data.yaml").write_text(
+        yaml.safe_dump(
+            {"data": "configs/data/synthetic.yaml", "attacks": [{"config": "configs/attack/fgsm.yaml"}]}
+        )
+    )
     (t / "no-attack-file.yaml").write_text(
         yaml.safe_dump({"attacks": [{"config": "configs/attack/nope.yaml"}]})
     )
@@ -96,6 +101,12 @@ CASES = [
         r"  hint: did you mean trainer\.max_epochs\?",
     ),
     ("config-bad-yaml", [*FIT, "--config", "{tmp}/broken.yaml"], r"broken\.yaml"),
+    (
+        "config-nested-shipped",
+        ["attack", "--config", "{tmp}/nested-data.yaml", "--model", "models:/nope@best"],
+        r"unable to load config 'configs/data/synthetic\.yaml'.*\n  hint: .*mlattack's configs/data/synthetic\.yaml is "
+        r".*configs/data/synthetic\.yaml: give that path",
+    ),
     (
         "option-bad-type",
         [*FIT, "--trainer.max_epochs", "abc"],
