@@ -105,9 +105,10 @@ def run_attacks(
     Arguments (besides the obvious ones):
         mode: "paper" runs every attack as configured, its own stopping rule included (the study's code);
             "fast" also stops each sample once it shows every label (and runs the iterative attacks continuously).
-        fast_network: what fast mode attacks: "exact" (the network: paper mode's arithmetic), "folded" (a
-            BatchNorm-folded channels_last copy: faster steps, a sample that runs its whole budget may end a
-            label either way) or "compiled" (that copy under torch.compile, for GPUs and large trunks).
+        fast_network: what fast mode attacks (ignored in paper mode): "exact" (the network: paper mode's
+            arithmetic), "folded" (a BatchNorm-folded channels_last copy: faster steps, a sample that runs its
+            whole budget may end a label either way) or "compiled" (that copy under torch.compile: for GPUs and
+            large trunks; on a CPU compiling costs more than a small run).
         batch_size: samples attacked together: consecutive groups of the selection (the study's
             ``adv_batch_size`` = 10). The reference variants of ML-CW and MLA-LP couple the samples of a batch as
             the study's code did, so their results depend on it; every other attack is batch-independent.

@@ -112,7 +112,10 @@ def collect_runs(
     params: dict[str, str] | None = None,
     latest_only: bool = True,
 ) -> list[AttackRun]:
-    """Finished attack child runs of ``experiment`` matching the filters (latest per network/dataset/attack)."""
+    """Finished attack child runs of ``experiment`` matching the filters: with ``latest_only``, one per
+    network/dataset/attack, the latest paper-mode run where there is one (the numbers to quote), else the latest
+    run; so paper and fast results are never mixed silently in one table (``--filter "params.mode = 'fast'"``
+    reports fast runs)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ValueError(f"--experiment: no experiment named {experiment!r} in the tracking store")
@@ -163,7 +166,7 @@ def collect_runs(
         )
     if latest_only:
         latest: dict[tuple[str, str, str], AttackRun] = {}
-        for run in sorted(runs, key=lambda r: r.start_time):
+        for run in sorted(runs, key=lambda r: (r.params.get("mode", "paper") == "paper", r.start_time)):
             latest[(run.network, run.dataset, run.attack)] = run
         runs = list(latest.values())
     return sorted(runs, key=lambda r: (r.network, r.dataset, attack_sort_key(r.attack)))
@@ -221,6 +224,8 @@ def runs_frame(runs: list[AttackRun]) -> pd.DataFrame:
                 "model_uri": r.model_uri,
                 "num_samples": r.num_samples,
                 "avg_labels": r.avg_labels,
+                "mode": r.params.get("mode", "paper"),
+                "fast_network": r.params.get("fast_network", ""),
             }
             for r in runs
         ]

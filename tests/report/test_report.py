@@ -263,3 +263,34 @@ def test_cost_table_and_success_vs_cost_plot(populated_store, report):
     with Image.open(figures / "cost_shiftedcolournet_toy.png") as img:
         assert img.size[0] > 600 and img.size[1] > 300
         assert np.asarray(img.convert("L")).std() > 10  # not a blank canvas
+
+
+def test_latest_only_prefers_paper_mode_and_never_mixes_modes_silently(tmp_path):
+    """A fast run started after a paper run of the same attack does not replace it in the study's tables; without
+    a paper run the fast one is reported; runs.csv says the mode of every row."""
+    from mlattack.report.collect import collect_runs, runs_frame
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'modes.db'}")
+    exp = client.create_experiment("modes")
+
+    def child(attack: str, mode: str, rate: float) -> str:
+        parent = client.create_run(exp).info.run_id
+        run = client.create_run(exp, run_name=attack, tags={"mlflow.parentRunId": parent,
+                                                            "mlattack.attack_name": attack}).info.run_id  # fmt: skip
+        params = {"network": "net", "dataset": "toy", "avg_labels": "1.5", "num_samples": "4", "mode": mode}
+        for k, v in {**params, **({"fast_network": "exact"} if mode == "fast" else {})}.items():
+            client.log_param(run, k, v)
+        client.log_metric(run, "success_rate_n0", rate)
+        client.set_terminated(run)
+        return run
+
+    paper_bim = child("BIM", "paper", 0.5)
+    child("BIM", "fast", 0.9)  # later, same attack: not the one to quote
+    fast_pgd = child("PGD", "fast", 0.7)  # no paper run of PGD
+    runs = {r.attack: r for r in collect_runs(client, "modes")}
+    assert runs["BIM"].run_id == paper_bim and runs["PGD"].run_id == fast_pgd
+    frame = runs_frame(list(runs.values())).set_index("attack")
+    assert frame.loc["BIM", "mode"] == "paper" and frame.loc["PGD", "mode"] == "fast"
+    assert frame.loc["PGD", "fast_network"] == "exact"
+    fast_only = collect_runs(client, "modes", filter_string="params.mode = 'fast'")
+    assert {r.attack: r.metrics["success_rate_n0"] for r in fast_only} == {"BIM": 0.9, "PGD": 0.7}
