@@ -1,5 +1,5 @@
-"""Checks shared by the continuous schedulers' tests: rank slicing keeps every sample's result, and channels_last
-inputs reach the network as channels_last."""
+"""Checks shared by the continuous schedulers' tests: rank slicing keeps every sample's result, the batch stays
+full while samples queue, and channels_last inputs reach the network as channels_last."""
 
 from __future__ import annotations
 
@@ -47,3 +47,11 @@ def forward_layouts(model: nn.Module, call: Callable[[], Any]) -> tuple[Any, lis
         return call(), nhwc
     finally:
         handle.remove()
+
+
+def assert_full_until_drain(sizes: list[int], slots: int) -> None:
+    """Forward batch sizes of a scheduler run: every pass runs all ``slots`` while samples wait in the queue; only
+    the tail drains, never growing again."""
+    assert sizes[:slots] == [slots] * slots and max(sizes) == slots
+    tail = sizes[next(i for i, s in enumerate(sizes) if s < slots) :]
+    assert tail == sorted(tail, reverse=True)

@@ -12,7 +12,11 @@ from mlattack.attacks.apgd_continuous import run_apgd_continuous
 from mlattack.attacks.continuous import sample_generator
 from mlattack.attacks.losses import multilabel_margin, summed_bce
 from mlattack.evaluation.cost import measure_cost
-from tests.attacks.schedulers import assert_rank_slicing_keeps_results, forward_layouts
+from tests.attacks.schedulers import (
+    assert_full_until_drain,
+    assert_rank_slicing_keeps_results,
+    forward_layouts,
+)
 from tests.attacks.test_continuous import SEED, N, problem
 
 CPU = torch.device("cpu")
@@ -133,10 +137,7 @@ def test_batch_stays_full_while_samples_queue_and_passes_are_counted():
             res = run_apgd_continuous(attack, model, images, target, keys, SEED, slots=4)
     finally:
         handle.remove()
-    # every forward pass while samples wait in the queue runs all 4 slots; only the tail drains
-    assert sizes[:4] == [4, 4, 4, 4] and max(sizes) == 4
-    tail = sizes[next(i for i, s in enumerate(sizes) if s < 4) :]
-    assert tail == sorted(tail, reverse=True)
+    assert_full_until_drain(sizes, slots=4)
     # one forward row per iterate x(0..k) of each sample, no diagnostics pass
     assert sum(sizes) == cost.forwards == int(res.iterations.sum()) + N
     # a gradient for every iterate but the last; in a mixed batch the last one's gradient is computed as well

@@ -9,7 +9,7 @@ from mlattack.attacks import BIM, FGM, FGSM, MIFGSM, PGD, SLIDE, Attack
 from mlattack.attacks.continuous import run_continuous, sample_generator, sample_starts, supports_continuous
 from mlattack.attacks.iterative import run_iterative
 from tests.attacks.models import make_cnn, make_images, make_linear
-from tests.attacks.schedulers import assert_rank_slicing_keeps_results
+from tests.attacks.schedulers import assert_full_until_drain, assert_rank_slicing_keeps_results
 
 # budgets where a linear model reaches most targets within a dozen steps, so early stop fires at varied steps
 ATTACKS = {
@@ -108,10 +108,7 @@ def test_batch_stays_full_until_the_queue_is_empty():
         res = run_continuous(attack, model, images, target, keys, SEED, slots=4, diagnostics=False)
     finally:
         handle.remove()
-    # every forward pass while samples wait in the queue runs all 4 slots; only the tail drains
-    assert sizes[:4] == [4, 4, 4, 4] and max(sizes) == 4
-    tail = sizes[next(i for i, s in enumerate(sizes) if s < 4) :]
-    assert tail == sorted(tail, reverse=True)
+    assert_full_until_drain(sizes, slots=4)
     assert sum(sizes) == int(res.iterations.sum()) + int(res.reached.sum())  # no pass wasted
     assert torch.isnan(res.loss[~res.reached]).all()  # no diagnostics pass for spent samples
 
