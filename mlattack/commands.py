@@ -23,7 +23,8 @@ from mlattack.resources import config_dir
 ATTACK_HELP = {
     "model": "the network to attack: models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model, or a "
     ".ckpt written by `mlattack fit`",
-    "num_samples": "N: correctly predicted samples of the test split to attack (the study: 1000; MLA-LP: 200)",
+    "num_samples": "N: correctly predicted samples of the test split to attack (default: the study driver's, 1000 "
+    "or 50 for ML-LIW on VOC2007; the paper's MLA-LP runs: 200)",
     "precision": "Lightning precision of the attack pass",
     "accelerator": "Lightning accelerator: auto, cpu, gpu, ...",
     "devices": "number of devices, or 'auto'; more than one splits whole batches across DDP ranks",

@@ -76,7 +76,8 @@ class AttackCallback(Callback):
         fast_network: what fast mode attacks: "exact" (the network), "folded" (BatchNorm folded, channels_last) or
             "compiled" (that copy under ``torch.compile``; pays off on GPUs and large trunks, not on small CPU
             models); see :mod:`mlattack.evaluation.fast`. Adversarial images are always judged by the network.
-        quantize: how adversarial images are stored and judged (:func:`quantize_images`; the study: "floor").
+        quantize: how adversarial images are stored and judged (:func:`quantize_images`; paper mode: the study
+            driver's, :mod:`mlattack.evaluation.drivers`).
         batch_size: samples attacked together (the study's ``adv_batch_size``); in fast mode the samples in flight
             of the continuous scheduler, and a loader batch holds several such groups
             (:mod:`mlattack.evaluation.chunks`). Default: the loader batch.

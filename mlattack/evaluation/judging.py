@@ -1,4 +1,4 @@
-"""How an adversarial image is judged: as the 8-bit file the study saved (or as floats), with a reason attached
+"""How an adversarial image is judged: truncated to 8 bits (as one study driver did) or as floats, with a reason attached
 to every sample whose numbers cannot be trusted (non-finite image, logits or input gradient)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from torch import nn
 
 
 def quantize_images(adv: torch.Tensor, rule: str) -> torch.Tensor:
-    """The images as they are judged: "floor" is the study's ``uint8(x * 255) / 255`` (saved as 8-bit files,
-    truncated), "round" the nearest 8-bit value, "none" the float images the attack returned."""
+    """The images as they are judged: "floor" is ``uint8(x * 255) / 255`` (truncated to 8 bits, as the study's
+    ML-GCN VOC2007 driver did in memory), "round" the nearest 8-bit value, "none" the float images the attack
+    returned (the study's other drivers: :mod:`mlattack.evaluation.drivers`)."""
     if rule == "none":
         return adv
     scaled = adv.float() * 255.0

@@ -79,10 +79,10 @@ def run_attacks(
     model: str,
     data: MultiLabelDataModule,
     attacks: list[AttackSpec],
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     mode: Mode = "paper",
     batch_size: int = 10,
-    min_positive: int = 1,
+    min_positive: int | None = None,
     quantize: Quantize | None = None,
     precision: Precision = "32-true",
     fast_network: FastNetwork = "exact",
@@ -112,11 +112,15 @@ def run_attacks(
         batch_size: samples attacked together: consecutive groups of the selection (the study's
             ``adv_batch_size`` = 10). The reference variants of ML-CW and MLA-LP couple the samples of a batch as
             the study's code did, so their results depend on it; every other attack is batch-independent.
-        min_positive: the least number of positive ground-truth labels a selected sample has (the study's
-            ML-GCN driver: 1, its ML-LIW driver: 2).
-        quantize: how adversarial images are judged and measured: "floor" = saved as 8-bit and re-read, as the
-            study's evaluation did (``uint8(x * 255)`` truncates), "round", or "none" (the float images).
-            Default: "floor" in paper mode, "none" in fast mode.
+        num_samples: N, the first N correctly predicted samples. Default: the driver's cap (1000; the study's
+            ML-LIW VOC2007 driver: 50).
+        min_positive: the least number of positive ground-truth labels a selected sample has. Default: the
+            driver's (the study's ML-GCN drivers: 1, its ML-LIW drivers: 2).
+        quantize: how adversarial images are judged and measured: "floor" (``uint8(x * 255) / 255``, truncation,
+            as the study's ML-GCN VOC2007 driver did in memory before judging), "round", or "none" (the float
+            images, as its other three drivers). Default: the driver's in paper mode, "none" in fast mode.
+            The driver is the study's ``src/demo_<network>_<dataset>.py`` for the attacked network and dataset,
+            or mlattack's stated choice where the study has none (:mod:`mlattack.evaluation.drivers`).
         precision: "32-true" (or "32"), or "16-mixed" / "bf16-mixed": the attacks' forward passes under autocast
             (judging stays fp32). Other Lightning precisions are refused.
         run_id: resume this parent run; it must have been started with the same model weights, data and settings.
@@ -126,7 +130,7 @@ def run_attacks(
     """
     settings = AttackSettings(
         num_samples=num_samples, mode=mode, batch_size=batch_size, min_positive=min_positive,
-        quantize=quantize or ("floor" if mode == "paper" else "none"), precision=precision, seed=seed,
+        quantize=quantize, precision=precision, seed=seed,
         fast_network=fast_network,
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
     )  # fmt: skip
@@ -147,7 +151,7 @@ def run_attacks(
                 "DDP worker found no attack run to join (rank 0 creates it before launching workers)"
             )
         jobs = run.jobs()
-        attack_pass(run.net, jobs, run.selection, run.dataset, data, settings, progress_bar=False)
+        attack_pass(run.net, jobs, run.selection, run.dataset, data, run.settings, progress_bar=False)
         metrics = {job.name: {k: float(v) for k, v in job.metric.compute().items()} for job in jobs}
         return AttackReport(
             parent, {}, metrics, run.selection.avg_labels, len(run.selection.indices), "", True
@@ -199,16 +203,17 @@ class _Run:
             "dataset": data.source, "split": "test", "image_size": data.image_size, "num_classes": data.num_classes,
             "network": type(self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
             "mode": s.mode, "batch_size": s.batch_size, "quantize": s.quantize, "precision": s.precision,
-            **({"fast_network": s.fast_network} if s.fast else {}), "seed": s.seed, "min_positive": s.min_positive, "device": str(self.device),
+            **({"fast_network": s.fast_network} if s.fast else {}), "seed": s.seed, "min_positive": s.min_positive,
+            "driver": s.driver, "device": str(self.device),
             "avg_labels": round(self.selection.avg_labels, 4),
         }  # fmt: skip
 
 
 def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings, output_dir: Path) -> _Run:
     """Load and check the model, select the samples (cached by content), fix the attacks' settings, key the run."""
-    s = settings
     lineage = model_lineage(client, model, runs.model_reference(model, client))
     net = load_network(model, tracking_uri)
+    s = settings.for_driver(type(net).__name__, data.source)  # unset fields: the study's driver's
     dataset = data.dataset("test")
     check_classes(net, data.num_classes, data.source, data.image_size)
     if int(dataset.targets.sum()) == 0:

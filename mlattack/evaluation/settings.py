@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from mlattack.attacks.base import Attack
+from mlattack.evaluation.drivers import Driver, paper_driver
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,17 @@ def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """What ``run_attacks`` was asked for beyond model, data and attacks (see its docstring for each field)."""
+    """What ``run_attacks`` was asked for beyond model, data and attacks (see its docstring for each field).
 
-    num_samples: int = 1000
+    ``num_samples``, ``min_positive`` and ``quantize`` left ``None`` are the driver's (:meth:`for_driver`): paper
+    mode follows the study's driver for the attacked network and dataset (:mod:`mlattack.evaluation.drivers`).
+    """
+
+    num_samples: int | None = None
     mode: Mode = "paper"
     batch_size: int = 10
-    min_positive: int = 1
-    quantize: Quantize = "floor"
+    min_positive: int | None = None
+    quantize: Quantize | None = None
     precision: Precision = "32-true"
     fast_network: FastNetwork = "exact"
     seed: int = 123
@@ -59,12 +64,13 @@ class AttackSettings:
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = 1
+    driver: str = ""  # the driver whose values filled the unset fields (:meth:`for_driver`)
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "batch_size"):
-            if int(getattr(self, name)) <= 0:
+            if getattr(self, name) is not None and int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.min_positive < 1:
+        if self.min_positive is not None and self.min_positive < 1:
             raise ValueError(f"min_positive must be >= 1, got {self.min_positive}")
         if self.mode not in get_args(Mode):
             raise ValueError(f"mode must be one of {list(get_args(Mode))}, got {self.mode!r}")
@@ -77,7 +83,7 @@ class AttackSettings:
                 "fast_network %r applies to mode 'fast' only; paper mode attacks the network itself",
                 self.fast_network,
             )
-        if self.quantize not in QUANTIZE_RULES:
+        if self.quantize is not None and self.quantize not in QUANTIZE_RULES:
             raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {self.quantize!r}")
         if str(self.precision) not in get_args(Precision):
             hint = ""
@@ -89,6 +95,14 @@ class AttackSettings:
             raise ValueError(
                 f"precision must be one of {list(get_args(Precision))}, got {self.precision!r}{hint}"
             )
+
+    def for_driver(self, network: str, source: str) -> AttackSettings:
+        """These settings with every unset field taken from the study's driver for ``network`` on ``source``
+        (:func:`~mlattack.evaluation.drivers.paper_driver`); fast mode judges the float images unless told."""
+        d: Driver = paper_driver(network, source)
+        quantize = self.quantize or (d.quantize if self.mode == "paper" else "none")
+        return replace(self, num_samples=self.num_samples or d.num_samples, quantize=quantize,
+                       min_positive=self.min_positive or d.min_positive, driver=d.name)  # fmt: skip
 
     @property
     def fast(self) -> bool:

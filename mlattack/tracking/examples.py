@@ -1,7 +1,7 @@
 """Every adversarial example of an attack run, kept compact: per-batch chunks on disk while the run goes, one
 ``adversarial.npz`` artifact per attack (child run) when it ends.
 
-Images judged as 8-bit files (quantize "floor" / "round", the study's setting) are stored exactly as uint8; float
+Images judged on the 8-bit grid (quantize "floor" / "round") are stored exactly as uint8; float
 images (quantize "none") as float16. The artifact holds, per sample: its selection position, dataset index and
 sample id, the adversarial image, the clean image it was made from (uint8 when the clean images lie on the 8-bit
 grid, float16 otherwise: what ``mlattack evaluate`` judges as the transfer table's clean baseline), and the true and

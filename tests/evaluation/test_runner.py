@@ -234,10 +234,11 @@ def test_fast_network_folded_is_its_own_run_with_the_same_successes(
             assert folded.metrics[name][f"success_rate_n{k}"] == exact.metrics[name][f"success_rate_n{k}"]
 
 
-def test_paper_mode_judges_the_images_as_8_bit_files_like_the_study(
+def test_paper_mode_without_a_study_driver_judges_truncated_8_bit_images_and_says_why(
     tmp_path, store, toy_data, registered_toy_model
 ):
-    """The study saved adversarial images with uint8(x * 255) (truncation) and judged the re-read files."""
+    """The toy data has no study driver: paper mode takes mlattack's stated choice, uint8(x * 255) / 255 (the study's
+    ML-GCN VOC2007 driver's truncation) and >= 1 positive label, and the run records which rule chose."""
     report = run_attacks(
         registered_toy_model,
         toy_data,
@@ -249,6 +250,7 @@ def test_paper_mode_judges_the_images_as_8_bit_files_like_the_study(
     )
     run_ = mlflow.MlflowClient(store).get_run(report.parent_run_id)
     assert run_.data.params["quantize"] == "floor" and run_.data.params["batch_size"] == "10"
+    assert run_.data.params["min_positive"] == "1" and run_.data.params["driver"].startswith("none: ")
     ds = ToyColours()
     sel = json.loads(
         open(mlflow.MlflowClient(store).download_artifacts(report.parent_run_id, "selection.json")).read()
