@@ -13,10 +13,14 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import torch
 import yaml
+from PIL import Image
 
 from mlattack.attacks import FGSM
+from mlattack.evaluation.judging import quantize_images
 from mlattack.evaluation.runner import AttackSpec, run_attacks
 from mlattack.evaluation.settings import AttackSettings
 from mlattack.tracking.registry import log_network
@@ -117,3 +121,17 @@ def test_the_attack_run_applies_the_driver_of_the_network_it_loads(tmp_path, sto
                            min_positive=1, **kw)  # fmt: skip
     params = client.get_run(override.parent_run_id).data.params
     assert (params["quantize"], params["min_positive"]) == ("floor", "1")
+
+
+def test_floor_is_the_mlgcn_voc2007_drivers_own_numpy_and_pil_path():
+    """demo_mlgcn_voc2007.py l. 210-218: CHW float -> HWC -> Image.fromarray(np.uint8(img * 255)) -> (Scale(448), a
+    no-op at 448) -> float32 / 255 -> CHW. The same arithmetic, run with NumPy and PIL, is the oracle."""
+    g = torch.Generator().manual_seed(0)
+    adv = torch.rand(3, 3, 16, 16, generator=g)
+    adv[0, 0, 0, :4] = torch.tensor([0.0, 1.0, 254.99999 / 255, 1 / 255])  # the grid's edges
+    ref = []
+    for img in adv.numpy():
+        pil = Image.fromarray(np.uint8(np.transpose(img, (1, 2, 0)) * 255))
+        ref.append(np.transpose(np.asarray(pil).astype("float32") / 255, (2, 0, 1)))
+    assert torch.equal(quantize_images(adv, "floor"), torch.from_numpy(np.stack(ref)))
+    assert torch.equal(quantize_images(adv, "none"), adv)
