@@ -28,5 +28,9 @@ def format_rate(successes: int, trials: int, digits: int = 0) -> str:
     if int(trials) == 0:
         return "– (N = 0)"
     low, high = wilson_interval(successes, trials)
-    rate = 100.0 * int(successes) / int(trials)
-    return f"{rate:.{digits}f} % [{100 * low:.{digits}f}–{100 * high:.{digits}f}]"
+    return format_bounds(100.0 * int(successes) / int(trials), 100 * low, 100 * high, digits)
+
+
+def format_bounds(rate: float, low: float, high: float, digits: int = 0) -> str:
+    """The same '40 % [17–69]' text from a rate and bounds already in percent (tables that store the bounds)."""
+    return f"{rate:.{digits}f} % [{low:.{digits}f}–{high:.{digits}f}]"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlattack.report.collect import AttackRun, attack_sort_key
 from mlattack.report.plots import plt
-from mlattack.report.tables import SCENARIO_COLUMNS, network_label, success_table
+from mlattack.report.tables import SCENARIO_COLUMNS, add_intervals, network_label, success_table
 from mlattack.tracking.promotion import SCORE_TAG
 
 MAP_METRICS = ("best/val_mAP", "val/mAP")
@@ -54,7 +54,7 @@ def clean_maps(client: mlflow.MlflowClient, by_network: dict[str, list[AttackRun
 
 
 def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, float]) -> pd.DataFrame:
-    """Rows (network, attack): clean mAP, success (%) n = 0..7, mean labels shown, mean L2 and L∞."""
+    """Rows (network, attack): clean mAP, N, success (%) n = 0..7 with intervals, mean labels shown, L2 and L∞."""
     rows = []
     for net, runs in by_network.items():
         table = success_table(runs)
@@ -66,13 +66,14 @@ def architecture_table(by_network: dict[str, list[AttackRun]], maps: dict[str, f
                     "network": network_label(net),
                     "attack": attack,
                     "clean mAP": maps.get(net, np.nan),
+                    "N": row["N"],
                     **{c: row[c] for c in SCENARIO_COLUMNS},
                     "labels shown": m.get("labels_shown_mean", np.nan),
                     "L2 (all)": m.get("l2_mean", np.nan),
                     "Linf (all)": m.get("linf_mean", np.nan),
                 }
             )
-    return pd.DataFrame(rows).set_index("attack")
+    return add_intervals(pd.DataFrame(rows).set_index("attack"), dict.fromkeys(SCENARIO_COLUMNS, "N"))
 
 
 #: one marker per attack in the shown-vs-size figure (colours are the networks)

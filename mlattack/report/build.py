@@ -3,8 +3,10 @@
 Layout of the output folder::
 
     index.md                          every table inline, every figure linked
+    report.html                       the same, self-contained (figures embedded): what MLflow's viewer shows
     runs.csv                          which MLflow run each row comes from
     tables/success_<net>_<data>.{md,csv,tex}   norms_<net>_<data>.*   cost_<net>_<data>.*   compare_<data>.*
+           paired.*   (sign and exact McNemar tests of the study's comparisons on the same samples)
            budget_*.*   grid_*.*   crossover_<net>_<data>.*   labels_*.*
     tables/transfer_<data>.*          source → target model, with the clean-image baseline
     figures/success_<net>_<data>.png  cost_<net>_<data>.png  budget_*.png  grid_*.png  labels_<net>_<data>.png
@@ -28,15 +30,19 @@ from mlattack.report.collect import ATTACK_EXPERIMENT, AttackRun, collect_runs, 
 from mlattack.report.costs import cost_section
 from mlattack.report.crossover import crossover_table
 from mlattack.report.grids import grid_heatmaps, sensitivity_grids
+from mlattack.report.html import write_html
 from mlattack.report.labels import label_section
+from mlattack.report.paired import CAPTION as PAIRED_CAPTION
+from mlattack.report.paired import paired_table
 from mlattack.report.sweeps import budget_curves
 from mlattack.report.tables import (
     comparison_table,
+    n_text,
     network_label,
     norm_by_scenario_table,
     norms_table,
+    sample_count,
     success_table,
-    summary_table,
     to_markdown,
     write_table,
 )
@@ -85,7 +91,8 @@ def build_report(
         "# Attack report",
         "",
         f"{len(runs)} attack runs from experiment `{experiment}` ({time.strftime('%Y-%m-%d %H:%M')}); "
-        "every row's MLflow run is listed in [runs.csv](runs.csv). Success rates in %.",
+        "every row's MLflow run is listed in [runs.csv](runs.csv). Success rates in % with their 95 % Wilson "
+        "interval [low–high]; N is the number of attacked samples.",
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)
@@ -98,8 +105,12 @@ def build_report(
             c = next((r.num_classes for r in group if r.num_classes), None)
             avg = float(np.median([r.avg_labels for r in group]))
             exp = exp_labels(avg, c) if c else None
-            caption = f"Success rate (%), {title}: avgLabels = {avg:.3f}" + (
-                f", C = {c}, expLabels = " + ", ".join(f"{e:.2f}" for e in exp) if exp else ""
+            caption = (
+                f"Success rate (%) [95 % Wilson interval] and mean labels shown, {title}: {sample_count(group)}, "
+                + (
+                    f"avgLabels = {avg:.3f}"
+                    + (f", C = {c}, expLabels = " + ", ".join(f"{e:.2f}" for e in exp) if exp else "")
+                )
             )
             models = sorted({r.model_uri for r in group})
             table = success_table(group)
@@ -113,7 +124,10 @@ def build_report(
                 models,
             )
             fig = plots.success_vs_n(
-                table, f"Showing many labels: {title}", fig_dir / f"success_{net}_{ds}.png", exp
+                table,
+                f"Showing many labels: {title} ({sample_count(group)}; bars: 95 % Wilson)",
+                fig_dir / f"success_{net}_{ds}.png",
+                exp,
             )
             report.files.append(fig)
             index += [f"![success vs n, {title}](figures/{fig.name})", ""]
@@ -131,12 +145,6 @@ def build_report(
                     f"Mean L2 over the samples that succeeded in "
                     f"each scenario, {title} (the study's averaging)",
                     norm_by_scenario_table(group, "l2"),
-                ),
-                (
-                    "summary",
-                    "### Summary",
-                    f"Success (%), mean labels shown and mean L∞ per attack (variant), {title}",
-                    summary_table(group),
                 ),
             )
             for stem, heading, cap, frame in extra:
@@ -163,7 +171,9 @@ def build_report(
         if len(nets) < 2:
             continue
         comp = comparison_table(nets)
-        cap = f"Success rate (%) on {ds}: " + " vs ".join(network_label(n) for n in nets)
+        cap = f"Success rate (%) [95 % Wilson interval] on {ds}: " + " vs ".join(
+            f"{network_label(n)} ({sample_count(g)})" for n, g in nets.items()
+        )
         _add(
             report,
             index,
@@ -179,7 +189,8 @@ def build_report(
         index += ["## Budget sweeps", ""]
     for curve in curves:
         title = (
-            f"{curve.attack} on {network_label(curve.network)} / {curve.dataset}: success vs {curve.param}"
+            f"{curve.attack} on {network_label(curve.network)} / {curve.dataset}: success vs {curve.param} "
+            f"({n_text(curve.table['N'])}, band: 95 % Wilson)"
         )
         frame = curve.table.drop(columns=["run_id"])
         _add(report, index, write_table(frame, tables_dir, curve.stem, title), f"### {title}", title, frame)
@@ -188,7 +199,10 @@ def build_report(
         index += [f"![{title}](figures/{fig.name})", ""]
 
     for grid in sensitivity_grids(runs):
-        title = f"{grid.attack} on {network_label(grid.network)} / {grid.dataset}: grid over {' x '.join(grid.params)}"
+        title = (
+            f"{grid.attack} on {network_label(grid.network)} / {grid.dataset}: grid over {' x '.join(grid.params)} "
+            f"({n_text(grid.table['N'])} per point; intervals in the table)"
+        )
         frame = grid.points()
         _add(report, index, write_table(frame, tables_dir, grid.stem, title), f"### {title}", title, frame)
         fig = grid_heatmaps(grid, title, fig_dir / f"{grid.stem}.png")
@@ -207,8 +221,13 @@ def build_report(
     ):  # `mlattack evaluate` runs of these attacks
         _add(report, index, write_table(frame, tables_dir, stem, cap), heading, cap, frame)
 
+    with tempfile.TemporaryDirectory() as tmp:
+        if (paired := paired_table(client, runs, tmp)) is not None:
+            paths = write_table(paired, tables_dir, "paired", PAIRED_CAPTION)
+            _add(report, index, paths, "## Paired comparisons", PAIRED_CAPTION, paired)
+
     (out / "index.md").write_text("\n".join(index) + "\n")
-    report.files += [out / "index.md", out / "runs.csv"]
+    report.files += [out / "index.md", out / "runs.csv", write_html(out, "\n".join(index))]
     report.run_id = _log_report_run(
         client,
         tracking_uri,

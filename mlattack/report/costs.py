@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mlattack.report.collect import AttackRun
-from mlattack.report.plots import attack_colour, plt
-from mlattack.report.tables import SCENARIO_COLUMNS
+from mlattack.report.plots import attack_colour, place_labels, plt
+from mlattack.report.tables import HIGH, LOW, SCENARIO_COLUMNS, success_table
 
 COST_COLUMNS = {
     "ms/sample": "seconds_per_sample",
@@ -27,21 +27,24 @@ COST_COLUMNS = {
 
 
 def cost_table(runs: list[AttackRun]) -> pd.DataFrame | None:
-    """Per attack: N, ms/sample, fwd/sample, bwd/sample, peak MB, labels shown, success (%) n=0..7; None when no
-    run has measured passes (stores written before costs were logged)."""
+    """Per attack: N, ms/sample, fwd/sample, bwd/sample, peak MB (success and labels shown are in the success
+    table, printed once); None when no run has measured passes (stores written before costs were logged)."""
     if not any("forwards_per_sample" in r.metrics for r in runs):
         return None
     rows = {}
     for r in runs:
-        m = r.metrics
-        row = {"N": r.num_samples, **{c: m.get(k, np.nan) for c, k in COST_COLUMNS.items()}}
+        row = {"N": r.num_samples, **{c: r.metrics.get(k, np.nan) for c, k in COST_COLUMNS.items()}}
         row["ms/sample"] *= 1000.0
-        row["labels shown"] = m.get("labels_shown_mean", np.nan)
-        row.update({c: 100.0 * s for c, s in zip(SCENARIO_COLUMNS, r.success, strict=True)})
         rows[r.attack] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "attack"
     return frame
+
+
+def _figure_frame(runs: list[AttackRun], costs: pd.DataFrame) -> pd.DataFrame:
+    """The cost columns beside the success table's (rates, bounds, labels shown): what the figure draws."""
+    success = success_table(runs).drop(columns=["N"])
+    return costs.join(success, how="left")
 
 
 def memory_measure(runs: list[AttackRun]) -> str:
@@ -62,29 +65,45 @@ def spread_scenario(frame: pd.DataFrame) -> int:
 
 def success_vs_cost(frame: pd.DataFrame, title: str, path: Path) -> Path:
     """Two panels, one point per attack: mean labels shown vs network passes per sample (forward + backward),
-    and success (%) at the most telling scenario vs wall seconds per sample. Points of a sweep or grid
-    (``BIM[eps=...]``) share their attack's colour and carry no label, so a grid reads as a cloud."""
+    and success (%) at the most telling scenario, with its 95 % Wilson interval, vs wall seconds per sample.
+    Points of a sweep or grid (``BIM[eps=...]``) share their attack's colour and carry no label, so a grid reads
+    as a cloud; the attacks' labels are placed apart (:func:`mlattack.report.plots.place_labels`)."""
+    fig = success_vs_cost_figure(frame, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def success_vs_cost_figure(frame: pd.DataFrame, title: str) -> plt.Figure:
+    """The figure of :func:`success_vs_cost`, not yet saved."""
     n = spread_scenario(frame)
     passes = frame["fwd/sample"] + frame["bwd/sample"]
+    rate = f"n={n}"
+    bars = (
+        (frame[rate] - frame[rate + LOW], frame[rate + HIGH] - frame[rate]) if rate + LOW in frame else None
+    )
     panels = (
         (
             passes,
             frame["labels shown"],
             "network passes per sample (forward + backward)",
             "mean labels shown",
+            None,
         ),
         (
             frame["ms/sample"] / 1000.0,
-            frame[f"n={n}"],
+            frame[rate],
             "wall seconds per sample (machine load included)",
-            f"success at n={n} (%)",
+            f"success at n={n} (%, 95 % Wilson interval)",
+            bars,
         ),
     )
     fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.8))
-    for ax, (x, y, xlabel, ylabel) in zip(axes, panels, strict=True):
+    placing: list[list[tuple[float, float, str]]] = []
+    for ax, (x, y, xlabel, ylabel, err) in zip(axes, panels, strict=True):
         seen: set[str] = set()
-        placed: list[tuple[float, float]] = []  # labelled points so far: stack the labels of coinciding ones
-        near = 0.04 * (np.nanmax(y.to_numpy(float)) - np.nanmin(y.to_numpy(float)) or 1.0)
+        labels: list[tuple[float, float, str]] = []
         for name in frame.index:
             if not (np.isfinite(x[name]) and np.isfinite(y[name])) or x[name] <= 0:
                 continue
@@ -100,14 +119,13 @@ def success_vs_cost(frame: pd.DataFrame, title: str, path: Path) -> Path:
                 edgecolors="none" if point else "black",
                 label=(f"{base} (grid/sweep)" if point else None) if base not in seen else None,
             )
+            if err is not None and not point:
+                ax.errorbar(x[name], y[name], yerr=[[err[0][name]], [err[1][name]]], fmt="none",
+                            ecolor=attack_colour(name), elinewidth=1.0, capsize=3, alpha=0.8)  # fmt: skip
             if point:
                 seen.add(base)
             else:
-                k = sum(abs(np.log(px / x[name])) < 0.05 and abs(py - y[name]) < near for px, py in placed)
-                placed.append((x[name], y[name]))
-                ax.annotate(
-                    name, (x[name], y[name]), xytext=(5, 3 - 9 * k), textcoords="offset points", fontsize=7
-                )
+                labels.append((float(x[name]), float(y[name]), str(name)))
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -115,14 +133,14 @@ def success_vs_cost(frame: pd.DataFrame, title: str, path: Path) -> Path:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
+        placing.append(labels)
         if seen:
-            ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=10)
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    for ax, labels in zip(axes, placing, strict=True):  # once the layout is final: boxes in display space
+        place_labels(ax, labels, fontsize=8)
+    return fig
 
 
 def cost_section(runs: list[AttackRun], title: str, figure: Path) -> tuple[pd.DataFrame, str, Path] | None:
@@ -130,15 +148,16 @@ def cost_section(runs: list[AttackRun], title: str, figure: Path) -> tuple[pd.Da
     frame = cost_table(runs)
     if frame is None:
         return None
+    drawn = _figure_frame(runs, frame)
     named = frame[[("[" not in name) for name in frame.index]]
     caption = (
         f"Cost per attack, {title}: wall milliseconds per sample, forward and backward passes of the attacked "
         "network per sample inside the attack (judging the images not counted), peak memory of one attack batch "
-        f"above its start ({memory_measure(runs)}), mean labels shown and success (%)"
+        f"above its start ({memory_measure(runs)}); N samples per attack as in the success table"
     )
     if 0 < len(named) < len(frame):  # a grid's points would bury the attacks; the figure shows them all
         caption += (
             f"; the {len(frame) - len(named)} sweep and grid points are in the figure and in their own tables"
         )
-        return named, caption, success_vs_cost(frame, f"Success vs cost: {title}", figure)
-    return frame, caption, success_vs_cost(frame, f"Success vs cost: {title}", figure)
+        return named, caption, success_vs_cost(drawn, f"Success vs cost: {title}", figure)
+    return frame, caption, success_vs_cost(drawn, f"Success vs cost: {title}", figure)

@@ -18,6 +18,7 @@ import yaml
 
 from mlattack.report.collect import AttackRun
 from mlattack.report.plots import plt
+from mlattack.report.tables import SCENARIO_COLUMNS, add_intervals
 from mlattack.resources import config_dir
 
 GRID_BASE_TAG, GRID_PARAMS_TAG, GRID_VALUE_PREFIX = (
@@ -52,7 +53,7 @@ class Grid:
         frame.index.name = "point"
         for p in self.params:  # labels, not numbers: the tables round floats to one decimal (0.001 -> 0.0)
             frame[p] = [f"{v:g}" if isinstance(v, float) else str(v) for v in frame[p]]
-        return frame
+        return add_intervals(frame, {c: "N" for c in SCENARIO_COLUMNS if c in frame.columns})
 
 
 def _value(text: str) -> float | str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mlattack.report.collect import AttackRun
-from mlattack.report.tables import SCENARIO_COLUMNS
+from mlattack.report.tables import SCENARIO_COLUMNS, add_intervals
 
 
 @dataclass
@@ -20,7 +20,7 @@ class BudgetCurve:
     dataset: str
     attack: str
     param: str
-    table: pd.DataFrame  # index: budget value (ascending); columns: n=0..7 in percent, plus N and run_id
+    table: pd.DataFrame  # index: budget value (ascending); n=0..7 in percent with their bounds, N and run_id
 
     @property
     def stem(self) -> str:
@@ -47,5 +47,6 @@ def budget_curves(runs: list[AttackRun]) -> list[BudgetCurve]:
         }
         table = pd.DataFrame.from_dict(rows, orient="index", columns=[*SCENARIO_COLUMNS, "N", "run_id"])
         table.index.name = param
+        table = add_intervals(table, dict.fromkeys(SCENARIO_COLUMNS, "N"))
         curves.append(BudgetCurve(network, dataset, base, param, table))
     return curves

@@ -1,7 +1,9 @@
 """The study's tables from attack runs, as pandas frames, and their Markdown / CSV / LaTeX forms.
 
 Frames hold full-precision numbers (success rates in percent); only the Markdown and LaTeX renderings round, so the
-CSV files are the exact source of every printed cell.
+CSV files are the exact source of every printed cell. Every success-rate column ``c`` travels with ``c low`` and
+``c high``, its 95 % Wilson interval in percent (:mod:`mlattack.intervals`): the CSV keeps the three columns, the
+printed forms show one cell "40 % [17–69]", so no rate is ever printed without its uncertainty.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlattack.intervals import format_bounds, wilson_interval
 from mlattack.report.collect import NUM_SCENARIOS, AttackRun, attack_sort_key
 
 SCENARIO_COLUMNS = [f"n={k}" for k in range(NUM_SCENARIOS)]
@@ -18,6 +21,65 @@ NETWORK_NAMES = {"mlgcn": "ML-GCN", "mlliw": "ML-LIW", "query2label": "Query2Lab
 NORM_COLUMNS = {"l2_mean": "L2", "linf_mean": "Linf", "rmsd_mean": "RMSD"}
 #: the optional columns of :func:`success_frame` and the metric each shows
 EXTRA_METRICS = {"labels shown": "labels_shown_mean", "L2 (all)": "l2_mean", "Linf (all)": "linf_mean"}
+LOW, HIGH = " low", " high"  # suffixes of a rate column's interval bounds
+
+
+def add_intervals(frame: pd.DataFrame, n_columns: dict[str, str]) -> pd.DataFrame:
+    """A copy of ``frame`` with ``<c> low`` / ``<c> high`` (95 % Wilson, percent) right after each rate column
+    ``c`` of ``n_columns`` (rate column -> its sample-count column); NaN where the rate or N is missing."""
+    bounds: dict[str, tuple[list[float], list[float]]] = {}
+    for col, n_col in n_columns.items():
+        lows, highs = [], []
+        for rate, n in zip(frame[col], frame[n_col], strict=True):
+            if pd.isna(rate) or pd.isna(n) or int(n) <= 0:
+                lows.append(np.nan)
+                highs.append(np.nan)
+                continue
+            low, high = wilson_interval(round(float(rate) * int(n) / 100.0), int(n))
+            lows.append(100.0 * low)
+            highs.append(100.0 * high)
+        bounds[col] = (lows, highs)
+    out = {}
+    for col in frame.columns:
+        out[col] = frame[col]
+        if col in bounds:
+            out[col + LOW] = pd.Series(bounds[col][0], index=frame.index)
+            out[col + HIGH] = pd.Series(bounds[col][1], index=frame.index)
+    result = pd.DataFrame(out, index=frame.index)
+    result.index.name = frame.index.name
+    return result
+
+
+def has_interval(frame: pd.DataFrame, column: str) -> bool:
+    return column + LOW in frame.columns and column + HIGH in frame.columns
+
+
+def shown_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns a printed table shows: the bounds are folded into their rate's cell."""
+    return [
+        c for c in frame.columns if not (c.endswith((LOW, HIGH)) and c.rsplit(" ", 1)[0] in frame.columns)
+    ]
+
+
+def rate_cell(rate: float, low: float, high: float) -> str:
+    """'40 % [17–69]'; one decimal where the interval is narrower than 10 points (large N), else none."""
+    if any(pd.isna(v) for v in (rate, low, high)):
+        return "–"
+    return format_bounds(rate, low, high, 1 if high - low < 10.0 else 0)
+
+
+def n_text(counts) -> str:
+    """'N = 10', or 'N = 6–10' over several counts (NaN ignored)."""
+    values = sorted({int(v) for v in counts if v == v})
+    if not values:
+        return "N unknown"
+    return f"N = {values[0]}" if len(values) == 1 else f"N = {values[0]}–{values[-1]}"
+
+
+def sample_count(runs: list[AttackRun]) -> str:
+    """'N = 10', or 'N = 6–10 (per row)' when the attacks ran on different numbers of samples."""
+    text = n_text([r.num_samples for r in runs])
+    return text + (" (per row)" if "–" in text else "")
 
 
 def network_label(network: str) -> str:
@@ -45,13 +107,15 @@ def success_frame(rows: dict[str, dict[str, float]], extra: tuple[str, ...] = ()
         }
     frame = pd.DataFrame.from_dict(out, orient="index", columns=["N", *front, *SCENARIO_COLUMNS, *back])
     frame.index.name = "attack"
-    return frame
+    return add_intervals(frame, dict.fromkeys(SCENARIO_COLUMNS, "N"))
 
 
 def success_table(runs: list[AttackRun]) -> pd.DataFrame:
-    """Attacks as rows; N, avgLabels and the success rate (%) in scenarios n = 0..7 as columns."""
+    """The report's one success table: attacks as rows; N, avgLabels, the success rate (%) in scenarios n = 0..7
+    with their intervals, and the mean labels shown (the ablation's view; sizes are in the norms table, costs in
+    the cost table, so no number is printed twice)."""
     rows = {r.attack: {**r.metrics, "num_samples": r.num_samples, "avg_labels": r.avg_labels} for r in runs}
-    return success_frame(rows, extra=("avgLabels",))
+    return success_frame(rows, extra=("avgLabels", "labels shown"))
 
 
 def norms_table(runs: list[AttackRun], scenario: int = 0) -> pd.DataFrame:
@@ -87,13 +151,6 @@ def norm_by_scenario_table(runs: list[AttackRun], norm: str = "l2") -> pd.DataFr
     return frame
 
 
-def summary_table(runs: list[AttackRun]) -> pd.DataFrame:
-    """One row per attack: success (%) n = 0..7, mean labels shown and mean L∞ (all samples) — the ablation view,
-    where each row is one variant of an attack."""
-    rows = {r.attack: {**r.metrics, "num_samples": r.num_samples} for r in runs}
-    return success_frame(rows, extra=("labels shown", "Linf (all)"))
-
-
 def comparison_table(by_network: dict[str, list[AttackRun]]) -> pd.DataFrame:
     """One dataset, networks side by side: rows are attacks, columns ``n=k <network>`` interleaved per scenario."""
     tables = {net: success_table(runs) for net, runs in by_network.items()}
@@ -104,7 +161,9 @@ def comparison_table(by_network: dict[str, list[AttackRun]]) -> pd.DataFrame:
             cols[f"{c} {network_label(net)}"] = t[c].reindex(attacks)
     frame = pd.DataFrame(cols, index=attacks)
     frame.index.name = "attack"
-    return frame
+    return add_intervals(
+        frame, {f"{c} {network_label(n)}": f"N {network_label(n)}" for c in SCENARIO_COLUMNS for n in tables}
+    )
 
 
 def _cell(value: object, digits: int) -> str:
@@ -121,16 +180,32 @@ def _digits(column: str) -> int:
     return 3 if column.startswith(("avgLabels", "L2", "Linf", "RMSD", "clean mAP")) else 1
 
 
-def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
-    """GitHub-flavoured Markdown table (rounded: 1 decimal for percentages, 3 for the rest)."""
-    head = [frame.index.name or "", *frame.columns]
-    lines = ["| " + " | ".join(str(h) for h in head) + " |", "|" + "---|" * len(head)]
+def table_rows(frame: pd.DataFrame) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(header, [(row name, cells)]) as every printed form shows them: rates with their interval in one cell,
+    counts as integers, other numbers rounded (1 decimal for percentages, 3 for the rest)."""
+    cols = shown_columns(frame)
+    out = []
     for idx, row in frame.iterrows():
-        cells = [
-            _cell(v if not (c == "N" or c.startswith("N ")) or pd.isna(v) else int(v), _digits(c))
-            for c, v in row.items()
-        ]
-        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
+        cells = []
+        for c in cols:
+            v = row[c]
+            if has_interval(frame, c):
+                cells.append(rate_cell(v, row[c + LOW], row[c + HIGH]))
+            elif (c == "N" or c.startswith("N ")) and not pd.isna(v):
+                cells.append(str(int(v)))
+            elif c.endswith(" p") and isinstance(v, (float, np.floating)) and not pd.isna(v):
+                cells.append(f"{v:.2g}")  # a p-value: two significant digits, never "0.000"
+            else:
+                cells.append(_cell(v, _digits(c)))
+        out.append((str(idx), cells))
+    return [frame.index.name or "", *cols], out
+
+
+def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
+    """GitHub-flavoured Markdown table (cells as :func:`table_rows` prints them)."""
+    head, body = table_rows(frame)
+    lines = ["| " + " | ".join(str(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([idx, *cells]) + " |" for idx, cells in body]
     return (f"{caption}\n\n" if caption else "") + "\n".join(lines)
 
 
@@ -152,22 +227,18 @@ def _latex_escape(text: str) -> str:
 
 def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
     """A booktabs ``table`` environment with the same rounding as the Markdown form."""
-    head = [frame.index.name or "", *frame.columns]
+    head, body = table_rows(frame)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        r"\begin{tabular}{l" + "r" * len(frame.columns) + "}",
+        r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}",
         r"\toprule",
         " & ".join(_latex_escape(str(h)) for h in head) + r" \\",
         r"\midrule",
     ]
-    for idx, row in frame.iterrows():
-        cells = [
-            _cell(v if not (c == "N" or c.startswith("N ")) or pd.isna(v) else int(v), _digits(c))
-            for c, v in row.items()
-        ]
-        lines.append(" & ".join([_latex_escape(str(idx)), *cells]) + r" \\")
+    for idx, cells in body:
+        lines.append(" & ".join([_latex_escape(idx), *(_latex_escape(c) for c in cells)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         lines.append(r"\caption{" + _latex_escape(caption) + "}")

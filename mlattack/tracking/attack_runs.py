@@ -23,7 +23,7 @@ from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import NUM_SCENARIOS
 from mlattack.tracking import examples
 from mlattack.tracking.lock import RunBusy, describe, process_alive, this_process
-from mlattack.tracking.panels import attack_panel, plt
+from mlattack.tracking.panels import attack_panel, panel_title, plt
 from mlattack.tracking.record import (
     ATTACK_NAME_TAG,
     ATTACK_YAML,
@@ -271,7 +271,9 @@ def log_attack(
                 client.log_artifact(run_id, str(path))
     panel = job.load_panel()
     if panel:
-        fig = attack_panel([panel[p] for p in sorted(panel)], title=f"{job.name}: show all labels")
+        fig = attack_panel(
+            [panel[p] for p in sorted(panel)], title=panel_title(job.name, job.attack, len(panel))
+        )
         client.log_figure(run_id, fig, PANEL_PNG)
         plt.close(fig)
     client.set_terminated(run_id, "FINISHED")

@@ -2,6 +2,8 @@
 
 Labels are listed beside the images, not in titles, so 20+ labels never overlap a picture: labels the attack added
 in green, labels it lost in red, the kept ones in black. The perturbation is shown amplified by a stated factor.
+The title names the attack's budget (norm and ε) and the text is sized for the MLflow UI, which shows the
+1200-pixel-wide figure scaled down to the width of its preview pane.
 """
 
 from __future__ import annotations
@@ -16,7 +18,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 ADDED, LOST, KEPT = "#1a7f37", "#cf222e", "#24292f"
-WRAP = 48  # characters per label line
+WRAP = 42  # characters per label line
+FONT = 10  # label lines and image headings; the title is larger
+#: the norm a budgeted attack bounds, by class (attacks that minimise the perturbation have no budget)
+BUDGET_NORMS = {"FGSM": "L∞", "BIM": "L∞", "PGD": "L∞", "MIFGSM": "L∞", "FGM": "L2", "SLIDE": "L1"}
+
+
+def plural(count: int, word: str) -> str:
+    """'1 label', '0 labels', '3 labels'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def budget_text(attack: object) -> str:
+    """'L∞ budget ε = 0.3' from the attack's ``eps`` and its norm (``norm`` attribute, else its class's), or
+    'no budget (minimal perturbation)' for attacks without one (ML-CW, ML-DP, MLA-LP)."""
+    eps = getattr(attack, "eps", None)
+    norm = getattr(attack, "norm", None) or BUDGET_NORMS.get(type(attack).__name__)
+    if not isinstance(eps, (int, float)) or norm is None:
+        return "no budget (minimal perturbation)"
+    norm = {"Linf": "L∞", "linf": "L∞", "inf": "L∞"}.get(str(norm), str(norm))
+    return f"{norm} budget ε = {eps:g}"
+
+
+def panel_title(name: str, attack: object, samples: int) -> str:
+    """The panel's title: the attack, its target, its budget and how many samples the panel shows."""
+    return f"{name}: show all labels — {budget_text(attack)} — {plural(samples, 'sample')} shown"
 
 
 def amplification(r: torch.Tensor) -> float:
@@ -44,8 +70,8 @@ def label_lines(before: list[str], after: list[str]) -> list[tuple[str, str]]:
 def attack_panel(samples: list[dict], title: str = "") -> plt.Figure:
     """One row per sample: clean image, adversarial image, amplified perturbation, and the label changes."""
     rows = [label_lines(s["before"], s["after"]) for s in samples] or [[]]
-    heights = [max(2.6, 0.17 * len(lines) + 0.6) for lines in rows]
-    head = 0.9 if title else 0.4  # inches above the first row: the title, then the first row's image titles
+    heights = [max(2.8, 0.2 * len(lines) + 0.6) for lines in rows]
+    head = 1.0 if title else 0.45  # inches above the first row: the title, then the first row's image titles
     fig = plt.figure(figsize=(12, sum(heights) + head))
     grid = fig.add_gridspec(len(rows), 4, height_ratios=heights, width_ratios=[1, 1, 1, 1.6], wspace=0.08,
                             hspace=0.3, left=0.02, right=0.98, bottom=0.02, top=1 - head / fig.get_figheight())  # fmt: skip
@@ -55,21 +81,21 @@ def attack_panel(samples: list[dict], title: str = "") -> plt.Figure:
         factor = amplification(r)
         pics = [clean, adv, amplify(r)]
         heads = [
-            f"clean: {len(s['before'])} labels",
-            f"adversarial: {len(s['after'])} labels",
+            f"clean: {plural(len(s['before']), 'label')}",
+            f"adversarial: {plural(len(s['after']), 'label')}",
             f"perturbation x{factor:.3g}\nmax |r| = {float(r.abs().max()):.4f}",
         ]
         for col in range(3):
             ax = fig.add_subplot(grid[row, col])
             ax.imshow(pics[col].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            ax.set_title(heads[col], fontsize=8)
+            ax.set_title(heads[col], fontsize=FONT)
             ax.axis("off")
         text = fig.add_subplot(grid[row, 3])
         text.axis("off")
         step = 1.0 / max(len(rows[row]), 12)
         for i, (line, colour) in enumerate(rows[row]):
-            text.text(0.0, 1.0 - i * step, line, color=colour, fontsize=8, va="top", family="monospace",
+            text.text(0.0, 1.0 - i * step, line, color=colour, fontsize=FONT, va="top", family="monospace",
                       transform=text.transAxes)  # fmt: skip
     if title:
-        fig.suptitle(title, fontsize=11, y=1 - 0.12 / fig.get_figheight(), va="top")
+        fig.suptitle(title, fontsize=13, y=1 - 0.12 / fig.get_figheight(), va="top")
     return fig

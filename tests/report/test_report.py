@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mlattack.cli import main
+from mlattack.intervals import format_rate, wilson_interval
 from mlattack.report import analyse_labels, build_report
 from mlattack.report.plots import attack_colour
 from tests.evaluation.toy import ToyColours
@@ -27,19 +28,24 @@ def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report)
     _, attack_reports, _ = populated_store
     tables = report.output_dir / "tables"
     for net in NETS:
-        for kind in ("success", "norms", "l2_success", "summary"):
+        assert not list(tables.glob(f"summary_{net}_*"))  # one success table: its numbers are printed once
+        for kind in ("success", "norms", "l2_success"):
             for ext in ("md", "csv", "tex"):
                 assert (tables / f"{kind}_{net}_toy.{ext}").stat().st_size > 0
         success = pd.read_csv(tables / f"success_{net}_toy.csv", index_col="attack")
         norms = pd.read_csv(tables / f"norms_{net}_toy.csv", index_col="attack")
         l2 = pd.read_csv(tables / f"l2_success_{net}_toy.csv", index_col="attack")
-        summary = pd.read_csv(tables / f"summary_{net}_toy.csv", index_col="attack")
         metrics = attack_reports[net].metrics
         assert sorted(success.index) == sorted(metrics)
         for attack, m in metrics.items():
+            n = int(m["num_samples"])
             for k in range(8):
                 assert success.loc[attack, f"n={k}"] == pytest.approx(100 * m[f"success_rate_n{k}"])
+                low, high = wilson_interval(round(m[f"success_rate_n{k}"] * n), n)
+                assert success.loc[attack, f"n={k} low"] == pytest.approx(100 * low)
+                assert success.loc[attack, f"n={k} high"] == pytest.approx(100 * high)
             assert success.loc[attack, "N"] == m["num_samples"]
+            assert success.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
             assert norms.loc[attack, "L2 (all)"] == pytest.approx(m["l2_mean"])
             assert norms.loc[attack, "Linf (all)"] == pytest.approx(m["linf_mean"])
             assert norms.loc[attack, "RMSD (all)"] == pytest.approx(m["rmsd_mean"])
@@ -48,15 +54,16 @@ def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report)
                 assert l2.loc[attack, "L2 n=0"] == pytest.approx(m["l2_mean_success_n0"])
             else:
                 assert pd.isna(norms.loc[attack, "L2 (succ. n=0)"])
-            assert summary.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
-            assert summary.loc[attack, "n=3"] == pytest.approx(100 * m["success_rate_n3"])
         # the study's row order, and the printed Markdown carries the same (rounded) numbers
         assert list(success.index)[:1] == ["FGSM"] and list(success.index)[-2:] == ["BIM", "MIFGSM"]
         md = report.markdown[f"success_{net}_toy"]
         bim = next(line for line in md.splitlines() if line.startswith("| BIM |"))
-        assert f"| {100 * metrics['BIM']['success_rate_n0']:.1f} |" in bim
+        n = int(metrics["BIM"]["num_samples"])  # every printed rate carries its interval; N in the caption
+        assert f"| {format_rate(round(metrics['BIM']['success_rate_n0'] * n), n)} |" in bim
+        assert " low" not in md.splitlines()[2] and "N = 6–10 (per row)" in md.splitlines()[0]  # MIFGSM: 6
     tex = (tables / "success_linearcolournet_toy.tex").read_text()
     assert "\\begin{tabular}" in tex and "FGSM{[}eps=0.1{]}" in tex
+    assert "\\% {[}" in tex  # the interval beside each rate
 
 
 def test_comparison_index_and_report_run(populated_store, report):
@@ -255,8 +262,7 @@ def test_cost_table_and_success_vs_cost_plot(populated_store, report):
     for attack in cost.index:
         m = metrics[attack]
         assert cost.loc[attack, "ms/sample"] == pytest.approx(1000 * m["seconds_per_sample"])
-        assert cost.loc[attack, "labels shown"] == pytest.approx(m["labels_shown_mean"])
-        assert cost.loc[attack, "n=0"] == pytest.approx(100 * m["success_rate_n0"])
+    assert not {"labels shown", "n=0"} & set(cost.columns)  # in the success table, printed once
     assert "fwd/sample" in report.markdown["cost_linearcolournet_toy"]
     index = (report.output_dir / "index.md").read_text()
     assert "### Cost" in index and "figures/cost_linearcolournet_toy.png" in index
