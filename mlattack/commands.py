@@ -117,28 +117,26 @@ def run_attack(parser: ArgumentParser, cfg: Namespace):
 
 
 def print_report(report) -> None:
-    """The success table (attacks x scenarios, the study's layout: :func:`mlattack.report.tables.success_frame`)
-    and where to find the runs."""
-    import math
-
+    """The success table (attacks x scenarios, the study's layout: :func:`mlattack.report.tables.success_frame`),
+    every rate with its 95 % Wilson interval, and where to find the runs."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from mlattack.report.tables import success_frame
+    from mlattack.report.tables import success_frame, table_rows
 
     frame = success_frame(report.metrics, extra=("labels shown", "L2 (all)"))
     table = Table(
-        title=f"Success rate (%) - showing many labels ({report.mode}, N={report.num_selected}, "
-        f"avgLabels={report.avg_labels:.2f})"
+        title=f"Success rate (%) [95 % Wilson interval] - showing many labels ({report.mode}, "
+        f"N={report.num_selected}, avgLabels={report.avg_labels:.2f})"
     )
-    table.add_column("attack")
-    for column in frame.columns:
+    head, body = table_rows(frame)
+    table.add_column("attack", no_wrap=True)
+    for column in head[1:]:
         table.add_column(column, justify="right")
-    for name, row in frame.iterrows():
-        cells = ["–" if isinstance(v, float) and math.isnan(v) else f"{v:.{0 if c == 'N' else 1 if c.startswith('n=') else 3}f}"
-                 for c, v in row.items()]  # fmt: skip
-        table.add_row(escape(str(name)), *cells)  # grid points are named "BIM[eps=0.1,...]": not rich markup
+    for name, cells in body:  # the interval under its rate keeps the table as narrow as the rates alone
+        cells = [c.replace(" % [", "\n[") for c in cells]
+        table.add_row(escape(name), *cells)  # grid points are named "BIM[eps=0.1,...]": not rich markup
     Console(width=max(Console().width, 130)).print(table)
     print(f"MLflow parent run: {report.parent_run_id} ({len(report.child_run_ids)} attack runs)")
 

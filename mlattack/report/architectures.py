@@ -113,7 +113,7 @@ def architecture_map(
                 colour = "white" if v < 60 else "black"
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="success (%)")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, y=1.0, va="bottom")  # above the two-line panel titles
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)

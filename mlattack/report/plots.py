@@ -26,7 +26,7 @@ from mlattack.report.tables import HIGH, LOW, SCENARIO_COLUMNS  # noqa: E402
 
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<"]
-DODGE = 0.25  # the width (in scenarios) over which the lines of one figure are spread sideways
+DODGE = 0.4  # the width (in scenarios) over which the lines of one figure are spread sideways
 
 
 def attack_colour(name: str) -> str:
@@ -72,7 +72,7 @@ def success_vs_n_figure(table: pd.DataFrame, title: str, exp_labels: list[float]
     shift = np.linspace(-DODGE / 2, DODGE / 2, len(table)) if len(table) > 1 else np.zeros(1)
     for i, name in enumerate(table.index):
         colour, ls, marker = style[name]
-        ax.errorbar(
+        drawn = ax.errorbar(
             n + shift[i],
             table.loc[name, SCENARIO_COLUMNS].to_numpy(float),
             yerr=_bars(table, name),
@@ -85,6 +85,8 @@ def success_vs_n_figure(table: pd.DataFrame, title: str, exp_labels: list[float]
             elinewidth=0.8,
             capsize=2,
         )
+        for part in (*drawn.lines[1], *drawn.lines[2]):  # bars lighter than the line they belong to
+            part.set_alpha(0.45)
     ax.set_xticks(n)
     if exp_labels:
         ax.set_xticklabels([f"{k}\n({e:.1f})" for k, e in zip(n, exp_labels, strict=False)], fontsize=8)

@@ -23,5 +23,6 @@ def test_grid_point_names_keep_their_brackets(capsys) -> None:
     out = capsys.readouterr().out
     assert "BIM[eps=0.1,nb_iter=10]" in out
     assert "BIM[eps=0.3,nb_iter=10]" in out
-    assert "50.0" in out
+    assert "[15–85]" in out and "50" in out  # 2 of 4, with its 95 % Wilson interval under it
+    assert "95 % Wilson" in out
     assert "fast mode, folded network" in out  # the title says how the numbers were made

@@ -58,21 +58,6 @@ def test_html_embeds_figures_and_links_no_file(tmp_path):
     assert "<blockquote>" in page and "<h2>Net</h2>" in page
 
 
-def test_report_html_is_written_logged_and_self_contained(populated_store, report):
-    import mlflow
-
-    uri = populated_store[0]
-    page = (report.output_dir / "report.html").read_text()
-    links = Links()
-    links.feed(page)
-    figures = [f for f in report.files if f.suffix == ".png"]
-    assert links.tags.count("img") == len(figures) > 0
-    assert all(t.startswith("data:") for t in links.targets)
-    assert "## " not in page and "![" not in page  # no Markdown left as literal text
-    logged = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(report.run_id)}
-    assert "report.html" in logged
-
-
 def test_identical_curves_stay_visible_with_distinct_styles_and_error_bars():
     same = [100, 100, 90, 50, 20, 0, 0, 0]
     table = success({name: list(map(float, same)) for name in ("FGSM", "BIM", "PGD", "MIFGSM", "FGM",

@@ -14,6 +14,7 @@ from mlattack.intervals import format_rate, wilson_interval
 from mlattack.report import analyse_labels, build_report
 from mlattack.report.plots import attack_colour
 from tests.evaluation.toy import ToyColours
+from tests.report.test_html_and_figures import Links
 
 NETS = ("linearcolournet", "shiftedcolournet")
 
@@ -300,3 +301,16 @@ def test_latest_only_prefers_paper_mode_and_never_mixes_modes_silently(tmp_path)
     assert frame.loc["PGD", "fast_network"] == "exact"
     fast_only = collect_runs(client, "modes", filter_string="params.mode = 'fast'")
     assert {r.attack: r.metrics["success_rate_n0"] for r in fast_only} == {"BIM": 0.9, "PGD": 0.7}
+
+
+def test_report_html_is_written_logged_and_self_contained(populated_store, report):
+    uri = populated_store[0]
+    page = (report.output_dir / "report.html").read_text()
+    links = Links()  # every src/href of the page
+    links.feed(page)
+    figures = [f for f in report.files if f.suffix == ".png"]
+    assert links.tags.count("img") == len(figures) > 0
+    assert all(t.startswith("data:") for t in links.targets)
+    assert "## " not in page and "![" not in page  # no Markdown left as literal text
+    logged = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(report.run_id)}
+    assert "report.html" in logged
