@@ -3,7 +3,7 @@
 Labels are listed beside the images, not in titles, so 20+ labels never overlap a picture: labels the attack added
 in green, labels it lost in red, the kept ones in black. The perturbation is shown amplified by a stated factor.
 The title names the attack's budget (norm and ε) and the text is sized for the MLflow UI, which shows the
-1200-pixel-wide figure scaled down to the width of its preview pane.
+900-pixel-wide figure at about the width of its preview pane.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 ADDED, LOST, KEPT = "#1a7f37", "#cf222e", "#24292f"
-WRAP = 42  # characters per label line
-FONT = 10  # label lines and image headings; the title is larger
+WRAP = 32  # characters per label line (at FONT, the text column of a 9-inch figure)
+FONT = 11  # label lines and image headings; the title is larger
 #: the norm a budgeted attack bounds, by class (attacks that minimise the perturbation have no budget)
 BUDGET_NORMS = {"FGSM": "L∞", "BIM": "L∞", "PGD": "L∞", "MIFGSM": "L∞", "FGM": "L2", "SLIDE": "L1"}
 
@@ -42,7 +42,7 @@ def budget_text(attack: object) -> str:
 
 def panel_title(name: str, attack: object, samples: int) -> str:
     """The panel's title: the attack, its target, its budget and how many samples the panel shows."""
-    return f"{name}: show all labels — {budget_text(attack)} — {plural(samples, 'sample')} shown"
+    return f"{name}: show all labels\n{budget_text(attack)}, {plural(samples, 'sample')} shown"
 
 
 def amplification(r: torch.Tensor) -> float:
@@ -70,9 +70,9 @@ def label_lines(before: list[str], after: list[str]) -> list[tuple[str, str]]:
 def attack_panel(samples: list[dict], title: str = "") -> plt.Figure:
     """One row per sample: clean image, adversarial image, amplified perturbation, and the label changes."""
     rows = [label_lines(s["before"], s["after"]) for s in samples] or [[]]
-    heights = [max(2.8, 0.2 * len(lines) + 0.6) for lines in rows]
-    head = 1.0 if title else 0.45  # inches above the first row: the title, then the first row's image titles
-    fig = plt.figure(figsize=(12, sum(heights) + head))
+    heights = [max(2.4, 0.22 * len(lines) + 0.6) for lines in rows]
+    head = 0.45 + 0.3 * len(title.splitlines())  # inches above the first row: the title, then its headings
+    fig = plt.figure(figsize=(9, sum(heights) + head))  # 900 px: MLflow shows it near full size
     grid = fig.add_gridspec(len(rows), 4, height_ratios=heights, width_ratios=[1, 1, 1, 1.6], wspace=0.08,
                             hspace=0.3, left=0.02, right=0.98, bottom=0.02, top=1 - head / fig.get_figheight())  # fmt: skip
     for row, s in enumerate(samples):

@@ -125,7 +125,7 @@ def test_panel_title_names_the_budget_and_counts_in_words():
     assert budget_text(FGM(eps=1.0)) == "L2 budget ε = 1"
     assert budget_text(SLIDE(eps=300.0)) == "L1 budget ε = 300"
     assert budget_text(MLDP()) == "no budget (minimal perturbation)"
-    assert panel_title("PGD", FGSM(eps=0.3), 1) == "PGD: show all labels — L∞ budget ε = 0.3 — 1 sample shown"
+    assert panel_title("PGD", FGSM(eps=0.3), 1) == "PGD: show all labels\nL∞ budget ε = 0.3, 1 sample shown"
 
 
 def test_panel_headings_use_the_singular_for_one_label():
