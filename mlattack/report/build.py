@@ -107,22 +107,12 @@ def build_report(
             exp = exp_labels(avg, c) if c else None
             caption = (
                 f"Success rate (%) [95 % Wilson interval] and mean labels shown, {title}: {sample_count(group)}, "
-                + (
-                    f"avgLabels = {avg:.3f}"
-                    + (f", C = {c}, expLabels = " + ", ".join(f"{e:.2f}" for e in exp) if exp else "")
-                )
+                f"avgLabels = {avg:.3f}"
+                + (f", C = {c}, expLabels = " + ", ".join(f"{e:.2f}" for e in exp) if exp else "")
             )
-            models = sorted({r.model_uri for r in group})
             table = success_table(group)
-            _add(
-                report,
-                index,
-                write_table(table, tables_dir, f"success_{net}_{ds}", caption),
-                f"## {title}",
-                caption,
-                table,
-                models,
-            )
+            paths = write_table(table, tables_dir, f"success_{net}_{ds}", caption)
+            _add(report, index, paths, f"## {title}", caption, table, sorted({r.model_uri for r in group}))
             fig = plots.success_vs_n(
                 table,
                 f"Showing many labels: {title} ({sample_count(group)}; bars: 95 % Wilson)",
@@ -132,21 +122,11 @@ def build_report(
             report.files.append(fig)
             index += [f"![success vs n, {title}](figures/{fig.name})", ""]
             extra = (  # (file stem, heading, caption, frame)
-                (
-                    "norms",
-                    "### Perturbation size",
-                    f"Mean perturbation per attack, {title} (L2 and L∞ on "
-                    "[0,1] pixels, RMSD on the 0-255 scale)",
-                    norms_table(group),
-                ),
-                (
-                    "l2_success",
-                    "### L2 over successful samples",
-                    f"Mean L2 over the samples that succeeded in "
-                    f"each scenario, {title} (the study's averaging)",
-                    norm_by_scenario_table(group, "l2"),
-                ),
-            )
+                ("norms", "### Perturbation size", f"Mean perturbation per attack, {title} (L2 and L∞ on [0,1] "
+                 "pixels, RMSD on the 0-255 scale)", norms_table(group)),
+                ("l2_success", "### L2 over successful samples", f"Mean L2 over the samples that succeeded in "
+                 f"each scenario, {title} (the study's averaging)", norm_by_scenario_table(group, "l2")),
+            )  # fmt: skip
             for stem, heading, cap, frame in extra:
                 _add(
                     report,
@@ -248,7 +228,11 @@ def _architectures(report, index, client, nets, ds, tables_dir, fig_dir) -> None
     """The architecture-vulnerability map of one dataset: table, success heatmaps, labels shown vs size."""
     maps = clean_maps(client, nets)
     arch = architecture_table(nets, maps)
-    cap = f"Architectures on {ds}: clean mAP, success (%), labels shown and perturbation size per attack"
+    n = n_text([r.num_samples for runs in nets.values() for r in runs])
+    cap = (
+        f"Architectures on {ds}: clean mAP, N ({n}), success (%) [95 % Wilson interval], labels shown and "
+        "perturbation size per attack"
+    )
     _add(
         report,
         index,
@@ -259,7 +243,10 @@ def _architectures(report, index, client, nets, ds, tables_dir, fig_dir) -> None
     )
     for fig in (
         architecture_map(
-            nets, maps, f"Success (%) per architecture on {ds}", fig_dir / f"architectures_{ds}.png"
+            nets,
+            maps,
+            f"Success (%) per architecture on {ds} ({n}; intervals in the table)",
+            fig_dir / f"architectures_{ds}.png",
         ),
         shown_vs_size(nets, f"Labels shown vs perturbation size on {ds}", fig_dir / f"shown_vs_l2_{ds}.png"),
     ):
