@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures go to files and MLflow
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -102,10 +103,17 @@ def success_vs_n_figure(table: pd.DataFrame, title: str, exp_labels: list[float]
 
 
 def success_vs_budget(curve: pd.DataFrame, param: str, title: str, path: Path) -> Path:
-    """One line per scenario n: success rate (%) over the swept budget values (index of ``curve``)."""
+    """One line per scenario n: success rate (%) over the swept budget values (index of ``curve``), with the
+    95 % Wilson band of each distinct curve."""
+    return _save(success_vs_budget_figure(curve, param, title), path)
+
+
+def success_vs_budget_figure(curve: pd.DataFrame, param: str, title: str) -> plt.Figure:
+    """The figure of :func:`success_vs_budget`, not yet saved."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     x = curve.index.to_numpy(float)
     cmap = plt.get_cmap("viridis")
+    banded: set[tuple] = set()  # scenarios with equal rates share a band: stacking it would only darken it
     for k, col in enumerate(SCENARIO_COLUMNS):
         colour = cmap(k / (len(SCENARIO_COLUMNS) - 1))
         ax.plot(
@@ -118,18 +126,23 @@ def success_vs_budget(curve: pd.DataFrame, param: str, title: str, path: Path) -
             linewidth=1.6,
             markersize=4,
         )
-        if col + LOW in curve.columns:  # the 95 % Wilson band
+        band = (tuple(curve[col + LOW]), tuple(curve[col + HIGH])) if col + LOW in curve.columns else None
+        if band is not None and band not in banded:  # the 95 % Wilson band, once per distinct band
+            banded.add(band)
             ax.fill_between(x, curve[col + LOW].to_numpy(float), curve[col + HIGH].to_numpy(float),
                             color=colour, alpha=0.1, linewidth=0)  # fmt: skip
     if len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 10:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # "3×10⁻²4×10⁻²" ran together
     ax.set_xlabel(f"budget: {param}")
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(title="scenario", fontsize=8, ncol=2)
-    return _save(fig, path)
+    return fig
 
 
 def label_heatmap(

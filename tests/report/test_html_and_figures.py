@@ -9,7 +9,7 @@ import torch
 from mlattack.attacks import FGM, FGSM, MLDP, SLIDE
 from mlattack.report.costs import success_vs_cost_figure
 from mlattack.report.html import markdown_to_html
-from mlattack.report.plots import place_labels, plt, success_vs_n_figure
+from mlattack.report.plots import place_labels, plt, success_vs_budget_figure, success_vs_n_figure
 from mlattack.report.tables import SCENARIO_COLUMNS, add_intervals, to_markdown
 from mlattack.tracking.panels import budget_text, panel_title, plural
 
@@ -137,4 +137,20 @@ def test_panel_headings_use_the_singular_for_one_label():
     )
     titles = [ax.get_title() for ax in fig.axes]
     assert "clean: 1 label" in titles and "adversarial: 2 labels" in titles
+    plt.close(fig)
+
+
+def test_budget_figure_ticks_are_apart_and_equal_curves_share_one_band():
+    curve = success(
+        {"0.02": [40.0, *[0.0] * 7], "0.1": [50.0, 10.0, *[0.0] * 6], "0.3": [30.0, 10.0, *[0.0] * 6]}
+    )
+    curve.index = pd.Index([0.02, 0.1, 0.3], name="eps")
+    fig = success_vs_budget_figure(curve.drop(columns=["N"]), "eps", "sweep")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    ticks += [t for t in ax.xaxis.get_minorticklabels() if t.get_text() and t.get_visible()]
+    assert len(ticks) >= 3 and boxes_overlap(ticks, renderer) == []
+    assert len(ax.collections) == 3  # n=0, n=1 and one band for the six curves at 0 %
     plt.close(fig)
