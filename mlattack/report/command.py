@@ -89,7 +89,8 @@ def main(argv: list[str]) -> Report:
     for stem, table in report.markdown.items():
         print(f"\n### {stem}\n\n{table}")
     print(
-        f"\nReport: {report.output_dir / 'index.md'} ({len(report.files)} files, {len(report.runs)} attack runs); "
+        f"\nReport: {report.output_dir / 'index.md'} and, figures embedded, {report.output_dir / 'report.html'} "
+        f"({len(report.files)} files, {len(report.runs)} attack runs); "
         f"MLflow report run {report.run_id} in experiment {cfg.report_experiment!r}"
     )
     return report
