@@ -230,7 +230,7 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
         output_dir / "selections", sel_key,
         lambda: select_correct_samples(net.to(device), dataset, s.num_samples, data.eval_batch_size, device,
                                        min_positive=s.min_positive),
-        num_rows=len(dataset),
+        dataset=dataset, requested=s.num_samples,
     )  # fmt: skip
     if len(selection.indices) == 0:
         raise ValueError(f"no sample of {data.source!r}/test is predicted correctly: nothing to attack")
