@@ -14,8 +14,11 @@ the worker's traceback in the message; :func:`one_line` takes the original messa
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import signal
+import sys
 from argparse import ArgumentError
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +27,54 @@ from mlattack.resources import shipped_config
 
 #: exit code of an expected user error (argparse's convention for usage errors)
 USER_ERROR_EXIT = 2
+
+#: what ``mlattack`` exits with; ``mlattack --help`` and the README print this text
+EXIT_STATUS = """\
+Exit status: 0 success; 2 a mistake in the input or the environment (one line says what and where);
+130 interrupted by Ctrl-C, 143 by SIGTERM (re-run the same command to resume); 1 a bug (with its traceback)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised from the signal handler so the command stops where it is, as Ctrl-C does (state files
+    are written atomically or as whole lines, so a re-run resumes); not an Exception, so no ``except Exception``
+    swallows it."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` (Lightning's trainer calls this handler after its own notifier)."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupt_exit(exc: BaseException) -> int | None:
+    """128 + the signal's number when ``exc`` is how an interruption arrived, else None.
+
+    Lightning turns Ctrl-C inside a trainer into ``sys.exit(1)`` (its KeyboardInterrupt in ``__context__``) and a
+    SIGTERM it saw into ``SIGTERMException``, a SystemExit whose code is None (exit status 0).
+    """
+    if isinstance(exc, Terminated) or type(exc).__name__ == "SIGTERMException":
+        return 128 + signal.SIGTERM
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(exc, SystemExit) and isinstance(exc.__context__, Terminated):
+        return 128 + signal.SIGTERM
+    return None
+
+
+def resume_hint(args: list[str]) -> str:
+    """What to do after an interruption of ``mlattack <args>``."""
+    if "fit" in args:
+        return "re-run the same command with --ckpt_path <the run's folder>/checkpoints/last.ckpt to resume"
+    if "attack" in args or "study" in args or "evaluate" in args:
+        return "re-run the same command to resume"
+    return "re-run the same command"
 
 
 class UserError(ValueError):
