@@ -39,7 +39,8 @@ from mlattack.tracking.store import EXPERIMENT, default_artifact_location, defau
 __all__ = ["MLAttackCLI", "lightning_main", "main", "run"]
 
 #: what `mlattack --help` ends with: where to start, and where options go
-EXAMPLES = """\
+EXAMPLES = (
+    """\
 Examples (every option, --config included, goes after the command):
   mlattack demo                                   train on built-in data, then run all nine attacks
   mlattack data stats --data configs/data/voc2007.yaml --data.root /datasets/VOCdevkit
@@ -48,7 +49,9 @@ Examples (every option, --config included, goes after the command):
   mlattack report --output_dir reports/demo       tables and figures of the finished attack runs
   mlattack <command> --help                       the options of one command
 configs/... paths work from any directory (the configs shipped with mlattack); --debug shows a traceback.
-""" + EXIT_STATUS
+"""
+    + EXIT_STATUS
+)
 
 #: options that moved, by the key an error names -> where they went
 MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.init_args.lr"}

@@ -193,7 +193,8 @@ class _Run:
             n = min(spec.num_samples or self.settings.num_samples, len(self.selection.indices))
             figure = tuple(range(min(self.panel_samples, n)))
             out.append(AttackJob(name, attack, n, self.selection.avg_labels, self.run_dir, figure,
-                                 self.keep_examples, exact_8bit=self.settings.quantize != "none"))  # fmt: skip
+                                 self.keep_examples, exact_8bit=self.settings.quantize != "none",
+                                 image_size=self.data.image_size))  # fmt: skip
         return out
 
     def context(self) -> dict[str, object]:

@@ -3,11 +3,16 @@ naming the file - never turned into a silently wrong number."""
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
 from mlattack.data.base import DataFormatError, load_rgb
+from mlattack.tracking.attack_runs import EXAMPLES_NPZ
+from mlattack.tracking.examples import load_examples
+from tests.evaluation.test_runner import CrashAtBatch
+from tests.reliability.jobs import ATTACKS, run_toy_attack
 
 
 def test_a_16_bit_image_is_scaled_by_its_bit_depth_not_its_own_maximum(tmp_path):
@@ -21,3 +26,25 @@ def test_a_16_bit_image_is_scaled_by_its_bit_depth_not_its_own_maximum(tmp_path)
     Image.fromarray(np.full((2, 2), 70000, dtype=np.int32), mode="I").save(tmp_path / "wide.tif")
     with pytest.raises(DataFormatError, match=r"wide\.tif: integer image with values in \[70000, 70000\]"):
         load_rgb(tmp_path / "wide.tif")
+
+
+def test_an_examples_chunk_of_another_image_size_is_redone(tmp_path, store, toy_source, registered_toy_model):
+    """A valid ``.npz`` whose images are 16x16 in an 8x8 run's examples: damaged, its samples attacked again; the
+    run's ``adversarial.npz`` equals an uninterrupted run's (it was: every re-run failed in np.stack, no file named).
+    """
+    reference = run_toy_attack(registered_toy_model, tmp_path / "ref", experiment="reference")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_toy_attack(registered_toy_model, out, [CrashAtBatch(3)])
+    chunk = sorted(out.glob("*/FGSM.examples.*.npz"))[0]
+    with np.load(chunk) as z:
+        positions = z["positions"]
+    wrong = np.zeros((len(positions), 3, 16, 16), dtype=np.uint8)
+    np.savez(chunk, positions=positions, adv=wrong, clean=wrong)
+    resumed = run_toy_attack(registered_toy_model, out)
+    client = mlflow.MlflowClient(store)
+    for name, _ in ATTACKS:
+        got, want = (load_examples(client.download_artifacts(r.child_run_ids[name], EXAMPLES_NPZ, str(tmp_path / d)))
+                     for r, d in ((resumed, f"got-{name}"), (reference, f"want-{name}")))  # fmt: skip
+        assert np.array_equal(got.positions, want.positions) and np.array_equal(got.adv, want.adv), name
+        assert got.adv.shape[2:] == (8, 8)

@@ -119,8 +119,12 @@ def test_selection_cache_damaged_in_any_way_is_selected_again(tmp_path, caplog):
         path.write_bytes(damage)
         assert cached_selection(tmp_path, "k", compute, dataset, 5) == good, what
     assert len(calls) == len(damaged) and "damaged or stale" in caplog.text
-    assert cached_selection(tmp_path, "k", compute, dataset, 5) == good and len(calls) == len(damaged)  # now good
-    everything = select_correct_samples(LinearColourNet(), dataset, 50)  # fewer than asked: the whole split read
+    assert cached_selection(tmp_path, "k", compute, dataset, 5) == good and len(calls) == len(
+        damaged
+    )  # now good
+    everything = select_correct_samples(
+        LinearColourNet(), dataset, 50
+    )  # fewer than asked: the whole split read
     path.write_text(json.dumps({"key": "k", **everything.__dict__}))
     assert cached_selection(tmp_path, "k", compute, dataset, 50) == everything and len(calls) == len(damaged)
 
