@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     stop_on_sigterm()
     try:
         run(args)
-    except (KeyboardInterrupt, SystemExit, Exception) as e:
+    except BaseException as e:
         code = interrupt_exit(e)
         if code is not None:
             if debug:

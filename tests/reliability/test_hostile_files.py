@@ -48,3 +48,15 @@ def test_an_examples_chunk_of_another_image_size_is_redone(tmp_path, store, toy_
                      for r, d in ((resumed, f"got-{name}"), (reference, f"want-{name}")))  # fmt: skip
         assert np.array_equal(got.positions, want.positions) and np.array_equal(got.adv, want.adv), name
         assert got.adv.shape[2:] == (8, 8)
+
+
+def test_a_network_json_naming_a_library_class_is_refused_before_building():
+    """``torch.nn.Linear`` with matching weights used to be built (then failed with a RuntimeError traceback)."""
+    from mlattack.tracking.network_files import UntrustedNetwork, build, network_class
+    from tests.evaluation.toy import LinearColourNet
+
+    for class_path in ("torch.nn.Linear", "collections.OrderedDict", "this.Zen"):
+        with pytest.raises(UntrustedNetwork, match="is not an mlattack network"):
+            build({"class_path": class_path, "init_args": {"in_features": 3, "out_features": 5}})
+    assert network_class("tests.evaluation.toy.LinearColourNet") is LinearColourNet  # a user's own, imported
+    assert network_class("mlattack.models.vit.ViT").__module__ == "mlattack.models.vit"
