@@ -19,7 +19,17 @@ from typing import Any
 from mlattack.commands import TOOLS
 from mlattack.console import LIGHTNING_HELP, HelpFormatter, quiet_output
 from mlattack.data.datamodule import MultiLabelDataModule
-from mlattack.errors import USER_ERROR_EXIT, check_yaml_syntax, debug_requested, is_user_error, report_error
+from mlattack.errors import (
+    EXIT_STATUS,
+    USER_ERROR_EXIT,
+    check_yaml_syntax,
+    debug_requested,
+    interrupt_exit,
+    is_user_error,
+    report_error,
+    resume_hint,
+    stop_on_sigterm,
+)
 from mlattack.lightning_cli import MLAttackCLI
 from mlattack.models.module import MultiLabelClassifier
 from mlattack.resources import resolve_config_args
@@ -29,7 +39,8 @@ from mlattack.tracking.store import EXPERIMENT, default_artifact_location, defau
 __all__ = ["MLAttackCLI", "lightning_main", "main", "run"]
 
 #: what `mlattack --help` ends with: where to start, and where options go
-EXAMPLES = """\
+EXAMPLES = (
+    """\
 Examples (every option, --config included, goes after the command):
   mlattack demo                                   train on built-in data, then run all nine attacks
   mlattack data stats --data configs/data/voc2007.yaml --data.root /datasets/VOCdevkit
@@ -37,7 +48,10 @@ Examples (every option, --config included, goes after the command):
   mlattack attack --config configs/attack-demo.yaml --model models:/mlgcn-synthetic@best
   mlattack report --output_dir reports/demo       tables and figures of the finished attack runs
   mlattack <command> --help                       the options of one command
-configs/... paths work from any directory (the configs shipped with mlattack); --debug shows a traceback."""
+configs/... paths work from any directory (the configs shipped with mlattack); --debug shows a traceback.
+"""
+    + EXIT_STATUS
+)
 
 #: options that moved, by the key an error names -> where they went
 MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.init_args.lr"}
@@ -91,14 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     """The ``mlattack`` entry point: expected errors end as one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or debug_requested()
+    stop_on_sigterm()
     try:
         run(args)
-    except KeyboardInterrupt:
-        if debug:
+    except BaseException as e:
+        code = interrupt_exit(e)
+        if code is not None:
+            if debug:
+                raise
+            print(f"mlattack: interrupted; {resume_hint(args)}", file=sys.stderr)
+            raise SystemExit(code) from None
+        if isinstance(e, SystemExit):
             raise
-        print("mlattack: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as e:
         if debug or not is_user_error(e):
             raise
         print(report_error(e, resolve_config_args(args), [*LIGHTNING_HELP, *TOOLS], MOVED), file=sys.stderr)

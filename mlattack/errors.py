@@ -14,8 +14,11 @@ the worker's traceback in the message; :func:`one_line` takes the original messa
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import signal
+import sys
 from argparse import ArgumentError
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +27,54 @@ from mlattack.resources import shipped_config
 
 #: exit code of an expected user error (argparse's convention for usage errors)
 USER_ERROR_EXIT = 2
+
+#: what ``mlattack`` exits with; ``mlattack --help`` and the README print this text
+EXIT_STATUS = """\
+Exit status: 0 success; 2 a mistake in the input or the environment (one line says what and where);
+130 interrupted by Ctrl-C, 143 by SIGTERM (re-run the same command to resume); 1 a bug (with its traceback)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised from the signal handler so the command stops where it is, as Ctrl-C does (state files
+    are written atomically or as whole lines, so a re-run resumes); not an Exception, so no ``except Exception``
+    swallows it."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` (Lightning's trainer calls this handler after its own notifier)."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupt_exit(exc: BaseException) -> int | None:
+    """128 + the signal's number when ``exc`` is how an interruption arrived, else None.
+
+    Lightning turns Ctrl-C inside a trainer into ``sys.exit(1)`` (its KeyboardInterrupt in ``__context__``) and a
+    SIGTERM it saw into ``SIGTERMException``, a SystemExit whose code is None (exit status 0).
+    """
+    if isinstance(exc, Terminated) or type(exc).__name__ == "SIGTERMException":
+        return 128 + signal.SIGTERM
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(exc, SystemExit) and isinstance(exc.__context__, Terminated):
+        return 128 + signal.SIGTERM
+    return None
+
+
+def resume_hint(args: list[str]) -> str:
+    """What to do after an interruption of ``mlattack <args>``."""
+    if "fit" in args:
+        return "re-run the same command with --ckpt_path <the run's folder>/checkpoints/last.ckpt to resume"
+    if "attack" in args or "study" in args or "evaluate" in args:
+        return "re-run the same command to resume"
+    return "re-run the same command"
 
 
 class UserError(ValueError):
@@ -70,9 +121,33 @@ def _expected_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+#: OSErrors that are the environment's state, not a bug: a folder one cannot write to, a full disk
+_ENVIRONMENT_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
 def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is an expected mistake in the input (reported in one line) rather than a bug."""
-    return isinstance(exc, _expected_types())
+    """Whether ``exc`` is an expected mistake in the input or the environment (reported in one line) rather than
+    a bug."""
+    from mlattack.tracking.lock import RunBusy
+
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return True
+    return isinstance(exc, (*_expected_types(), RunBusy))
+
+
+def _environment_message(exc: OSError) -> str | None:
+    """One line for a folder that cannot be written or a full disk, naming the folder."""
+    if exc.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    path = Path(exc.filename) if exc.filename else None
+    folder = path if path is None or path.is_dir() else path.parent
+    where = f"{folder}: " if folder is not None else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}no space left on the device ({exc.strerror}); the work so far is kept"
+    return (
+        f"{where}cannot write here ({exc.strerror}); expected a folder mlattack may write to "
+        "(--output_dir, --trainer.default_root_dir, or the tracking store's folder)"
+    )
 
 
 _WORKER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback", re.S)
@@ -155,7 +230,10 @@ def one_line(exc: BaseException) -> tuple[str, str | None]:
         text = _from_worker(text)
     elif isinstance(exc, ArgumentError) or text.startswith("Parser key"):
         text = _from_parser(text)
-    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in text:
+    environment = _environment_message(exc) if isinstance(exc, OSError) else None
+    if environment:
+        text = environment
+    elif isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in text:
         text = f"{exc.filename}: {exc.strerror or text}"
     text = " ".join(text.split())
     try:
@@ -180,21 +258,76 @@ def closest(key: str, candidates: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def check_yaml_syntax(args: list[str]) -> None:
-    """A config file given on the command line that is not valid YAML is named with its line (the parser
-    reports only "<unicode string>")."""
+#: where a config's ``class_path`` may point before the class is known to be what the option takes: mlattack,
+#: torch (optimisers, schedulers) and Lightning (callbacks, loggers); modules the process already imported too
+IMPORTABLE = ("mlattack.", "torch.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
+
+
+def _walk(node: object, where: str, seen: tuple[int, ...] = ()) -> None:
+    """Refuse a YAML alias that contains itself and a ``class_path`` outside :data:`IMPORTABLE` (before any import:
+    importing a module runs its top-level code)."""
+    if isinstance(node, (dict, list)):
+        if id(node) in seen:
+            raise UserError(f"{where}: a YAML alias refers to itself (a loop); expected plain, finite values")
+        seen = (*seen, id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if key == "class_path" and isinstance(value, str):
+                check_class_path(value, where)
+            _walk(value, where, seen)
+
+
+def check_class_path(class_path: str, where: str) -> None:
+    """``class_path`` may be imported: it is from :data:`IMPORTABLE`, already imported, or a bare class name."""
+    module = class_path.rpartition(".")[0]
+    if module and not (class_path.startswith(IMPORTABLE) or module in sys.modules):
+        raise UserError(
+            f"{where}: class_path {class_path!r} is not from mlattack, torch or Lightning; refusing to import it "
+            "(importing a module runs its code)",
+            hint="attacks are mlattack.attacks.<Name>, networks mlattack.models.<module>.<Class>",
+        )
+
+
+def check_config_value(value: object, where: str) -> None:
+    """A loaded config value: no alias loop, no ``class_path`` outside :data:`IMPORTABLE` (see :func:`_walk`)."""
+    _walk(value, where)
+
+
+def check_config_text(text: str, where: str) -> object:
+    """Load a YAML text (a config file, an option's value) and check it with :func:`_walk`; returns it."""
     import yaml
 
-    for arg in args:
+    loaded = yaml.safe_load(text)
+    _walk(loaded, where)
+    return loaded
+
+
+def check_yaml_syntax(args: list[str]) -> None:
+    """A config file given on the command line that is not valid YAML is named with its line (the parser
+    reports only "<unicode string>"); one with an alias loop or a ``class_path`` outside mlattack, torch and
+    Lightning is refused before the parser imports anything (so is such an option value)."""
+    import yaml
+
+    for i, arg in enumerate(args):
         path = Path(arg.partition("=")[2] if arg.startswith("-") else arg)
         if path.suffix in (".yaml", ".yml") and path.is_file():
             try:
-                yaml.safe_load(path.read_text())
+                check_config_text(path.read_text(), str(path))
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 line = f":{mark.line + 1}" if mark is not None else ""
                 problem = getattr(e, "problem", None) or str(e).splitlines()[0]
                 raise UserError(f"{path}{line}: not valid YAML ({problem})") from e
+        elif "class_path" in arg or (i > 0 and args[i - 1].endswith(".class_path")):
+            option = args[i - 1] if i > 0 and args[i - 1].startswith("-") else "the command line"
+            value = arg.partition("=")[2] if arg.startswith("-") else arg
+            if option.endswith(".class_path") or arg.partition("=")[0].endswith(".class_path"):
+                check_class_path(value, option)
+                continue
+            try:
+                check_config_text(value, option)
+            except yaml.YAMLError:
+                pass  # not YAML: the parser reports it
 
 
 def config_file_setting(key: str, args: list[str]) -> str | None:
@@ -221,6 +354,8 @@ def report_error(e: BaseException, args: list[str], subcommands: Iterable[str], 
     """The report of an expected error for ``mlattack <args>``. A parser error's key loses the subcommand path
     ("data.stats.split" -> "split"), names the config file that set it, and gains a hint."""
     message = format_error(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "\n" not in message:
+        return f"{message}\n  hint: free some space (or choose another folder), then {resume_hint(args)}"
     if not isinstance(e, ArgumentError):
         return message
     sub = next((a for a in args if a in set(subcommands)), None)

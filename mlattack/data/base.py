@@ -50,11 +50,21 @@ def require_file(path: str | Path, what: str) -> Path:
     return p
 
 
+def _sixteen_bit_to_l(path: Path, arr: np.ndarray) -> Image.Image:
+    """A 16-bit grayscale image as 8-bit "L": value v becomes round(v * 255 / 65535), as image libraries do."""
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise DataFormatError(
+            f"{path}: integer image with values in [{arr.min():.0f}, {arr.max():.0f}]; expected 8- or 16-bit "
+            "(0..65535) pixels"
+        )
+    return Image.fromarray(np.rint(arr * (255.0 / 65535.0)).astype(np.uint8), mode="L")
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Open an image file fully (so truncation is detected here) and convert any mode to RGB.
 
-    Grayscale, palette, RGBA, CMYK and 16-bit images are converted; 16-bit ("I;16"/"I") images are rescaled to
-    8 bit first so they do not saturate. A missing, zero-size, truncated or undecodable file raises
+    Grayscale, palette, RGBA, CMYK and 16-bit images are converted; 16-bit ("I;16"/"I") images are scaled by
+    their bit depth (65535 -> 255), not by their own maximum, so a mid-grey image stays mid-grey. A missing, zero-size, truncated or undecodable file raises
     :class:`DataFormatError` naming the file.
     """
     p = Path(path)
@@ -66,9 +76,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             if im.width == 0 or im.height == 0:
                 raise DataFormatError(f"{p}: image has zero size {im.size}")
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                hi = max(float(arr.max()), 1.0)
-                im = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L")
+                im = _sixteen_bit_to_l(p, np.asarray(im, dtype=np.float64))
             return im.convert("RGB")
     except FileNotFoundError as e:
         raise DataFormatError(f"{p}: image file not found") from e

@@ -168,6 +168,7 @@ class AttackJob:
     figure_positions: tuple[int, ...] = (0, 1, 2, 3)
     keep_examples: bool = False
     exact_8bit: bool = False
+    image_size: int | None = None  # side of the attacked images: a stored example of another size is redone
     rank: int = 0
     done: set[int] = field(default_factory=set)
     metric: ShowManyLabels | None = None
@@ -225,7 +226,7 @@ class AttackJob:
                     if p in self.figure_positions:
                         dict.__setitem__(keeper, p, e)
         if self.keep_examples:
-            keeper.stored = stored_positions(self.example_files())
+            keeper.stored = stored_positions(self.example_files(), self.image_size)
         return keeper
 
     def example_files(self) -> list[Path]:

@@ -193,7 +193,8 @@ class _Run:
             n = min(spec.num_samples or self.settings.num_samples, len(self.selection.indices))
             figure = tuple(range(min(self.panel_samples, n)))
             out.append(AttackJob(name, attack, n, self.selection.avg_labels, self.run_dir, figure,
-                                 self.keep_examples, exact_8bit=self.settings.quantize != "none"))  # fmt: skip
+                                 self.keep_examples, exact_8bit=self.settings.quantize != "none",
+                                 image_size=self.data.image_size))  # fmt: skip
         return out
 
     def context(self) -> dict[str, object]:
@@ -230,7 +231,7 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
         output_dir / "selections", sel_key,
         lambda: select_correct_samples(net.to(device), dataset, s.num_samples, data.eval_batch_size, device,
                                        min_positive=s.min_positive),
-        num_rows=len(dataset),
+        dataset=dataset, requested=s.num_samples,
     )  # fmt: skip
     if len(selection.indices) == 0:
         raise ValueError(f"no sample of {data.source!r}/test is predicted correctly: nothing to attack")

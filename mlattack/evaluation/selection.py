@@ -107,21 +107,44 @@ def dataset_digest(dataset: MultiLabelDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_cached(path: Path, key: str, num_rows: int | None) -> Selection | None:
-    """The stored selection, or None when the file is torn, not UTF-8/JSON, of another key or out of range."""
+def _check(sel: Selection, dataset: MultiLabelDataset | None, requested: int | None) -> bool:
+    """Whether a stored selection can be what :func:`select_correct_samples` chose from ``dataset``: distinct rows in
+    dataset order, each with its own id, no more than asked for (fewer only when the whole split was scanned), and
+    the avgLabels those rows give."""
+    idx = sel.indices
+    ok = (
+        len(idx) == len(sel.ids)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx)
+        and all(isinstance(i, str) for i in sel.ids)
+        and all(a < b for a, b in zip(idx, idx[1:], strict=False))  # distinct, in dataset order
+        and isinstance(sel.scanned, int)
+        and (not idx or idx[-1] < sel.scanned)
+    )
+    if not ok or dataset is None:
+        return ok
+    n = len(dataset)
+    if sel.scanned > n or any(i >= n for i in idx) or [str(dataset.ids[i]) for i in idx] != sel.ids:
+        return False
+    if requested is not None and (sel.requested != requested or len(idx) > requested):
+        return False
+    if requested is not None and len(idx) < requested and sel.scanned != n:
+        return False  # fewer than asked for, yet the split was not read to its end
+    avg = float(dataset.targets[idx].sum(1).mean()) if idx else 0.0
+    return abs(float(sel.avg_labels) - avg) <= 1e-6 * max(1.0, avg)
+
+
+def _load_cached(
+    path: Path, key: str, dataset: MultiLabelDataset | None, requested: int | None
+) -> Selection | None:
+    """The stored selection, or None when the file is torn, not UTF-8/JSON, of another key, or could not have come
+    from this split (see :func:`_check`)."""
     try:
         raw = json.loads(path.read_bytes().decode("utf-8"))
         stored_key = raw.pop("key", key)
         sel = Selection(**raw)
-        ok = (
-            stored_key == key
-            and len(sel.indices) == len(sel.ids)
-            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in sel.indices)
-            and all(isinstance(i, str) for i in sel.ids)
-            and (num_rows is None or all(i < num_rows for i in sel.indices))
-        )
+        ok = stored_key == key and _check(sel, dataset, requested)
         sel.avg_labels = float(sel.avg_labels)
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, IndexError):
         ok = False
     if not ok:
         log.warning("selection cache %s is damaged or stale; selecting the samples again", path)
@@ -129,14 +152,22 @@ def _load_cached(path: Path, key: str, num_rows: int | None) -> Selection | None
     return sel
 
 
-def cached_selection(cache_dir: str | Path, key: str, compute, num_rows: int | None = None) -> Selection:
+def cached_selection(
+    cache_dir: str | Path,
+    key: str,
+    compute,
+    dataset: MultiLabelDataset | None = None,
+    requested: int | None = None,
+) -> Selection:
     """Load the selection stored under ``key`` or compute and store it (atomically: temp file, fsync, rename).
 
-    ``num_rows``: the split's size; a stored selection pointing past it is recomputed.
+    A stored selection is checked against ``dataset`` (the split it was chosen from) and ``requested`` (N): one that
+    repeats a sample, is out of order, names rows the split lacks or ids other than theirs, holds the wrong count
+    or avgLabels is selected again rather than attacked.
     """
     path = Path(cache_dir) / f"selection-{key}.json"
     if path.is_file():
-        sel = _load_cached(path, key, num_rows)
+        sel = _load_cached(path, key, dataset, requested)
         if sel is not None:
             return sel
     sel = compute()

@@ -11,8 +11,6 @@ import inspect
 import itertools
 from dataclasses import dataclass
 
-import yaml
-
 from mlattack.attacks.base import Attack
 from mlattack.resources import find_config
 
@@ -124,7 +122,12 @@ def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
         p = find_config(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"attack {e}") from None
-    spec = yaml.safe_load(p.read_text())
+    from mlattack.errors import check_config_text, check_config_value
+
+    spec = check_config_text(
+        p.read_text(), str(p)
+    )  # no alias loop, no class_path imported before it is checked
+    check_config_value(overrides, f"{p} (overrides)")
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ValueError(f"{p}: expected a mapping with `class_path` (and `init_args`) of an attack")
     spec = {

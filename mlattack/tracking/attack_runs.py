@@ -266,7 +266,9 @@ def log_attack(
         client.log_text(run_id, samples_csv(records), SAMPLES_CSV)
     if job.keep_examples and records and EXAMPLES_NPZ not in have:
         with tempfile.TemporaryDirectory() as tmp:
-            path = examples.merge(job.example_files(), records, class_names, Path(tmp) / EXAMPLES_NPZ)
+            path = examples.merge(
+                job.example_files(), records, class_names, Path(tmp) / EXAMPLES_NPZ, job.image_size
+            )
             if path is not None:
                 client.log_artifact(run_id, str(path))
     panel = job.load_panel()

@@ -63,13 +63,26 @@ def write_chunk(path: Path, images: dict[int, tuple[np.ndarray, np.ndarray]]) ->
     write_atomic(path, buf.getvalue())
 
 
-def read_chunk(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
-    """{position: (adversarial, clean or None)} of one chunk; {} (and a warning) for a damaged file, whose samples
-    are then redone."""
+def _check_images(images: np.ndarray, size: int | None) -> None:
+    """Images of a chunk are (N, 3, size, size) uint8 or float16; anything else is a damaged (or foreign) chunk."""
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype not in (np.uint8, np.float16):
+        raise ValueError(f"images of shape {images.shape} and type {images.dtype}, expected (N, 3, H, W)")
+    if size is not None and images.shape[2:] != (size, size):
+        raise ValueError(f"images of {images.shape[3]}x{images.shape[2]} pixels, expected {size}x{size}")
+
+
+def read_chunk(path: Path, size: int | None = None) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    """{position: (adversarial, clean or None)} of one chunk; {} (and a warning) for a damaged file (torn, or images
+    not (3, ``size``, ``size``)), whose samples are then redone."""
     try:
         with np.load(path, allow_pickle=False) as z:
             positions, adv = z["positions"], z["adv"]
-            clean = z["clean"] if "clean" in z.files else [None] * len(adv)
+            clean = z["clean"] if "clean" in z.files else None
+        _check_images(adv, size)
+        if clean is not None:
+            _check_images(clean, size)
+        else:
+            clean = [None] * len(adv)
         if not len(positions) == len(adv) == len(clean):
             raise ValueError("positions and images differ in length")
     except Exception as e:  # noqa: BLE001 - torn zip, missing member, ...: all mean "redo these samples"
@@ -85,16 +98,9 @@ def _stack(images: list[np.ndarray]) -> np.ndarray:
     return np.stack([as_float(i).numpy() for i in images]).astype(np.float16)
 
 
-def stored_positions(paths: list[Path]) -> set[int]:
-    """The positions whose images are on disk (only the position arrays are read; damaged chunks hold none)."""
-    out: set[int] = set()
-    for path in paths:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                out.update(int(p) for p in z["positions"])
-        except Exception:  # noqa: BLE001 - damaged: its samples are attacked again
-            continue
-    return out
+def stored_positions(paths: list[Path], size: int | None = None) -> set[int]:
+    """The positions whose images are on disk (damaged chunks, see :func:`read_chunk`, hold none)."""
+    return {p for path in paths for p in read_chunk(path, size)}
 
 
 @dataclass
@@ -130,11 +136,14 @@ def _multi_hot(names: list[list[str]], class_names: list[str]) -> np.ndarray:
     return out
 
 
-def merge(chunks: list[Path], records: list[dict], class_names: list[str], dst: Path) -> Path | None:
-    """``adversarial.npz`` for the recorded samples whose images are on disk (None when there are none)."""
+def merge(
+    chunks: list[Path], records: list[dict], class_names: list[str], dst: Path, size: int | None = None
+) -> Path | None:
+    """``adversarial.npz`` for the recorded samples whose images are on disk (None when there are none); ``size``:
+    the images' side, a chunk of another size counts as damaged."""
     images: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     for path in chunks:
-        for p, pair in read_chunk(path).items():
+        for p, pair in read_chunk(path, size).items():
             images.setdefault(p, pair)
     rows = [r for r in records if r["position"] in images]
     if not rows:

@@ -54,13 +54,29 @@ def _plain(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and _plain(v) for k, v in value.items())
 
 
+def _library_module(module_name: str) -> bool:
+    """Whether an imported module belongs to an installed library or the standard library (torch.nn, ...)."""
+    import sysconfig
+
+    path = getattr(sys.modules.get(module_name), "__file__", None)
+    if module_name.split(".")[0] in sys.builtin_module_names or path is None:
+        return True
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(Path(path).resolve().is_relative_to(Path(r).resolve()) for r in roots)
+
+
 def network_class(class_path: str) -> type[nn.Module]:
-    """The ``nn.Module`` class named by ``class_path``, if it is one this loader builds (see module docstring)."""
+    """The ``nn.Module`` class named by ``class_path``, if it is one this loader builds (see module docstring):
+    mlattack's, or one from a module already imported that is not an installed library's (a ``torch.nn.Linear``
+    is no mlattack network, however its weights match)."""
     module_name, _, name = str(class_path).rpartition(".")
-    if not module_name or not (module_name.startswith(TRUSTED_PACKAGES) or module_name in sys.modules):
+    if not module_name or not (
+        module_name.startswith(TRUSTED_PACKAGES)
+        or (module_name in sys.modules and not _library_module(module_name))
+    ):
         raise UntrustedNetwork(
-            f"network class {class_path!r} is not from mlattack nor from a module already imported; "
-            "refusing to import it"
+            f"network class {class_path!r} is not an mlattack network (from mlattack, or from a module of the "
+            "user's own already imported); refusing to build it"
         )
     cls = getattr(importlib.import_module(module_name), name, None)
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):

@@ -181,19 +181,35 @@ def test_skip_singular_alone() -> None:
 
 
 def test_best_by_image_norm_alone() -> None:
+    """By perturbation norm the clean image wins every tie, so an image that is not the clean one must show more.
+
+    ML-DP drives logits to the decision boundary, so many adversarial logits end within 1e-7 of 0, where a fresh
+    forward pass rounds them to either side depending on the CPU's vector kernels (AVX2 vs AVX-512 oneDNN
+    convolutions). Such a label counts as shown here when that helps: the checks hold whichever way it rounds.
+    """
     model, x, target = plain_case(3)
     run = oracle(model, x, target)
     wins = sorted({i for _, i in run.image_norm_wins})
     ref = MLDP(variant="reference").run(model, x, target)
     alt = MLDP(variant="reference", best_by_image_norm=False).run(model, x, target)
     assert (ref.adv[wins] - alt.adv[wins]).abs().amax() > 1e-3
-    with (
-        torch.no_grad()
-    ):  # by perturbation norm the clean image wins every tie: a better image must show more
-        clean_score = ((model(x) >= 0) == (target > 0.5)).sum(1)
-        alt_score = ((model(alt.adv) >= 0) == (target > 0.5)).sum(1)
-    same = alt_score == clean_score
-    assert same.any() and torch.equal(alt.adv[same], x[same])
+    want = target > 0.5
+    with torch.no_grad():
+        z_clean, z_alt, z_ref = model(x), model(alt.adv), model(ref.adv)
+    assert z_clean.abs().min() > 1e-2  # the clean scores do not depend on rounding
+    clean_score = ((z_clean >= 0) == want).sum(1)
+
+    def most_shown(z: torch.Tensor) -> torch.Tensor:
+        """Target labels shown, a logit within 1e-3 of 0 counted as shown (it may round either way)."""
+        return (((z >= 0) == want) | (z.abs() < 1e-3)).sum(1)
+
+    alt_moved = (alt.adv != x).flatten(1).any(1)
+    ref_moved = (ref.adv != x).flatten(1).any(1)
+    assert (most_shown(z_alt)[alt_moved] > clean_score[alt_moved]).all()  # a better image must show more
+    # a tie: both variants visit the same images; one attacked sample where no image showed more than the clean one
+    # (by perturbation norm the clean image stayed), and by image norm another image of equal score won
+    tie = (alt.iterations > 0) & ~alt_moved & ref_moved
+    assert tie.any() and (most_shown(z_ref)[tie] >= clean_score[tie]).all()
 
 
 def test_threshold_on_probability_alone() -> None:

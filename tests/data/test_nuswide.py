@@ -90,8 +90,8 @@ def test_grayscale_rgba_and_16bit_png_load_as_rgb(tmp_path):
     make_nuswide_csv(tmp_path, rows=rows)  # writes RGB placeholders, replaced below by the modes under test
     Image.new("L", (20, 12), 100).save(tmp_path / "img/gray.png")
     Image.new("RGBA", (20, 12), (10, 200, 30, 0)).save(tmp_path / "img/rgba.png")
-    arr16 = np.full((12, 20), 1000, dtype=np.uint16)
-    arr16[:, 10:] = 500  # left half at max, right half at half of it
+    arr16 = np.full((12, 20), 32768, dtype=np.uint16)
+    arr16[:, 10:] = 16384  # half and a quarter of the 16-bit range
     Image.fromarray(arr16).save(tmp_path / "img/deep.png")
     assert Image.open(tmp_path / "img/deep.png").mode.startswith("I")
     ds = NUSWIDE(tmp_path, "test", image_size=S)
@@ -100,7 +100,9 @@ def test_grayscale_rgba_and_16bit_png_load_as_rgb(tmp_path):
         assert x.shape == (3, S, S) and x.dtype == torch.float32
     assert torch.allclose(gray, torch.full_like(gray, 100 / 255), atol=1e-6)
     assert torch.allclose(rgba[:, 0, 0], torch.tensor([10, 200, 30]) / 255, atol=1e-6)  # alpha dropped
-    assert deep[:, :, 0].min() > 0.99 and abs(float(deep[0, 0, -1]) - 0.5) < 0.02  # rescaled, not saturated
+    # scaled by the bit depth (65535), not by the image's own maximum
+    assert torch.allclose(deep[:, :, 0], torch.full_like(deep[:, :, 0], 128 / 255), atol=1e-6)
+    assert torch.allclose(deep[:, :, -1], torch.full_like(deep[:, :, -1], 64 / 255), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -75,3 +75,14 @@ def fit_job(store: str, args: list[str], kill_at_registration: str | None = None
     from mlattack.cli import main
 
     main(list(args))
+
+
+def cli_job(store: str, args: list[str], log: str) -> None:
+    """A child process: ``mlattack <args>`` through its entry point (exit status and all), stderr to ``log``."""
+    import sys
+
+    child_setup(store)
+    sys.stderr = open(log, "a", buffering=1)  # noqa: SIM115 - the child's stderr until it exits
+    from mlattack.cli import main
+
+    main(list(args))

@@ -83,24 +83,50 @@ def test_a_damaged_record_line_is_no_record(line):
 
 
 def test_selection_cache_damaged_in_any_way_is_selected_again(tmp_path, caplog):
-    from mlattack.evaluation.selection import Selection, cached_selection
+    from mlattack.evaluation.selection import cached_selection, select_correct_samples
+    from tests.evaluation.toy import LinearColourNet, ToyColours
 
-    good = Selection([0, 2, 5], ["a", "c", "f"], 1.5, 3, 6)
+    dataset = ToyColours(n=12)
+    good = select_correct_samples(LinearColourNet(), dataset, 5)
+    assert len(set(good.indices)) == 5 and good.ids == [dataset.ids[i] for i in good.indices]
     calls = []
 
     def compute():
         calls.append(1)
         return good
 
+    def stored(**change) -> bytes:
+        return json.dumps({"key": "k", **{**good.__dict__, **change}}).encode()
+
+    first, ids = good.indices[0], good.ids
+    damaged = {
+        "empty": b"",
+        "not UTF-8": b"\xff\xfe{",
+        "fields missing": b'{"indices": [0]}',
+        "another key": json.dumps({**good.__dict__, "key": "other"}).encode(),
+        "past the split": stored(indices=[*good.indices[:-1], 99]),
+        # valid JSON of the right key that names one sample 5 times (it was attacked 5 times, reported as N = 5)
+        "one sample repeated": stored(indices=[first] * 5, ids=[ids[0]] * 5),
+        "out of order": stored(indices=good.indices[::-1], ids=ids[::-1]),
+        "ids not the rows'": stored(ids=[*ids[1:], ids[0]]),
+        "ids not in the split": stored(ids=[f"x{i}" for i in range(5)]),
+        "too few, split not read to its end": stored(indices=good.indices[:4], ids=ids[:4]),
+        "another N": stored(requested=7),
+        "wrong avgLabels": stored(avg_labels=good.avg_labels + 1),
+    }
     path = tmp_path / "selection-k.json"
-    for damage in (b"", b"\xff\xfe{", b'{"indices": [0]}', json.dumps({"key": "other", **good.__dict__}).encode(),
-                   json.dumps({"key": "k", **{**good.__dict__, "indices": [0, 2, 99]}}).encode()):  # fmt: skip
+    for what, damage in damaged.items():
         path.write_bytes(damage)
-        assert cached_selection(tmp_path, "k", compute, num_rows=6) == good
-    assert len(calls) == 5 and "damaged or stale" in caplog.text
-    assert (
-        cached_selection(tmp_path, "k", compute, num_rows=6) == good and len(calls) == 5
-    )  # now a good cache
+        assert cached_selection(tmp_path, "k", compute, dataset, 5) == good, what
+    assert len(calls) == len(damaged) and "damaged or stale" in caplog.text
+    assert cached_selection(tmp_path, "k", compute, dataset, 5) == good and len(calls) == len(
+        damaged
+    )  # now good
+    everything = select_correct_samples(
+        LinearColourNet(), dataset, 50
+    )  # fewer than asked: the whole split read
+    path.write_text(json.dumps({"key": "k", **everything.__dict__}))
+    assert cached_selection(tmp_path, "k", compute, dataset, 50) == everything and len(calls) == len(damaged)
 
 
 def test_an_interrupted_rewrite_leaves_the_old_file_and_a_torn_append_a_fresh_line(tmp_path, monkeypatch):
