@@ -16,7 +16,6 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.resources import config_dir
 
 #: help of run_attacks' arguments whose docstring says nothing (a docstring ``Args:`` entry takes precedence)
@@ -81,6 +80,7 @@ def config_argument(parser: ArgumentParser) -> None:
 
 # -- mlattack attack ------------------------------------------------------------------------------------------------
 def attack_parser() -> ArgumentParser:
+    from mlattack.data.datamodule import MultiLabelDataModule
     from mlattack.evaluation.runner import AttackSpec, run_attacks
 
     parser = ArgumentParser(
@@ -150,6 +150,8 @@ def data_parser() -> ArgumentParser:
 
 
 def stats_parser() -> ArgumentParser:
+    from mlattack.data.datamodule import MultiLabelDataModule
+
     parser = ArgumentParser(description="Label statistics of a data source, one table per split.")
     config_argument(parser)
     parser.add_class_arguments(
