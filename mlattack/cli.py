@@ -112,11 +112,34 @@ def quick_answer(args: list[str]) -> None:
         cached_help(args, lambda: lightning_main(args))
 
 
+def with_fit_settings(args: list[str]) -> list[str]:
+    """``validate|test|predict --ckpt_path models:/...`` with neither ``--config`` nor ``--model``: the registered
+    network's fit settings (its class and arguments, its data) go first, so whatever the user typed still wins."""
+    if not args or args[0] not in ("validate", "test", "predict"):
+        return args
+    given = [a.partition("=")[2] for a in args if a.startswith("--ckpt_path=")]
+    given += [b for a, b in zip(args, args[1:], strict=False) if a == "--ckpt_path"]
+    ckpt = given[-1] if given else ""
+    own = any(a in ("-c", "--config") or a.startswith(("--config=", "--model")) for a in args[1:])
+    if own or not ckpt.startswith(("models:/", "runs:/")):
+        return args
+    import yaml
+
+    from mlattack.console import quiet_output
+    from mlattack.tracking.fit_settings import fit_settings
+    from mlattack.tracking.store import default_tracking_uri
+
+    quiet_output()  # no download bar for one small file
+    settings = fit_settings(ckpt, default_tracking_uri(create=False))
+    return [args[0], "--config", yaml.safe_dump(settings), *args[1:]] if settings else args
+
+
 def run(argv: list[str] | None = None) -> Any:
     """Run one ``mlattack`` command and return what it made (the LightningCLI for fit/validate/test/predict, the
     tool's result otherwise); errors propagate. ``configs/...`` paths fall back to the shipped configs."""
     args = resolve_config_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"])
     quick_answer(args)
+    args = with_fit_settings(args)
     check_yaml_syntax(args)
     cli = lightning_main(args)
     return cli.result if cli.subcommand in TOOLS else cli
