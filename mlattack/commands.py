@@ -218,7 +218,7 @@ def run_demo(parser: ArgumentParser, cfg: Namespace) -> None:
     from mlattack.cli import run
     from mlattack.tracking.callbacks import mlflow_logger
     from mlattack.tracking.registry import RegisterBestModel
-    from mlattack.tracking.store import default_tracking_uri
+    from mlattack.tracking.store import default_tracking_uri, mlflow_ui_command
 
     configs, start = config_dir(), time.time()
     print("== mlattack demo: built-in dataset ==")
@@ -249,7 +249,7 @@ def run_demo(parser: ArgumentParser, cfg: Namespace) -> None:
     if uri.startswith(("http://", "https://")):
         print(f"See the runs:  {uri}")
     else:
-        print(f"See the runs:  mlflow ui --backend-store-uri {uri}  -> http://127.0.0.1:5000")
+        print(f"See the runs:  {mlflow_ui_command(uri)}  -> http://127.0.0.1:5000")
 
 
 # -- mlattack report ------------------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shlex
+import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -109,6 +112,20 @@ def default_artifact_location(tracking_uri: str) -> str | None:
         db = Path(tracking_uri[len("sqlite:///") :])
         return (db.parent / "artifacts").resolve().as_uri()
     return None
+
+
+def mlflow_ui_command(uri: str) -> str:
+    """``mlflow ui`` as a command that works from this shell: the ``mlflow`` beside this Python (the venv's, which
+    is not on PATH unless the venv is activated), else ``python -m mlflow`` with this Python."""
+    beside = Path(sys.executable).with_name("mlflow")
+    on_path = shutil.which("mlflow")
+    if beside.is_file() and (on_path is None or Path(on_path).resolve() != beside.resolve()):
+        program = shlex.quote(str(beside.absolute()))
+    elif on_path:
+        program = "mlflow"
+    else:
+        program = f"{shlex.quote(sys.executable)} -m mlflow"
+    return f"{program} ui --backend-store-uri {shlex.quote(uri)}"
 
 
 def git_commit() -> str:

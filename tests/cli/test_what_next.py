@@ -91,3 +91,18 @@ def test_test_and_predict_take_a_registered_network_alone(mlattack, here):
     assert "data.image_size must be > 0" in err
     err = one_line_error(mlattack, "test", "--ckpt_path", "models:/nope@best")
     assert re.search(r"models:/nope@best: no such registered model .* tracking store sqlite:///", err), err
+
+
+def test_the_demos_mlflow_ui_hint_runs_without_an_activated_venv(tmp_path):
+    """The printed command must work from a shell whose PATH lacks the venv's bin/ (`mlflow: command not found`)."""
+    import shlex
+    import subprocess
+
+    from mlattack.tracking.store import mlflow_ui_command
+
+    command = shlex.split(mlflow_ui_command(f"sqlite:///{tmp_path}/mlflow.db"))
+    assert command[-3:] == ["ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    program = command[:-3]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([*program, "ui", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and "--backend-store-uri" in done.stdout, done.stderr
