@@ -5,8 +5,8 @@ Building the full parser imports Lightning, torch, torchvision, timm and MLflow 
 top-level help needs none of them: :func:`top_parser` builds the same parser without the subcommands' options
 (tests/cli/test_fast_answers.py checks that the two print the same text). A subcommand's help does need them once:
 its text is kept in the user's cache folder, keyed by everything that can change it (the command line, the terminal
-width, the working directory and tracking URI that appear in defaults, mlattack's source files and the versions of
-the libraries that describe options), and printed from there the next time.
+width, mlattack's source files, the versions of the libraries that describe options, and the working directory and
+tracking URI where the text shows them), and printed from there the next time.
 """
 
 from __future__ import annotations
@@ -103,14 +103,15 @@ def _version(name: str) -> str:
         return "-"
 
 
-def help_cache_file(args: list[str]) -> Path:
-    """Where the help text of ``args`` is kept; the name changes whenever something that shapes the text does."""
+def help_cache_file(args: list[str], here: bool) -> Path:
+    """Where the help text of ``args`` is kept; the name changes whenever something that shapes the text does.
+    ``here``: the text shows this folder or the tracking URI (the default store in a Trainer command's defaults),
+    so it is kept for this folder and URI only."""
     key = {
         "args": args,
         "version": mlattack.__version__,
         "width": shutil.get_terminal_size().columns,
-        "cwd": os.getcwd(),
-        "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
+        "here": [os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI", "")] if here else None,
         "python": sys.version,
         "libraries": [_version(n) for n in HELP_LIBRARIES],
         "source": _source_signature(),
@@ -122,10 +123,11 @@ def help_cache_file(args: list[str]) -> Path:
 def cached_help(args: list[str], build: Callable[[], None]) -> None:
     """Print the help of ``args`` from the cache, or run ``build`` (which prints it and exits 0) and keep what it
     printed. Raises SystemExit(0) after printing, as argparse does."""
-    path = help_cache_file(args)
-    if path.is_file():
-        sys.stdout.write(path.read_text())
-        raise SystemExit(0)
+    for here in (False, True):
+        path = help_cache_file(args, here)
+        if path.is_file():
+            sys.stdout.write(path.read_text())
+            raise SystemExit(0)
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
@@ -134,10 +136,17 @@ def cached_help(args: list[str], build: Callable[[], None]) -> None:
         text = out.getvalue()
         sys.stdout.write(text)
         if e.code in (0, None) and text.startswith("usage:"):
-            with contextlib.suppress(OSError):  # a read-only home only loses the speed-up
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(text)
-                tmp.replace(path)
+            uri = os.environ.get("MLFLOW_TRACKING_URI")
+            here = os.getcwd() in text or bool(uri and uri in text)
+            keep(help_cache_file(args, here), text)
         raise
     sys.stdout.write(out.getvalue())
+
+
+def keep(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all; a read-only home only loses the speed-up."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
