@@ -137,7 +137,8 @@ def cached_help(args: list[str], build: Callable[[], None]) -> None:
         sys.stdout.write(text)
         if e.code in (0, None) and text.startswith("usage:"):
             uri = os.environ.get("MLFLOW_TRACKING_URI")
-            here = os.getcwd() in text or bool(uri and uri in text)
+            flat = "".join(text.split())  # help wraps long defaults, paths included
+            here = os.getcwd() in flat or bool(uri and uri in flat)
             keep(help_cache_file(args, here), text)
         raise
     sys.stdout.write(out.getvalue())

@@ -80,12 +80,13 @@ def test_subcommand_help_is_printed_from_the_cache_the_second_time(mlattack, fre
 def test_help_that_shows_the_folder_is_kept_for_that_folder(mlattack, fresh_dir):
     """fit's defaults name ./mlruns resolved in the working folder: another folder gets its own text."""
     code, first, _ = mlattack("fit", "--help")
-    assert code == 0 and str(fresh_dir) in first
+    assert code == 0 and str(fresh_dir) in "".join(first.split())  # help wraps the long path
     assert probe(fresh_dir, "fit", "--help") == {"code": 0, "out": first, "heavy": []}
     elsewhere = fresh_dir.parent / "elsewhere"
     elsewhere.mkdir()
     other = probe(elsewhere, "fit", "--help")
-    assert other["code"] == 0 and str(elsewhere) in other["out"] and str(fresh_dir) not in other["out"]
+    flat = "".join(other["out"].split())
+    assert other["code"] == 0 and str(elsewhere) in flat and str(fresh_dir) not in flat
 
 
 def test_help_after_a_config_is_not_cached(mlattack, fresh_dir):
