@@ -2,6 +2,10 @@
 # Each creates .venv and installs the package when missing; both are idempotent.
 # `make wheel-check` builds the wheel and runs it, installed, from outside the repository (CI runs it too).
 PYTHON ?= python3
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu installs PyTorch's CPU-only build of the pinned torch/torchvision
+# first (no 3 GB of CUDA libraries); pip then keeps it, as 2.14.1+cpu satisfies torch==2.14.1. Needs that index.
+TORCH_INDEX ?=
+TORCH_PINS := $(shell grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"')
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,6 +15,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --index-url $(TORCH_INDEX) $(TORCH_PINS))
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -14,11 +14,11 @@ code 2 (:mod:`mlattack.errors`); ``--debug`` or ``MLATTACK_DEBUG=1`` shows the t
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import mlattack
 from mlattack.commands import TOOLS
-from mlattack.console import LIGHTNING_HELP, HelpFormatter, quiet_output
-from mlattack.data.datamodule import MultiLabelDataModule
+from mlattack.console import LIGHTNING_HELP, HelpFormatter
 from mlattack.errors import (
     EXIT_STATUS,
     USER_ERROR_EXIT,
@@ -30,13 +30,16 @@ from mlattack.errors import (
     resume_hint,
     stop_on_sigterm,
 )
-from mlattack.lightning_cli import MLAttackCLI
-from mlattack.models.module import MultiLabelClassifier
+from mlattack.quick import cached_help, is_top_level_help, subcommand_help_request, top_parser
 from mlattack.resources import resolve_config_args
-from mlattack.tracking.callbacks import MLflowSaveConfig
-from mlattack.tracking.store import EXPERIMENT, default_artifact_location, default_tracking_uri
+
+if TYPE_CHECKING:
+    from mlattack.lightning_cli import MLAttackCLI
 
 __all__ = ["MLAttackCLI", "lightning_main", "main", "run"]
+
+#: the top-level description, shared by the full parser and the quick one that prints ``mlattack --help``
+DESCRIPTION = "Adversarial attacks that make multi-label image classifiers show many labels."
 
 #: what `mlattack --help` ends with: where to start, and where options go
 EXAMPLES = (
@@ -57,10 +60,27 @@ configs/... paths work from any directory (the configs shipped with mlattack); -
 MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.init_args.lr"}
 
 
-def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackCLI:
-    """Parse ``args`` with the one ``mlattack`` parser and run the subcommand; errors propagate."""
+def __getattr__(name: str) -> Any:
+    """``mlattack.cli.MLAttackCLI``, imported when asked for (it brings Lightning and torch)."""
+    if name == "MLAttackCLI":
+        from mlattack.lightning_cli import MLAttackCLI
+
+        return MLAttackCLI
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
+    """Parse ``args`` with the one ``mlattack`` parser and run the subcommand; errors propagate. The default
+    store is only named here: it is created by the command that logs to it."""
+    from mlattack.console import quiet_output
+    from mlattack.data.datamodule import MultiLabelDataModule
+    from mlattack.lightning_cli import MLAttackCLI
+    from mlattack.models.module import MultiLabelClassifier
+    from mlattack.tracking.callbacks import MLflowSaveConfig
+    from mlattack.tracking.store import EXPERIMENT, default_artifact_location, default_tracking_uri
+
     quiet_output()
-    tracking_uri = default_tracking_uri()
+    tracking_uri = default_tracking_uri(create=False)
     return MLAttackCLI(
         MultiLabelClassifier,
         MultiLabelDataModule,
@@ -80,7 +100,7 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackC
         seed_everything_default=123,
         parser_kwargs={
             "prog": "mlattack",
-            "description": "Adversarial attacks that make multi-label image classifiers show many labels.",
+            "description": DESCRIPTION,
             "epilog": EXAMPLES,
             "formatter_class": HelpFormatter,
             "exit_on_error": False,  # main() reports parse errors in the same one-line form as the rest
@@ -92,10 +112,48 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> MLAttackC
     )
 
 
+def quick_answer(args: list[str]) -> None:
+    """``--version`` and ``--help`` without building the full parser (:mod:`mlattack.quick`); returns when the
+    command line asks for more than that."""
+    if args == ["--version"]:
+        print(f"mlattack {mlattack.__version__}")
+        raise SystemExit(0)
+    if is_top_level_help(args):
+        helps = {**LIGHTNING_HELP, **{name: tool.help for name, tool in TOOLS.items()}}
+        top_parser(helps, DESCRIPTION, EXAMPLES, HelpFormatter).print_help()
+        raise SystemExit(0)
+    if subcommand_help_request(args):
+        cached_help(args, lambda: lightning_main(args))
+
+
+def with_fit_settings(args: list[str]) -> list[str]:
+    """``validate|test|predict --ckpt_path models:/...`` with neither ``--config`` nor ``--model``: the registered
+    network's fit settings (its class and arguments, its data) go first, so whatever the user typed still wins."""
+    if not args or args[0] not in ("validate", "test", "predict"):
+        return args
+    given = [a.partition("=")[2] for a in args if a.startswith("--ckpt_path=")]
+    given += [b for a, b in zip(args, args[1:], strict=False) if a == "--ckpt_path"]
+    ckpt = given[-1] if given else ""
+    own = any(a in ("-c", "--config") or a.startswith(("--config=", "--model")) for a in args[1:])
+    if own or not ckpt.startswith(("models:/", "runs:/")):
+        return args
+    import yaml
+
+    from mlattack.console import quiet_output
+    from mlattack.tracking.fit_settings import fit_settings
+    from mlattack.tracking.store import default_tracking_uri
+
+    quiet_output()  # no download bar for one small file
+    settings = fit_settings(ckpt, default_tracking_uri(create=False))
+    return [args[0], "--config", yaml.safe_dump(settings), *args[1:]] if settings else args
+
+
 def run(argv: list[str] | None = None) -> Any:
     """Run one ``mlattack`` command and return what it made (the LightningCLI for fit/validate/test/predict, the
     tool's result otherwise); errors propagate. ``configs/...`` paths fall back to the shipped configs."""
     args = resolve_config_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"])
+    quick_answer(args)
+    args = with_fit_settings(args)
     check_yaml_syntax(args)
     cli = lightning_main(args)
     return cli.result if cli.subcommand in TOOLS else cli
@@ -119,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if debug or not is_user_error(e):
             raise
-        print(report_error(e, resolve_config_args(args), [*LIGHTNING_HELP, *TOOLS], MOVED), file=sys.stderr)
+        print(
+            report_error(e, resolve_config_args(args), [*LIGHTNING_HELP, *TOOLS], MOVED, typed=args),
+            file=sys.stderr,
+        )
         raise SystemExit(USER_ERROR_EXIT) from None
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.resources import config_dir
 
 #: help of run_attacks' arguments whose docstring says nothing (a docstring ``Args:`` entry takes precedence)
@@ -81,6 +80,7 @@ def config_argument(parser: ArgumentParser) -> None:
 
 # -- mlattack attack ------------------------------------------------------------------------------------------------
 def attack_parser() -> ArgumentParser:
+    from mlattack.data.datamodule import MultiLabelDataModule
     from mlattack.evaluation.runner import AttackSpec, run_attacks
 
     parser = ArgumentParser(
@@ -148,6 +148,8 @@ def data_parser() -> ArgumentParser:
 
 
 def stats_parser() -> ArgumentParser:
+    from mlattack.data.datamodule import MultiLabelDataModule
+
     parser = ArgumentParser(description="Label statistics of a data source, one table per split.")
     config_argument(parser)
     parser.add_class_arguments(
@@ -214,7 +216,7 @@ def run_demo(parser: ArgumentParser, cfg: Namespace) -> None:
     from mlattack.cli import run
     from mlattack.tracking.callbacks import mlflow_logger
     from mlattack.tracking.registry import RegisterBestModel
-    from mlattack.tracking.store import default_tracking_uri
+    from mlattack.tracking.store import default_tracking_uri, mlflow_ui_command
 
     configs, start = config_dir(), time.time()
     print("== mlattack demo: built-in dataset ==")
@@ -245,7 +247,7 @@ def run_demo(parser: ArgumentParser, cfg: Namespace) -> None:
     if uri.startswith(("http://", "https://")):
         print(f"See the runs:  {uri}")
     else:
-        print(f"See the runs:  mlflow ui --backend-store-uri {uri}  -> http://127.0.0.1:5000")
+        print(f"See the runs:  {mlflow_ui_command(uri)}  -> http://127.0.0.1:5000")
 
 
 # -- mlattack report ------------------------------------------------------------------------------------------------

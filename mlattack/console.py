@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import pkgutil
+import sys
 import warnings
 
 from jsonargparse import DefaultHelpFormatter
@@ -71,7 +72,10 @@ class HelpFormatter(DefaultHelpFormatter):
         )
 
     def _get_help_string(self, action) -> str:
-        import_own_classes()
+        if (
+            "torch" in sys.modules
+        ):  # class-typed options exist only then (`mlattack --help` has none: stays quick)
+            import_own_classes()
         text = super()._get_help_string(action)
         head, sep, tail = text.partition(self.KNOWN)
         paths = tail[:-1].split(", ") if sep else []

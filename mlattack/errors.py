@@ -23,7 +23,7 @@ from argparse import ArgumentError
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlattack.resources import shipped_config
+from mlattack.resources import shipped_config, similar_config
 
 #: exit code of an expected user error (argparse's convention for usage errors)
 USER_ERROR_EXIT = 2
@@ -350,14 +350,59 @@ def config_file_setting(key: str, args: list[str]) -> str | None:
     return None
 
 
-def report_error(e: BaseException, args: list[str], subcommands: Iterable[str], moved: dict[str, str]) -> str:
-    """The report of an expected error for ``mlattack <args>``. A parser error's key loses the subcommand path
+def device_error(option: str, value: object, error: BaseException) -> UserError:
+    """Lightning's "no supported gpu backend" names no option: say which one, and what this machine takes."""
+    return UserError(
+        f"{option}: {value}: {error}",
+        hint=f"this machine has no {value}: use {option} cpu, or auto (the best device present)",
+    )
+
+
+def _what_next(message: str, typed: list[str], subcommands: Iterable[str]) -> str | None:
+    """A report in the user's terms for parser errors that otherwise name what the user did not type: a
+    mistyped subcommand or config file name (did you mean ...?), options given before the subcommand."""
+    first = message.split("\n")[0]
+    choice = re.search(r"invalid choice: '([^']+)' \(choose from ([^)]*)\)", first)
+    if choice:
+        guess = difflib.get_close_matches(
+            choice.group(1), re.findall(r"'([^']+)'", choice.group(2)), n=1, cutoff=0.6
+        )
+        return f"{first}\n  hint: did you mean {guess[0]}?" if guess else None
+    missing = re.search(r"file does not exist: '([^']+)'", first)
+    if missing:
+        guess = similar_config(missing.group(1))
+        return f"{first}\n  hint: did you mean {guess}?" if guess else None
+    before = re.search(r"before subcommand '(\w+)'", first)
+    if before:
+        sub = before.group(1)
+        head = typed[: typed.index(sub)] if sub in typed else [a for a in typed if a.startswith("-")]
+        rest = typed[typed.index(sub) + 1 :] if sub in typed else []
+        return (
+            f"mlattack: error: {' '.join(head)}: options go after the subcommand, not before '{sub}'\n"
+            f"  hint: mlattack {' '.join([sub, *head, *rest])}"
+        )
+    return None
+
+
+def report_error(
+    e: BaseException,
+    args: list[str],
+    subcommands: Iterable[str],
+    moved: dict[str, str],
+    typed: list[str] | None = None,
+) -> str:
+    """The report of an expected error for ``mlattack <args>`` (``typed``: the arguments as the user typed them,
+    before shipped config paths were filled in). A parser error's key loses the subcommand path
     ("data.stats.split" -> "split"), names the config file that set it, and gains a hint."""
     message = format_error(e)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "\n" not in message:
         return f"{message}\n  hint: free some space (or choose another folder), then {resume_hint(args)}"
     if not isinstance(e, ArgumentError):
         return message
+    subcommands = list(subcommands)
+    better = _what_next(message, [a for a in (typed or args) if a != "--debug"], subcommands)
+    if better:
+        return better
     sub = next((a for a in args if a in set(subcommands)), None)
     command = " ".join([sub, "stats"] if sub == "data" and "stats" in args else [sub] if sub else [])
     if command:

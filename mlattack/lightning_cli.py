@@ -22,10 +22,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-import mlattack
 from mlattack.commands import TOOLS, add_data_subcommands
 from mlattack.console import CKPT_HELP, CKPT_HELP_EVAL, LIGHTNING_DESCRIPTION, LIGHTNING_HELP
-from mlattack.errors import UserError, closest, with_hint
+from mlattack.errors import UserError, closest, device_error, with_hint
+from mlattack.quick import add_version_and_debug
 from mlattack.tracking.callbacks import (
     LIGHTNING_CKPT_NAMES,
     MLflowRunContext,
@@ -102,15 +102,7 @@ class MLAttackCLI(LightningCLI):
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-        self.parser.add_argument(
-            "--version",
-            action="version",
-            version=f"mlattack {mlattack.__version__}",
-            help="print the version and exit",
-        )
-        self.parser.add_argument(
-            "--debug", action="store_true", help="show the traceback of an error (also: MLATTACK_DEBUG=1)"
-        )
+        add_version_and_debug(self.parser)  # the same two options `mlattack --help` shows without this parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse; an unknown option gets the closest known one as a hint ("did you mean ...?")."""
@@ -180,6 +172,9 @@ class MLAttackCLI(LightningCLI):
         try:
             return super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, ImportError) as e:
+            accelerator = self.config_init[self.subcommand].trainer.get("accelerator")
+            if isinstance(accelerator, str) and accelerator not in ("cpu", "auto") and "backend" in str(e):
+                raise device_error("--trainer.accelerator", accelerator, e) from e
             raise UserError(f"trainer: {e}") from e
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -261,7 +256,7 @@ class MLAttackCLI(LightningCLI):
         try:
             self.model.net = load_network(ckpt, tracking_uri)
         except ValueError as e:
-            raise UserError(f"--ckpt_path: {e}") from e
+            raise UserError(f"--ckpt_path: {e}", hint=getattr(e, "hint", None)) from e
         self.config_init[self.subcommand]["ckpt_path"] = None
 
     def _announce_run(self) -> None:

@@ -12,6 +12,7 @@ and the report find configs the same way.
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 
@@ -56,6 +57,24 @@ def find_config(path: str | Path) -> Path:
     if shipped is not None:
         return shipped
     raise FileNotFoundError(f"config {str(path)!r} not found (looked in {Path.cwd()} and {config_dir()})")
+
+
+def similar_config(path: str | Path) -> str | None:
+    """The config file most like a missing ``path`` (``configs/demo.yml`` -> ``configs/demo.yaml``), looked for
+    beside it and among the shipped configs, as the user would type it; None when nothing is close."""
+    p = Path(path)
+    try:
+        typed = p.relative_to(Path.cwd()) if p.is_absolute() else p
+    except ValueError:
+        typed = p
+    parent = typed.parent
+    shipped = (
+        config_dir() / Path(*parent.parts[1:]) if parent.parts[:1] == ("configs",) else config_dir() / parent
+    )
+    names = {f.name for folder in (p.parent, shipped) if folder.is_dir() for f in folder.iterdir()}
+    names = sorted(n for n in names if n.endswith(CONFIG_SUFFIXES))
+    match = difflib.get_close_matches(p.name, names, n=1, cutoff=0.6)
+    return str(parent / match[0]) if match else None
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:

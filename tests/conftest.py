@@ -13,6 +13,15 @@ def _isolated_tracking_store(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _isolated_help_cache(tmp_path_factory, monkeypatch):
+    """`mlattack <command> --help` keeps its text in a cache folder: never the user's ~/.cache during tests."""
+    import os
+
+    if "MLATTACK_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("MLATTACK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def _restore_global_tracking_uri():
     """A test that points MLflow's process-wide tracking URI elsewhere (a server it then stops, a temp store) must not
     leave the next test talking to it."""

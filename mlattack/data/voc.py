@@ -25,6 +25,7 @@ import numpy as np
 from mlattack.data.base import DataFormatError, MultiLabelDataset, load_rgb, require_file, seeded_split
 from mlattack.data.voc_files import (
     VOC_CLASSES,
+    check_images,
     find_voc_dir,
     image_ids,
     labels_from_imagesets,
@@ -140,6 +141,7 @@ class VOCDataset(MultiLabelDataset):
             val_rows, train_rows = seeded_split(len(ids), val_fraction, seed)
             keep = train_rows if split == "train" else val_rows
             ids, targets, difficult = [ids[i] for i in keep], targets[keep], difficult[keep]
+        check_images(self.voc_dir / "JPEGImages", ids, self.official_split)
         self._finalize(ids, targets, difficult)
 
     def load_image(self, index: int):

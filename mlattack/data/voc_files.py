@@ -46,6 +46,21 @@ def find_voc_dir(root: str | Path, year: str) -> Path:
     raise with_hint(error, hint)
 
 
+def check_images(folder: Path, ids: list[str], split: str) -> None:
+    """Every listed image is on disk: a devkit whose image archive was not unpacked (an empty ``JPEGImages/``)
+    is reported now, by ``data stats`` too, rather than by the first batch of a fit."""
+    missing = [i for i in ids if not (folder / f"{i}.jpg").is_file()]
+    if not missing:
+        return
+    what = "none" if len(missing) == len(ids) else f"{len(missing)} missing"
+    raise UserError(
+        f"data.root: images missing: {folder} has {what} of the {len(ids)} images the {split} split lists "
+        f"(first: {missing[0]}.jpg)",
+        hint="unpack the VOC image archive (VOCtrainval/VOCtest .tar) into the devkit, so JPEGImages/ holds the .jpg "
+        "files",
+    )
+
+
 def read_id_list(path: Path) -> list[str]:
     """``ImageSets/Main/<split>.txt``: exactly one image id per non-empty line, no duplicates."""
     ids: list[str] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 
 import pytorch_lightning as pl
 import torch
@@ -44,6 +45,11 @@ class AttackTarget(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         return None  # the work happens in AttackCallback.on_test_batch_end
+
+
+def _tick(listeners: list, job: AttackJob, samples: int, *_: object) -> None:
+    for listener in listeners:
+        listener.attack_step(job, samples)
 
 
 def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
@@ -168,11 +174,19 @@ class AttackCallback(Callback):
             for listener in self.listeners:
                 listener.attack_starting(job)
             start = time.perf_counter()
-            with measure_cost(attacked, x.device) as cost:  # passes and peak memory of the attack alone
-                res, errors = attack_chunk(
-                    job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.seed,
-                    self.batch_size, self.fast,
-                )  # fmt: skip
+            stepping = [listener for listener in self.listeners if hasattr(listener, "attack_step")]
+            hook = attacked.register_forward_hook(  # progress inside a long attack call: one tick per pass
+                partial(_tick, stepping, job, len(todo))
+            ) if stepping else None  # fmt: skip
+            try:
+                with measure_cost(attacked, x.device) as cost:  # passes and peak memory of the attack alone
+                    res, errors = attack_chunk(
+                        job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.seed,
+                        self.batch_size, self.fast,
+                    )  # fmt: skip
+            finally:
+                if hook is not None:
+                    hook.remove()
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)

@@ -6,6 +6,12 @@ hold no redraw noise.
 all attacks together and names none. The attack loop tells every callback that is an
 :class:`AttackListener` when an attack starts and finishes its share of a batch; how many samples an attack has done is read from its ``job.done`` (the recorded
 positions), so the count is right whatever order the loop attacks samples in, and after a resume.
+
+Inside one attack call (a batch of 10 samples under ML-CW can take minutes on a CPU) the bar moves with every
+forward pass of the attacked network (``attack_step``), by the share of the attack's step budget spent
+(:func:`step_budget`), up to just short of the batch's end, which only the recorded samples mark; the ETA follows
+from the first passes. The budget is an upper bound (attacks that stop early spend less), so the first ETA errs
+long, and it settles as samples are recorded.
 """
 
 from __future__ import annotations
@@ -30,6 +36,20 @@ class AttackListener(Protocol):
     def attack_starting(self, job: AttackJob) -> None: ...
 
     def attack_done(self, job: AttackJob) -> None: ...
+
+
+def step_budget(attack: object) -> int:
+    """Forward passes one attack call makes at most, per batch: its iterations times its binary-search steps and
+    restarts (1 for a one-step attack)."""
+    iters = next((v for a in ("max_iter", "nb_iter") if isinstance(v := getattr(attack, a, None), int)), 1)
+    outer = getattr(attack, "binary_search_steps", 1) * getattr(attack, "n_restarts", 1)
+    return max(int(iters) * max(int(outer), 1), 1)
+
+
+#: seconds between two redraws from inside an attack call
+REDRAW = 0.5
+#: the share of a batch the bar may show before the batch's samples are recorded
+WITHIN_BATCH = 0.99
 
 
 def interactive(console: Console) -> bool:
@@ -69,6 +89,8 @@ class AttackProgress(Callback):
         self.seconds: dict[str, float] = {}  # time spent in each attack in this pass
         self.resumed: dict[str, int] = {}  # samples already on file when the pass started
         self.started: dict[str, float] = {}
+        self.steps: dict[str, tuple[int, int]] = {}  # passes so far in the running call, and its samples
+        self.shown = 0.0
         self.begin = 0.0
         self.enabled = False
 
@@ -126,19 +148,37 @@ class AttackProgress(Callback):
             self.started[job.name] = time.perf_counter()
             self._update(job, running=True)
 
+    def attack_step(self, job: AttackJob, samples: int) -> None:
+        """One forward pass of the attacked network inside ``job``'s call on ``samples`` samples."""
+        if not self.enabled or job.name not in self.started:
+            return
+        passes = self.steps.get(job.name, (0, samples))[0] + 1
+        self.steps[job.name] = (passes, samples)
+        now = time.perf_counter()
+        if now - self.shown >= REDRAW:
+            self.shown = now
+            self._update(job, running=True, estimate=True)
+
     def attack_done(self, job: AttackJob) -> None:
         if self.enabled and job.name in self.started:
             self.seconds[job.name] += time.perf_counter() - self.started.pop(job.name)
+            self.steps.pop(job.name, None)
             self._update(job)
 
     # -- what is shown --------------------------------------------------------------------------------------------
     def _done(self, job: AttackJob) -> int:
         return len(self.totals[job.name] & job.done)
 
+    def progress_of(self, job: AttackJob) -> float:
+        """Samples done, plus the running call's share of its step budget (see module docstring)."""
+        passes, samples = self.steps.get(job.name, (0, 0))
+        share = min(passes / step_budget(job.attack), WITHIN_BATCH) if passes else 0.0
+        return self._done(job) + share * samples
+
     def eta(self, job: AttackJob) -> float | None:
         """Wall-clock time left for this attack at its pace so far in this pass, the other attacks' turns included
         (the loop interleaves them); read at the end of a batch, when every attack has had its turn."""
-        done, total = self._done(job), len(self.totals[job.name])
+        done, total = self.progress_of(job), len(self.totals[job.name])
         new, elapsed = done - self.resumed[job.name], time.perf_counter() - self.begin
         if done >= total:
             return 0.0
@@ -162,7 +202,9 @@ class AttackProgress(Callback):
         mark = "▶" if running else "✓" if done >= total else " "
         rate = rate_text(done - self.resumed[job.name], self.seconds[job.name])
         fields = {"eta": clock(self.eta(job))} if estimate or done >= total else {}
-        self.progress.update(self.tasks[job.name], completed=done, mark=mark, rate=rate, **fields)
+        self.progress.update(
+            self.tasks[job.name], completed=self.progress_of(job), mark=mark, rate=rate, **fields
+        )
 
     def _stop(self) -> None:
         if self.progress is not None:

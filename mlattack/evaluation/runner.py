@@ -19,9 +19,11 @@ from pathlib import Path
 import mlflow
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from mlattack.data.datamodule import MultiLabelDataModule
+from mlattack.errors import device_error
 from mlattack.evaluation.batches import attack_pass
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import exp_labels
@@ -221,8 +223,13 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
         raise ValueError(
             f"data source {data.source!r} split 'test' has no positive labels to select samples by"
         )
-    trainer = pl.Trainer(accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, logger=False,
-                         enable_progress_bar=False)  # fmt: skip
+    try:
+        trainer = pl.Trainer(accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, logger=False,
+                             enable_progress_bar=False)  # fmt: skip
+    except MisconfigurationException as e:
+        if "backend" not in str(e):
+            raise
+        raise device_error("--accelerator", s.accelerator, e) from e
     device = trainer.strategy.root_device
     digest = weights_digest(net)
     sel_key = selection_key(digest, data.source, data.root, "test", data.image_size, data.options, s.num_samples,

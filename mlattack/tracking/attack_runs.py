@@ -19,6 +19,7 @@ import mlflow
 import yaml
 from mlflow.entities import Metric, Param, RunStatus
 
+from mlattack.errors import with_hint
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import NUM_SCENARIOS
 from mlattack.tracking import examples
@@ -45,7 +46,7 @@ from mlattack.tracking.record import (
     logged_metrics,
     success_key,
 )
-from mlattack.tracking.store import default_artifact_location
+from mlattack.tracking.store import NO_MODEL_HINT, default_artifact_location
 
 #: the metrics linked to the judged model (shown on its logged-model page, one row per run)
 MODEL_METRICS = {HEADLINE, "labels_shown", *(success_key(n) for n in range(NUM_SCENARIOS))}
@@ -68,7 +69,11 @@ def model_reference(model: str, client: mlflow.MlflowClient) -> str:
         return ref
     except (mlflow.exceptions.MlflowException, ValueError) as e:
         msg = getattr(e, "message", str(e))
-        raise ValueError(f"--model {model!r}: no such registered model or alias ({msg})") from e
+        error = ValueError(
+            f"--model {model!r}: no such registered model or alias in the tracking store {client.tracking_uri} "
+            f"({msg})"
+        )
+        raise with_hint(error, NO_MODEL_HINT) from e
 
 
 def experiment_id(client: mlflow.MlflowClient, name: str, tracking_uri: str) -> str:

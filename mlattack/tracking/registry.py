@@ -39,6 +39,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 import mlattack
+from mlattack.errors import with_hint
 from mlattack.tracking import network_files
 from mlattack.tracking.callbacks import mlflow_logger
 from mlattack.tracking.checkpoints import EXPECTED, CheckpointError, read_checkpoint_bytes
@@ -57,7 +58,7 @@ from mlattack.tracking.promotion import (
     version_note,
 )
 from mlattack.tracking.record import NOTE_TAG
-from mlattack.tracking.store import tracking_uri_set_to
+from mlattack.tracking.store import NO_MODEL_HINT, tracking_uri_set_to
 
 __all__ = ["DEFAULT_ALIAS", "DIGEST_TAG", "SCORE_TAG", "RegisterBestModel", "load_network", "log_network",
            "promote", "registered_name", "weights_digest"]  # fmt: skip
@@ -205,7 +206,9 @@ def load_network(
             pickle.UnpicklingError,
         ) as e:
             where = tracking_uri or mlflow.get_tracking_uri()
-            raise ValueError(f"model {uri!r} could not be loaded from tracking store {where}: {e}") from e
+            error = ValueError(f"model {uri!r} could not be loaded from tracking store {where}: {e}")
+            missing = getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+            raise with_hint(error, NO_MODEL_HINT if missing else None) from e
         return net.eval()
     try:
         data, _ = read_checkpoint_bytes(uri)

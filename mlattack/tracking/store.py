@@ -9,13 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shlex
+import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 DEFAULT_STORE_DIR = Path("mlruns")
 EXPERIMENT = "mlattack"
+#: what to do when a models:/ URI names nothing in the store searched
+NO_MODEL_HINT = (
+    "train one with `mlattack fit` (it registers models:/<net>-<data>@best), or point MLFLOW_TRACKING_URI at the "
+    "store that holds it (the default is ./mlruns in the folder you run from)"
+)
 
 #: MLflow's own HTTP client retries 7 times with exponential backoff (about 4 minutes) and waits 120 s per request.
 #: A job that logs to a server that has gone away should fail in seconds, keeping its local checkpoints and
@@ -27,20 +35,17 @@ class TrackingServerUnreachable(RuntimeError):
     """The MLflow tracking server named by the tracking URI did not answer."""
 
 
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite database in ``./mlruns`` (artifacts beside it).
+def default_tracking_uri(create: bool = True) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite database in ``./mlruns`` (artifacts beside it), created
+    unless ``create`` is false (a command that only names the store, e.g. as a default, leaves no folder behind).
 
     MLflow 3 refuses a bare ``./mlruns`` file store; SQLite gives runs, the model registry and ``mlflow ui`` with
     no server to start.
     """
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        prepare_store(env)
-        return env
-    store = DEFAULT_STORE_DIR.resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    prepare_store(uri)
+    uri = env or f"sqlite:///{DEFAULT_STORE_DIR.resolve() / 'mlflow.db'}"
+    if create:
+        prepare_store(uri)  # makes the folder of a local SQLite store
     return uri
 
 
@@ -107,6 +112,20 @@ def default_artifact_location(tracking_uri: str) -> str | None:
         db = Path(tracking_uri[len("sqlite:///") :])
         return (db.parent / "artifacts").resolve().as_uri()
     return None
+
+
+def mlflow_ui_command(uri: str) -> str:
+    """``mlflow ui`` as a command that works from this shell: the ``mlflow`` beside this Python (the venv's, which
+    is not on PATH unless the venv is activated), else ``python -m mlflow`` with this Python."""
+    beside = Path(sys.executable).with_name("mlflow")
+    on_path = shutil.which("mlflow")
+    if beside.is_file() and (on_path is None or Path(on_path).resolve() != beside.resolve()):
+        program = shlex.quote(str(beside.absolute()))
+    elif on_path:
+        program = "mlflow"
+    else:
+        program = f"{shlex.quote(sys.executable)} -m mlflow"
+    return f"{program} ui --backend-store-uri {shlex.quote(uri)}"
 
 
 def git_commit() -> str:

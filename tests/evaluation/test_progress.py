@@ -72,3 +72,27 @@ def test_no_live_bars_in_ci_or_a_file(monkeypatch):
                                                           (0, 1.0, "")])  # fmt: skip
 def test_rate_reads_as_samples_per_second_or_seconds_per_sample(samples, seconds, text):
     assert rate_text(samples, seconds) == text
+
+
+def test_the_bar_moves_inside_one_attack_call_and_an_eta_comes_from_the_first_passes(
+    tmp_path, toy_data, monkeypatch
+):
+    """One batch of all 7 samples: without in-call ticks the bar would sit at 0 until the call ends."""
+    import mlattack.evaluation.progress as progress
+
+    monkeypatch.setattr(progress, "REDRAW", 0.0)
+    seen: list[tuple[str, float, float | None]] = []
+
+    class Watching(AttackProgress):
+        def attack_step(self, job, samples):
+            super().attack_step(job, samples)
+            seen.append((job.name, self.progress_of(job), self.eta(job)))
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    attack(toy_data, tmp_path, batch_size=7, callbacks=[lambda j: Watching(j, console, live=True)])
+    pgd = [(p, eta) for name, p, eta in seen if name == "PGD-small"]
+    assert progress.step_budget(PGD(eps=0.2, nb_iter=3, eps_iter=0.05)) == 3
+    assert len(pgd) >= 3  # one tick per forward pass of the 3-step attack
+    shares = [p for p, _ in pgd]
+    assert shares == sorted(shares) and 0 < shares[0] < shares[-1] < 4  # moves, and stops short of the record
+    assert pgd[0][1] is not None and pgd[0][1] > 0  # an ETA from the first pass
