@@ -100,7 +100,9 @@ def solve_linf_lp_batch(
             except (RuntimeError, ValueError) as e:
                 log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
                 ri, ti = None, float("inf")
-            if ri is None or ti > 1.0 + 1e-9:  # a relaxation without a step inside the box: none for the full LP
+            if (
+                ri is None or ti > 1.0 + 1e-9
+            ):  # a relaxation without a step inside the box: none for the full LP
                 infeasible[i], todo[i] = True, False
                 continue
             broken = live[i] & ~m & (j @ ri > d[i] + 1e-9 * ti)
