@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
+from mlattack.attacks.linf_dual import dual_estimate
+
 log = logging.getLogger(__name__)
 
 
@@ -43,115 +45,82 @@ class LinfLPSolution:
     feasible: bool
 
 
-def _dual_estimate(
-    j: torch.Tensor, g: torch.Tensor, rounds: int = 8, newton: int = 4, shrink: float = 0.1
-) -> torch.Tensor:
-    """Approximate argmin of ||J^T lam||_1 over {lam >= 0, g^T lam = 1} (smoothed, barrier, Newton).
-
-    Only a warm start, but the crossover is cheap only when few signs of ``J^T lam`` are wrong: on real ResNet
-    Jacobians 6 x 2 Newton steps left ~20k of 150k signs wrong (40 % error in lam, 44k-column HiGHS solves), while
-    8 x 4 steps reach ~1e-5 and a handful of wrong signs. The Hessian (the O(C^2 D) cost) is formed in float32:
-    it only steers Newton, the gradient and objective stay float64.
-    """
-    j32 = j.float()
-    pos = g > 0
-    eta = min(1.0, 0.5 * float(g[pos].sum()) / (float(-g[~pos].sum()) + 1e-30)) if bool((~pos).any()) else 1.0
-    lam = torch.where(pos, torch.ones_like(g), torch.full_like(g, eta))
-    lam = start = lam / (g @ lam)
-    v = lam @ j
-    eps = float(v.abs().mean()) + 1e-30
-    mu = float(v.abs().sum()) * 1e-2 / len(g)
-    kkt = torch.zeros(len(g) + 1, len(g) + 1, dtype=j.dtype, device=j.device)
-    rhs = torch.zeros(len(g) + 1, dtype=j.dtype, device=j.device)
-
-    def objective(v_: torch.Tensor, lam_: torch.Tensor) -> float:
-        return float(torch.sqrt(v_ * v_ + eps * eps).sum() - mu * lam_.log().sum())
-
-    for _ in range(rounds):
-        for _ in range(newton):
-            phi = torch.sqrt(v * v + eps * eps)
-            grad = j @ (v / phi) - mu / lam
-            # curvature eps^2/phi^3 is negligible where |v| >> eps: late rounds touch only a few coordinates
-            near = (v.abs() < 30 * eps).nonzero().squeeze(1)
-            stride = max(1, near.numel() // 16384)  # early rounds: a strided sample steers Newton as well
-            near = near[::stride]
-            w = (eps * eps * stride / phi[near] ** 3).float()
-            jn = j32.index_select(1, near)  # the same gather as j32[:, near], without advanced indexing
-            kkt[:-1, :-1] = ((jn * w) @ jn.T).double() + torch.diag(mu / lam**2)
-            kkt[:-1, -1], kkt[-1, :-1] = g, g
-            rhs[:-1] = -grad
-            step = torch.linalg.lstsq(kkt, rhs).solution[:-1]
-            slope, phi_sum = float(grad @ step), phi.sum()
-            if -slope < 1e-12 * float(phi_sum):  # Newton decrement: this round has converged
-                break
-            dv = step @ j
-            neg = step < 0
-            alpha = min(1.0, 0.99 * float((-lam[neg] / step[neg]).min())) if bool(neg.any()) else 1.0
-            f0 = float(phi_sum - mu * lam.log().sum())  # objective(v, lam): phi is its smoothed |v|
-            # "not <=" also rejects NaN: on near-degenerate rows (a delta of -1e-7 next to O(1) ones) a step can
-            # leave the domain of the log barrier through round-off
-            while (
-                alpha > 1e-12
-                and not objective(v + alpha * dv, lam + alpha * step) <= f0 + 1e-4 * alpha * slope
-            ):
-                alpha *= 0.5
-            new = lam + alpha * step
-            scale = float(g @ new)  # stay on the constraint despite round-off
-            if alpha <= 1e-12 or not scale > 0 or not bool((new > 0).all()):
-                break  # no safe progress at this smoothing level
-            lam, v = new / scale, (v + alpha * dv) / scale
-        eps *= shrink
-        mu *= shrink
-    # only a warm start: anything unusable falls back to the first guess (the crossover stays exact either way)
-    return lam if bool(torch.isfinite(lam).all()) else start
-
-
 def solve_linf_lp(jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60) -> LinfLPSolution:
-    """Exact solution of ``min ||r||_inf s.t. jac @ r <= delta, |r| <= 1`` for one sample (jac (C, D), delta (C,)).
+    """Exact solution of ``min ||r||_inf s.t. jac @ r <= delta, |r| <= 1`` for one sample (jac (C, D), delta (C,))."""
+    r, t, feasible = solve_linf_lp_batch(jac.unsqueeze(0), delta.unsqueeze(0), max_rounds)
+    return LinfLPSolution(r[0].to(jac.dtype), float(t[0]), bool(feasible[0]))
 
-    Numerical failures (non-finite input, HiGHS giving up) yield ``feasible=False`` with ``r = 0`` and a warning:
-    the sample gets no step, as when the reference's solver returns nothing.
+
+def solve_linf_lp_batch(
+    jac: torch.Tensor, delta: torch.Tensor, max_rounds: int = 60
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The LP for K samples at once (jac (K, C, D), delta (K, C)): ``r`` (K, D) float64, ``t`` (K,) and
+    ``feasible`` (K,), on jac's device.
+
+    The checks and the dual estimate run batched on the device; only the exact crossover (module docstring) goes
+    sample by sample through HiGHS on the host. Numerical failures (non-finite input, HiGHS giving up) yield
+    ``feasible=False`` with ``r = 0`` and a warning: the sample gets no step, as when the reference's solver
+    returns nothing.
     """
-    dev, dtype = jac.device, jac.dtype
-    j = jac.detach().double()
+    jac, k, n = jac.detach(), jac.shape[0], jac.shape[2]
+    dev = jac.device
     d = delta.detach().double()
-    n = j.shape[1]
-    infeasible = LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), float("inf"), False)
-    if not (bool(torch.isfinite(j).all()) and bool(torch.isfinite(d).all())):
-        log.warning("MLA-LP: non-finite Jacobian or loss gap; no step for this sample")
-        return infeasible
-    norms = j.abs().sum(1)
+    r = torch.zeros(k, n, dtype=torch.float64, device=dev)
+    t = torch.zeros(k, dtype=torch.float64, device=dev)
+    norms = jac.abs().sum(2, dtype=torch.float64)
     live = norms > 0
-    if bool((~live & (d < 0)).any()):  # a row 0 <= delta_j < 0 that no step can fix
-        return infeasible
-    j, d = j[live] / norms[live, None], d[live] / norms[live]  # row scaling keeps the feasible set
-    if j.shape[0] == 0 or bool((d >= 0).all()):
-        return LinfLPSolution(torch.zeros(n, dtype=dtype, device=dev), 0.0, True)
+    finite = torch.isfinite(norms).all(1) & torch.isfinite(d).all(1)
+    # a row 0 <= delta_j < 0 that no step can fix
+    infeasible = ~finite | (~live & (d < 0)).any(1)
+    scale = torch.where(live, 1.0 / torch.where(live, norms, 1.0), 0.0)  # row scaling keeps the feasible set
+    d = d * scale
     # Row generation: start from the violated rows only and add satisfied rows once the step breaks them. A row
     # with slack d_j can only bind once t >= d_j (rows have unit L1 norm), and labels far from their threshold
     # would otherwise sit in the dual beside a row violated by 1e-9 with multipliers 1e9 apart.
-    rows = d < 0
-    while True:
-        try:
-            r, t = _solve_rows(j[rows], d[rows], max_rounds)
-        except (RuntimeError, ValueError) as e:
-            log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
-            return infeasible
-        if r is None or t > 1.0 + 1e-9:  # a relaxation without a step inside the box: none for the full LP
-            return infeasible
-        broken = ~rows & (j @ r > d + 1e-9 * t)
-        if not bool(broken.any()):
-            return LinfLPSolution(r.to(dtype), t, True)
-        rows |= broken
+    rows = live & (d < 0) & ~infeasible[:, None]
+    todo = rows.any(1)
+    if not bool(finite.all()):
+        log.warning("MLA-LP: non-finite Jacobian or loss gap; no step for the sample(s)")
+    j32 = jac.float()
+    while bool(todo.any()):
+        idx = todo.nonzero().squeeze(1)
+        size = (8 * rows[idx].sum(1) + 256).clamp(max=n)
+        # a small image fits the first reduced LP whole: the dual estimate would only pick its free set, so its
+        # first guess (enough for the scale s0) does (tiny test models: 3x faster)
+        lam = torch.empty(idx.numel(), rows.shape[1], dtype=torch.float64, device=dev)
+        for whole, rounds in ((size == n, 0), (size < n, 8)):
+            if bool(whole.any()):
+                sub = idx[whole]
+                lam[whole] = dual_estimate(j32[sub], scale[sub], -d[sub], rows[sub], rounds=rounds)
+        for pos, i in enumerate(idx.tolist()):  # the crossover: HiGHS on the host, sample by sample
+            j = jac[i].double() * scale[i, :, None]
+            m = rows[i]
+            try:
+                ri, ti = _solve_rows(j[m], d[i, m], lam[pos, m], int(size[pos]), max_rounds)
+            except (RuntimeError, ValueError) as e:
+                log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
+                ri, ti = None, float("inf")
+            if (
+                ri is None or ti > 1.0 + 1e-9
+            ):  # a relaxation without a step inside the box: none for the full LP
+                infeasible[i], todo[i] = True, False
+                continue
+            broken = live[i] & ~m & (j @ ri > d[i] + 1e-9 * ti)
+            if bool(broken.any()):
+                rows[i] |= broken
+            else:
+                r[i], t[i], todo[i] = ri, ti, False
+    r[infeasible] = 0.0
+    t[infeasible] = float("inf")
+    return r, t, ~infeasible
 
 
-def _solve_rows(j: torch.Tensor, d: torch.Tensor, max_rounds: int) -> tuple[torch.Tensor | None, float]:
-    """Dual estimate + sign-rule crossover (module docstring) for unit-L1 rows; (None, inf) when infeasible."""
+def _solve_rows(
+    j: torch.Tensor, d: torch.Tensor, lam: torch.Tensor, size: int, max_rounds: int
+) -> tuple[torch.Tensor | None, float]:
+    """Sign-rule crossover (module docstring) for unit-L1 rows from the dual estimate ``lam``; (None, inf) when
+    infeasible."""
     n = j.shape[1]
-    size = min(n, 8 * j.shape[0] + 256)
-    # a small image fits the first reduced LP whole: the dual estimate would only pick its free set, so its
-    # first guess (enough for the scale s0) does (tiny test models: 3x faster)
-    lam = _dual_estimate(j, -d, rounds=0 if size == n else 8)
     v = lam @ j
     # s = 1/t is solved as s0 * s' with s0 from the dual estimate (weak duality), so HiGHS sees s' ~ 1
     s0 = float(v.abs().sum() / (-(d @ lam)).clamp(min=1e-300))

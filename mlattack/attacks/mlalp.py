@@ -20,7 +20,7 @@ from torch import nn
 from mlattack.attacks import mlalp_rules as rules
 from mlattack.attacks.base import Attack, AttackResult, check_positive, check_variant, quirk
 from mlattack.attacks.jacobian import label_jacobian
-from mlattack.attacks.linf_lp import solve_linf_lp
+from mlattack.attacks.linf_lp import solve_linf_lp_batch
 from mlattack.attacks.losses import PROB_EPS, AttackLoss, clamped_probabilities, shows_target
 
 
@@ -68,6 +68,11 @@ class MLALP(Attack):
         half_shows_positive: the attack decides "shown" as the study does, float32 ``sigmoid >= 0.5``, so a label
             with a logit in about (-3e-8, 0) counts as shown (the LP aims labels at exactly 0.5, so on nearly
             linear models they land there). Off: the logit's sign, as the evaluation decides.
+        aim_at_threshold: the algorithm (both variants): each LP row asks the label's *linearised loss* to reach
+            its loss at the threshold. BCE is convex in the logit, so on a locally linear network the step lands
+            short of the threshold (a label to show ends below p = 0.5 after the first step). Off (ablation only):
+            the row asks the linearised *logit* to pass the threshold's logit, moved ``threshold_step`` further
+            towards the target side (p = 0.55 for a label to show at threshold 0.5), so the step lands past it.
         jacobian_chunk: labels per vectorised backward pass off CPU (None: all); CPU: one pass per label.
         loss_fn, early_stop, autocast: see :class:`~mlattack.attacks.base.Attack`; ``loss_fn`` only reports the
             final loss; ``early_stop`` (default on, as in the study) puts a sample whose best image shows the
@@ -96,6 +101,7 @@ class MLALP(Attack):
         delete_zero_rows: bool | None = None,
         clamp_probabilities: bool | None = None,
         half_shows_positive: bool | None = None,
+        aim_at_threshold: bool = True,
         jacobian_chunk: int | None = None,
         loss_fn: AttackLoss | None = None,
         early_stop: bool = True,
@@ -121,6 +127,9 @@ class MLALP(Attack):
         self.delete_zero_rows = quirk("delete_zero_rows", delete_zero_rows, variant)
         self.clamp_probabilities = quirk("clamp_probabilities", clamp_probabilities, variant)
         self.half_shows_positive = quirk("half_shows_positive", half_shows_positive, variant)
+        if not isinstance(aim_at_threshold, bool):
+            raise ValueError(f"aim_at_threshold must be true or false, got {aim_at_threshold!r}")
+        self.aim_at_threshold = aim_at_threshold
         self.jacobian_chunk = (
             None if jacobian_chunk is None else int(check_positive("jacobian_chunk", jacobian_chunk))
         )
@@ -224,7 +233,10 @@ class MLALP(Attack):
         """LP steps (k, D) float64 for the active samples and whether each LP failed (no solution: r = 0)."""
         k = x.shape[0]
         loss, dloss = rules.label_losses(z, tgt, self.clamp_probabilities)
-        delta = rules.threshold_losses(thr, tgt, self.threshold_downward) - loss
+        if self.aim_at_threshold:
+            delta = rules.threshold_losses(thr, tgt, self.threshold_downward) - loss
+        else:
+            delta = rules.logit_aim_gaps(z, dloss, thr, tgt, self.threshold_downward, self.threshold_step)
         r = torch.zeros(k, x[0].numel(), dtype=torch.float64, device=x.device)
         failed = torch.zeros(k, dtype=torch.bool, device=x.device)
         # a sample whose labels all sit on the right side of their thresholds has the optimum r = 0: its
@@ -235,15 +247,13 @@ class MLALP(Attack):
         _, jac = label_jacobian(lambda u: model(u).float(), x[need].float(), self.jacobian_chunk)
         # d l_j / d x (k', C, D) in float32 like the study's autograd; the LP solver works in float64
         jac = jac.flatten(2) * dloss[need].float().unsqueeze(-1)
-        for row, i in enumerate(need.tolist()):
-            j, d = jac[row], delta[i]
-            zero = (j == 0).all(1)
-            self._events["zero_rows"] += int(zero.sum())
-            if self.delete_zero_rows and bool(zero.any()):
-                j, d = j[~zero], d[~zero]
-            sol = solve_linf_lp(j, d)
-            if sol.feasible:
-                r[i] = sol.r
-            else:
-                failed[i] = True
+        zero = (jac == 0).all(2)
+        self._events["zero_rows"] += int(zero.sum())
+        d = delta[need]
+        if self.delete_zero_rows:  # a deleted row constrains nothing: a gap of 0 says the same to the solver
+            d = torch.where(zero, torch.zeros_like(d), d)
+        step, _, feasible = solve_linf_lp_batch(jac, d)
+        # the step in the Jacobian's precision (float32), as the study's solver got float32 rows
+        r[need] = step.to(jac.dtype).double()
+        failed[need] = ~feasible
         return r, failed

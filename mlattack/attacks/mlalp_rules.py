@@ -61,6 +61,24 @@ def threshold_losses(thr: torch.Tensor, target: torch.Tensor, downward: bool) ->
     return -(t * tp.log() + (1.0 - t) * (1.0 - tp).log())
 
 
+def logit_aim_gaps(
+    logits: torch.Tensor,
+    dloss: torch.Tensor,
+    thr: torch.Tensor,
+    target: torch.Tensor,
+    downward: bool,
+    margin: float,
+) -> torch.Tensor:
+    """(N, C) float64 loss gaps for the ablation that aims past the threshold: ``dloss * (logit(aim) - z)``, so the
+    LP's linearised logit reaches ``aim``, the threshold probability moved ``margin`` towards the target side (for a
+    label to show: ``p = thr + margin``; clamped into (1e-6, 1 - 1e-6)). The linearised loss would stop short of
+    it (BCE is convex in the logit); the linearised logit lands on it for a locally linear network."""
+    t = target.double()
+    tp = thr if downward else torch.where(t > 0.5, 1.0 - thr, thr)
+    aim = torch.where(t > 0.5, tp + margin, tp - margin).clamp(PROB_EPS, 1.0 - PROB_EPS)
+    return dloss.double() * (torch.logit(aim) - logits.double())
+
+
 def watched(p: torch.Tensor, target: torch.Tensor, downward: bool) -> torch.Tensor:
     """The probability the threshold rule watches: the positive one (study), or that of the non-target side."""
     return p if downward else torch.where(target > 0.5, 1.0 - p, p)

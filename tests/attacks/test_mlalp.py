@@ -9,6 +9,8 @@ from torch import nn
 
 from mlattack.attacks import MLALP
 from mlattack.attacks import mlalp_rules as rules
+from mlattack.attacks.jacobian import label_jacobian
+from mlattack.attacks.linf_lp import solve_linf_lp_batch
 from mlattack.evaluation.runner import load_attack_config
 from tests.attacks.models import assert_batch_equals_one_by_one, make_cnn, make_images, make_linear
 from tests.attacks.oracles.mlalp_reference import mlalp_reference
@@ -236,3 +238,47 @@ def test_configs_reference_and_corrected() -> None:
     fixed = load_attack_config("configs/attack/mlalp-corrected.yaml")
     assert fixed.variant == "corrected" and not any(getattr(fixed, s) for s in SWITCHES)
     assert load_attack_config("configs/attack/mlalp.yaml", {"reset_to_clean": False}).reset_to_clean is False
+
+
+@pytest.mark.parametrize("aim_at_threshold", [True, False])
+def test_first_lp_step_lands_short_of_the_threshold_unless_aimed_past_it(aim_at_threshold: bool) -> None:
+    """On a linear network the first step (threshold 0.5, every label to show) brings the linearised loss of each
+    hidden label whose row binds to its loss at p = 0.5; BCE is convex in the logit, so p stays below 0.5 (rows
+    with slack may pass it). Aimed in the logit at 0.5 + 0.05 instead, every label lands at or past 0.55."""
+    model, x = make_linear(6, 5, scale=2.0), 0.3 + 0.4 * make_images(3, 5, seed=2)
+    target = torch.ones(3, 6)
+    z, jac = label_jacobian(model, x)
+    hidden = z < 0
+    assert hidden.sum() >= 6
+    _, dloss = rules.label_losses(z, target, clamp=False)
+    thr = torch.full((3, 6), 0.5, dtype=torch.float64)
+    if aim_at_threshold:
+        delta = rules.threshold_losses(thr, target, True) - rules.label_losses(z, target, clamp=False)[0]
+    else:
+        delta = rules.logit_aim_gaps(z, dloss, thr, target, True, 0.05)
+    rows = jac.flatten(2).double() * dloss.unsqueeze(-1)
+    r, _, feasible = solve_linf_lp_batch(rows, delta)
+    assert feasible.all()
+    binds = hidden & ((rows @ r.unsqueeze(-1)).squeeze(-1) - delta).abs().le(1e-6 * delta.abs())
+    x1 = x.double() + r.view_as(x)
+    assert x1.min() > 0 and x1.max() < 1  # no clipping: the step is the LP's
+    with torch.no_grad():
+        p1 = torch.sigmoid(model(x1.float()).double())
+    if aim_at_threshold:
+        assert binds.any(1).all()
+        assert (p1[binds] < 0.5).all() and (p1[binds] > torch.sigmoid(z.double())[binds]).all()
+    else:
+        assert (p1[hidden] >= 0.55 - 1e-4).all()
+
+
+def test_aiming_past_the_threshold_changes_the_reference_and_is_not_a_variant_quirk() -> None:
+    model, x, target = make_case("show", 0)
+    base = MLALP(variant="reference").run(model, x, target)
+    aimed = MLALP(variant="reference", aim_at_threshold=False)
+    assert (
+        MLALP().aim_at_threshold and MLALP(variant="reference").aim_at_threshold
+    )  # the algorithm's own rule
+    res = aimed.run(model, x, target)
+    assert (res.adv - base.adv).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="aim_at_threshold"):
+        MLALP(aim_at_threshold=None)
