@@ -41,6 +41,7 @@ ATTACKS = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLAL
 SAMPLES = {name: 2 * 4 * (200 if name == "MLALP" else 1000) for name in ATTACKS}  # victims x datasets x N
 FLOOR_H200 = 1.83  # ms/sample, ResNet-101 448² batch 32 fp32 (issue 25)
 H200_MS = {n: 1.05 * FLOOR_H200 for n in ATTACKS} | {"MLDP": 22.0, "MLALP": 121.0}
+FIXED_BUDGET = {"FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE"}
 GROUP = 10  # the study's adv_batch_size: ML-CW's and MLA-LP's reference variants couple a group
 
 
@@ -61,9 +62,14 @@ def build(name: str, fast: bool) -> attacks.Attack:
 
 
 def iterations(name: str, net, x, y, fast: bool, limit: int) -> tuple[float, float]:
-    """Mean iterations per sample over the first ``limit`` samples in groups of 10, and the seconds it took."""
+    """Mean iterations per sample over the first ``limit`` samples in groups of 10, and the seconds it took.
+
+    A gradient attack without early stop runs its whole budget on every sample: paper mode's count is ``nb_iter``
+    (1 for FGSM, FGM) by definition and is not run."""
     start, total, n = time.perf_counter(), 0, min(limit, len(x))
     attack = build(name, fast)
+    if name in FIXED_BUDGET and not attack.early_stop:
+        return float(getattr(attack, "nb_iter", 1)), 0.0
     for lo in range(0, n, GROUP):
         total += int(attack.run(net, x[lo : min(lo + GROUP, n)], y[lo : min(lo + GROUP, n)]).iterations.sum())
     return total / n, time.perf_counter() - start
@@ -79,6 +85,9 @@ def main() -> None:
     )
     ap.add_argument("--demo_epochs", type=int, default=6)
     ap.add_argument("--samples", type=int, default=20, help="victim samples per attack (MLA-LP: half)")
+    ap.add_argument(
+        "--mlcw_samples", type=int, default=10, help="ML-CW's samples (up to 10 x 1000 steps each)"
+    )
     ap.add_argument("--attacks", nargs="+", default=ATTACKS, choices=ATTACKS)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
@@ -98,7 +107,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     totals = [0.0, 0.0]
     for name in args.attacks:
-        limit = args.samples // 2 if name == "MLALP" else args.samples
+        limit = {"MLALP": args.samples // 2, "MLCW": args.mlcw_samples}.get(name, args.samples)
         paper, t_paper = iterations(name, net, x, y, False, limit)
         fast, t_fast = iterations(name, net, x, y, True, limit)
         hours = [speeds[name] * it * SAMPLES[name] / 3.6e6 for it in (paper, fast)]
