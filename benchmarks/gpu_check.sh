@@ -4,7 +4,7 @@
 # limit, capped by what is left of the whole budget, and a failed or timed-out step does not stop the next one; a
 # summary of every step's outcome ends the run.
 #
-#   bash benchmarks/gpu_check.sh --out "$OUT"                  # CUDA: the real sizes, 480 s budget
+#   bash benchmarks/gpu_check.sh --out "$OUT"                  # CUDA: the real sizes, 490 s budget
 #   bash benchmarks/gpu_check.sh --device cpu --out /tmp/gc    # tiny sizes: proves the script runs (~15 min on 2 cores)
 #   bash benchmarks/gpu_check.sh --only "cli_fit cli_attack cli_report"   # some steps only (setup always runs)
 #
@@ -131,9 +131,9 @@ if [[ $DEVICE == cpu ]]; then  # tiny sizes: every step runs, nothing is measure
   COMPILE=()  # minutes of compilation on 2 CPU cores: skipped here
   L=(setup=120 pytest=120 fit=300 attack=420 report=150 speed=240 jac=120 est=300 demo=240 resnet=180 compile=0)
 else
-  BUDGET=${BUDGET:-480}
+  BUDGET=${BUDGET:-490}
   PYTEST=(-m cuda -q)
-  FIT=(--trainer.max_epochs 4 --trainer.precision bf16-mixed)  # ~val mAP 0.9: enough correct samples
+  FIT=(--trainer.max_epochs 6 --trainer.precision bf16-mixed)  # enough correctly predicted samples to attack
   ATTACK=(--num_samples 20 --precision bf16-mixed)
   SPEED=(--models resnet101 --batch 32 --iters 3 --repeats 1)
   JAC=(--models resnet101 effnet_lite0 --batch 32 --size 448 --repeats 2)
@@ -141,7 +141,7 @@ else
   DEMO=(--samples 64 --batch 32 --nb_iter 30 --warmup)
   BIG=(--models resnet101 --samples 32 --batch 32 --nb_iter 10 --warmup)
   COMPILE=(default reduce-overhead)
-  L=(setup=30 pytest=50 fit=70 attack=100 report=30 speed=60 jac=35 est=45 demo=35 resnet=60 compile=60)
+  L=(setup=30 pytest=50 fit=80 attack=100 report=30 speed=60 jac=35 est=45 demo=35 resnet=60 compile=60)
 fi
 for kv in "${L[@]}"; do declare "L_${kv%%=*}=${kv#*=}"; done
 
