@@ -141,7 +141,7 @@ else
   DEMO=(--samples 64 --batch 32 --nb_iter 30 --warmup)
   BIG=(--models resnet101 --samples 32 --batch 32 --nb_iter 10 --warmup)
   COMPILE=(default reduce-overhead)
-  L=(setup=30 pytest=50 fit=80 attack=100 report=30 speed=60 jac=35 est=45 demo=35 resnet=60 compile=60)
+  L=(setup=30 pytest=50 fit=80 attack=100 report=30 speed=60 jac=35 est=60 demo=35 resnet=60 compile=60)
 fi
 for kv in "${L[@]}"; do declare "L_${kv%%=*}=${kv#*=}"; done
 

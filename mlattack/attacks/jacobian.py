@@ -9,8 +9,10 @@ it from one forward pass, all pulling back the same one-hot cotangents (``benchm
 
 Measured (CPU, 2 samples at 224², one thread: EfficientNet-Lite0 loop 1.2 s, vmap 5.1 s, whose depthwise-conv and
 BatchNorm batching rules copy and recompute; ResNet-18 2.4 s against 3.2 s. H200, ResNet-101 448², batch 32, C = 20:
-a whole ML-DP iteration 702 ms with the loop against 1,136 ms with vmap), so every device defaults to the loop.
-``MLATTACK_JACOBIAN=vmap|batched|loop`` overrides the default for every call (a device where another one wins).
+a whole ML-DP iteration 702 ms with the loop against 1,136 ms with vmap), so every device defaults to the loop. The
+network matters as much as the device: on three plain strided convolutions at 448² (benchmarks/host_share.py's
+CheapNet, CPU) vmap took 2.4x the floor against the loop's 12.4x. ``MLATTACK_JACOBIAN=vmap|batched|loop``
+overrides the default for every call.
 """
 
 from __future__ import annotations
