@@ -9,6 +9,12 @@ Models: torchvision ResNet-18 (224^2) and ResNet-101 (448^2), and the attention 
 Query2Label on a ResNet-18 trunk (width 512, 1 encoder + 2 decoder layers, 7 x 7 tokens), timm's ViT-Ti/16
 (196 tokens) and ML-LIW on the EfficientNet-Lite0 trunk (random weights here too).
 
+A random network's logits are often so large that every sigmoid saturates: ML-DP's and MLA-LP's Jacobians are then
+zero and every sample stops before its first iteration. So each model's logits are standardised on the benchmark
+batch (per label, mean 0 and standard deviation 1: a fitted affine head, one element-wise op), which leaves about half
+the labels shown and the all-ones target reachable. Per sample-iteration times divide by the iterations that ran; a
+row whose samples took none prints "did not iterate" instead of a number.
+
     python benchmarks/attack_speed.py --quick                 # ResNet-18 at 224^2, few iterations (CPU: minutes)
     python benchmarks/attack_speed.py --quick --models query2label vit_ti16 mlliw_effnet   # the attention victims
     python benchmarks/attack_speed.py --device cuda           # every model
@@ -54,6 +60,21 @@ def build_model(name: str, num_labels: int, device: torch.device) -> nn.Module:
     return net.to(device).eval()
 
 
+class Standardised(nn.Module):
+    """``(net(x) - mean) / std`` with per-label constants fitted on one batch: unsaturated sigmoids."""
+
+    def __init__(self, net: nn.Module, x: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        with torch.no_grad():
+            z = net(x).float()
+        self.register_buffer("mean", z.mean(0))
+        self.register_buffer("std", z.std(0).clamp_min(1e-6) if len(z) > 1 else z.abs().clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x) - self.mean) / self.std
+
+
 def make_attack(name: str, iters: int, labels: int = 20) -> attacks.Attack:
     cls = getattr(attacks, name)
     if name in {"FGSM", "FGM"}:
@@ -97,9 +118,9 @@ def bench(
     model_name: str, names: list[str], iters: int, batch: int, labels: int, repeats: int, device
 ) -> None:
     size = SIZES[model_name]
-    model = build_model(model_name, labels, device)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g).to(device)
+    model = Standardised(build_model(model_name, labels, device), x).eval()
     target = torch.ones(batch, labels, device=device)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -118,9 +139,14 @@ def bench(
             result[:] = [attack.run(model, x, target, diagnostics=False)]  # as the evaluation loop calls it
 
         total = median_time(run, repeats if name not in PER_LABEL else 1, device)
-        steps = float(result[0].iterations.sum().clamp_min(1))
-        per = total / steps
+        steps = int(result[0].iterations.sum())
         goal = labels + 2 if name in PER_LABEL else 1.10
+        if steps == 0:  # nothing to divide by: the time is the checks before a first iteration, not a rate
+            print(
+                f"{name:<8} {'did not iterate':>15} {'-':>7} {goal:>7.2f}  0.0 ({1e3 * total:.0f} ms for the batch)"
+            )
+            continue
+        per = total / steps
         flag = "ok" if per / floor <= goal else "SLOW"
         print(f"{name:<8} {1e3 * per:>15.1f} {per / floor:>7.2f} {goal:>7.2f}  {steps / batch:.1f} {flag}")
 

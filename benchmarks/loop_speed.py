@@ -51,7 +51,7 @@ from loop_models import (  # noqa: E402
     random_samples,
     resnet,
 )
-from roofline import ceiling_table, peak_gflops, step_flops  # noqa: E402
+from roofline import ceiling_table, math_mode, peak_gflops, step_flops  # noqa: E402
 
 from mlattack.attacks import BIM, FGSM, MIFGSM, PGD  # noqa: E402
 from mlattack.attacks.continuous import run_continuous  # noqa: E402
@@ -216,7 +216,12 @@ def bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         "advertorch": step_flops(Probabilities(model), b, weight_grads=True) / len(b),
         "ours": step_flops(model, b, weight_grads=False) / len(b),
     }
-    print(ceiling_table(work, len(x), flops, peak_gflops(args.device), device_name(args.device)))
+    mode = math_mode(args.device)
+    print(ceiling_table(work, len(x), flops, peak_gflops(args.device), f"{device_name(args.device)}, {mode}"))
+    if args.autocast:  # the bf16 loops' ceiling is bf16's peak
+        print(
+            f"bf16 attainable peak (bf16-mixed loops): {peak_gflops(args.device, torch.bfloat16):.0f} GFLOP/s"
+        )
     for kind in loops:
         print(f"\nSuccess rate (%), {kind}:\n\n| attack | " + " | ".join(f"n={k}" for k in range(8)) + " |")
         print("|---" * 9 + "|")

@@ -8,8 +8,9 @@ kind of work. ``loop_speed.py`` uses this to tell "the loop wastes time" from "t
   computes the weights' gradients too (``loss.backward()`` with ``requires_grad`` weights); mlattack's computes the
   input gradient only (frozen weights, the backward asked for the input alone), and the convolution backward then
   skips the weight half.
-- :func:`peak_gflops` times the fastest of a large matmul and a channels_last convolution in the given dtype on
-  this device and thread count: the attainable rate (not a datasheet number).
+- :func:`peak_gflops` times the fastest of a large matmul and a channels_last convolution in the loops' math mode
+  (:func:`math_mode`: fp32 on a CPU, TF32 on CUDA, where cuDNN runs fp32 convolutions in TF32 by default; bf16 under
+  bf16 autocast) on this device and thread count: the attainable rate (not a datasheet number).
 - :func:`ceiling` turns both into the speed-up a loop doing ``flops`` would have at that peak: an upper bound,
   since no real network runs every layer at the peak rate.
 """
@@ -58,17 +59,33 @@ def _best_seconds(fn, repeats: int = 5) -> float:
     return best
 
 
+def math_mode(device: str, dtype: torch.dtype = torch.float32) -> str:
+    """The arithmetic the loops' convolutions run in: on CUDA an fp32 network's convolutions use TF32 (cuDNN's
+    default, ``torch.backends.cudnn.allow_tf32``), so its peak is TF32's; autocast's dtype where it is on."""
+    if dtype != torch.float32:
+        return str(dtype).removeprefix("torch.")
+    return "tf32" if device.startswith("cuda") and torch.backends.cudnn.allow_tf32 else "fp32"
+
+
 @torch.no_grad()
 def peak_gflops(device: str, dtype: torch.dtype = torch.float32) -> float:
-    """The attainable GFLOP/s here: the faster of a 2048² matmul and a 3x3 channels_last convolution (64 -> 128
-    channels, 32², batch 16: a typical attacked trunk layer)."""
-    n = 2048
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    mm = 2 * n**3 / _best_seconds(lambda: a @ b)
-    conv = nn.Conv2d(64, 128, 3, padding=1, bias=False).to(device=device, dtype=dtype)
+    """The attainable GFLOP/s here in :func:`math_mode`: the faster of a square matmul and a 3x3 channels_last
+    convolution (a typical attacked trunk layer), both sized to fill the device (2048² and 64 -> 128 channels at
+    32², batch 16 on a CPU; 8192² and 256 -> 256 channels at 56², batch 64 on CUDA). In TF32 mode the matmul runs
+    in TF32 as the convolutions do; the backend flag is restored."""
+    cuda = device.startswith("cuda")
+    n, (b, c_in, c_out, hw) = (8192, (64, 256, 256, 56)) if cuda else (2048, (16, 64, 128, 32))
+    a, w = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    flag = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = math_mode(device, dtype) == "tf32"
+    try:
+        mm = 2 * n**3 / _best_seconds(lambda: a @ w)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = flag
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False).to(device=device, dtype=dtype)
     conv = conv.to(memory_format=torch.channels_last)
-    x = torch.randn(16, 64, 32, 32, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    conv_flops = 2 * 16 * 32 * 32 * 128 * 64 * 9 / _best_seconds(lambda: conv(x))
+    x = torch.randn(b, c_in, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv_flops = 2 * b * hw * hw * c_out * c_in * 9 / _best_seconds(lambda: conv(x))
     return max(mm, conv_flops) / 1e9
 
 
@@ -88,7 +105,7 @@ def ceiling_table(work: list[dict], n: int, flops: dict[str, float], peak: float
     lines = [
         f"\nArithmetic ceiling: {flops['advertorch'] / 1e9:.3f} GFLOP per sample-step with weight gradients "
         f"(advertorch), {flops['ours'] / 1e9:.3f} with the input gradient only (strict, fast); attainable peak "
-        f"{peak:.0f} GFLOP/s (fp32 matmul / channels_last conv, {device}). A fast loop's ceiling is AdverTorch's "
+        f"{peak:.0f} GFLOP/s (matmul / channels_last conv in {device}). A fast loop's ceiling is AdverTorch's "
         "time over its FLOPs at that peak: what no scheduling or kernel choice can pass without less arithmetic.\n",
         "| attack | " + " | ".join(f"{k} GFLOP/s" for k in loops) + " | " + " | ".join(
             f"{k} speed-up | {k} ceiling" for k in fast) + " |",

@@ -190,7 +190,9 @@ class MLDP(Attack):
                 if idx.numel() == 0:
                     break
             step, moved = self.steps(jac, p, sign[idx], level[idx])
-            moved &= torch.isfinite(step).all(1) & (step.abs().amax(1) > 0)
+            # one pass over the (n, D) steps: the largest |r| is NaN or inf iff some entry is, 0 iff all are
+            peak = torch.linalg.vector_norm(step, float("inf"), dim=1)
+            moved &= torch.isfinite(peak) & (peak > 0)
             active[idx[~moved]] = (
                 False  # no step: the same image, Jacobian and step would come back every time
             )
