@@ -199,7 +199,14 @@ class MultiLabelClassifier(pl.LightningModule):
             n = len(batch["image"])
             for name, value in parts.items():
                 if name != "loss":
-                    self.log(f"train/{name}_loss", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+                    self.log(
+                        f"train/{name}_loss",
+                        value,
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=n,
+                        sync_dist=True,
+                    )
             self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
                      sync_dist=True)  # fmt: skip
             return parts["loss"]

@@ -29,6 +29,7 @@ from mlattack.report.costs import cost_section
 from mlattack.report.crossover import crossover_table
 from mlattack.report.grids import grid_heatmaps, sensitivity_grids
 from mlattack.report.labels import label_section
+from mlattack.report.robustness import robustness_sections
 from mlattack.report.sweeps import budget_curves
 from mlattack.report.tables import (
     comparison_table,
@@ -207,6 +208,13 @@ def build_report(
     ):  # `mlattack evaluate` runs of these attacks
         _add(report, index, write_table(frame, tables_dir, stem, cap), heading, cap, frame)
 
+    for stem, heading, cap, frame, fig in robustness_sections(
+        client, runs, fig_dir
+    ):  # defended/trained victims
+        _add(report, index, write_table(frame, tables_dir, stem, cap), f"{heading}", cap, frame)
+        if fig is not None:
+            report.files.append(fig)
+            index += [f"![{stem}](figures/{fig.name})", ""]
     (out / "index.md").write_text("\n".join(index) + "\n")
     report.files += [out / "index.md", out / "runs.csv"]
     report.run_id = _log_report_run(
