@@ -216,7 +216,7 @@ class _Run:
         s, data = self.settings, self.data
         return {
             "dataset": data.source, "split": "test", "image_size": data.image_size, "num_classes": data.num_classes,
-            "network": type(self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
+            "network": type(self.net.net if isinstance(self.net, Defended) else self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
             "mode": s.mode, "batch_size": s.batch_size, "quantize": s.quantize, "precision": s.precision,
             **({"fast_network": s.fast_network} if s.fast else {}), "seed": s.seed, "min_positive": s.min_positive,
             "driver": s.driver, "device": str(self.device),

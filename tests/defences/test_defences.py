@@ -82,7 +82,9 @@ def test_bit_depth_rounds_to_the_grid():
     x = torch.tensor([0.0, 0.2, 0.49, 0.51, 0.9, 1.0]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
     assert BitDepth(1).transform(x)[0, 0, 0].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     three = BitDepth(3).transform(torch.tensor([3 / 7, 0.5, 0.07, 0.08]).view(1, 1, 1, 4))
-    assert torch.allclose(three.flatten(), torch.tensor([3 / 7, 4 / 7, 0.0, 1 / 7]))  # round half to even: 3.5 -> 4
+    assert torch.allclose(
+        three.flatten(), torch.tensor([3 / 7, 4 / 7, 0.0, 1 / 7])
+    )  # round half to even: 3.5 -> 4
     with pytest.raises(ValueError, match="bits"):
         BitDepth(0)
 

@@ -38,7 +38,11 @@ class SmallNet(nn.Module):
 def batch(n: int = 6) -> dict:
     g = torch.Generator().manual_seed(2)
     target = (torch.rand(n, 5, generator=g) > 0.6).float()
-    return {"image": torch.rand(n, 3, 8, 8, generator=g), "target": target, "difficult": torch.zeros_like(target)}
+    return {
+        "image": torch.rand(n, 3, 8, 8, generator=g),
+        "target": target,
+        "difficult": torch.zeros_like(target),
+    }
 
 
 def module(**kw) -> MultiLabelClassifier:
@@ -59,7 +63,9 @@ def test_pgd_at_trains_on_the_attacks_images_and_grads_come_from_the_training_lo
     expected = nn.MultiLabelSoftMarginLoss()(reference(expected_adv), b["target"])
     assert torch.allclose(parts["loss"], expected, atol=1e-6)
     # ... and the adversarial images differ from the clean ones, so this is not the clean loss
-    assert not torch.allclose(expected, nn.MultiLabelSoftMarginLoss()(copy.deepcopy(reference)(b["image"]), b["target"]))
+    assert not torch.allclose(
+        expected, nn.MultiLabelSoftMarginLoss()(copy.deepcopy(reference)(b["image"]), b["target"])
+    )
     # the one training forward updated the running mean exactly as the reference's one forward did
     assert not torch.equal(stats, m.net.body[1].running_mean)
     assert torch.allclose(m.net.body[1].running_mean, reference.body[1].running_mean)
@@ -111,24 +117,43 @@ def test_bad_settings_are_refused_by_name():
 
 def test_the_option_parses_from_an_attack_config(tmp_path):
     cli = lightning_main(
-        tiny_args(tmp_path, "mlgcn", extra=["--model.adversarial", "configs/adversarial/trades.yaml",
-                                            "--model.adversarial.init_args.attack", "configs/attack/apgd.yaml",
-                                            "--model.adversarial.init_args.beta", "2.5"])[1:],  # fmt: skip
+        tiny_args(
+            tmp_path,
+            "mlgcn",
+            extra=[
+                "--model.adversarial",
+                "configs/adversarial/trades.yaml",
+                "--model.adversarial.init_args.attack",
+                "configs/attack/apgd.yaml",
+                "--model.adversarial.init_args.beta",
+                "2.5",
+            ],
+        )[1:],  # fmt: skip
         run=False,
     )
     adv = cli.model.adversarial
     assert isinstance(adv, AdversarialTraining) and adv.objective == "trades" and adv.beta == 2.5
     assert isinstance(adv.attack, APGD) and adv.attack.eps == 0.3
     tags = cli.model.registry_tags()
-    assert tags["mlattack.adversarial.objective"] == "trades" and tags["mlattack.adversarial.attack.attack"] == "APGD"
+    assert (
+        tags["mlattack.adversarial.objective"] == "trades"
+        and tags["mlattack.adversarial.attack.attack"] == "APGD"
+    )
     plain = lightning_main(tiny_args(tmp_path, "mlgcn")[1:], run=False)
     assert plain.model.adversarial is None and plain.model.registry_tags() == {}
 
 
-ADV = ["--model.adversarial", "configs/adversarial/pgd-at.yaml", "--model.adversarial.init_args.attack.init_args.nb_iter", "2"]
+ADV = [
+    "--model.adversarial",
+    "configs/adversarial/pgd-at.yaml",
+    "--model.adversarial.init_args.attack.init_args.nb_iter",
+    "2",
+]
 
 
-def test_adversarial_fit_resumes_to_the_uninterrupted_weights_and_registers_its_settings(tmp_path, monkeypatch):
+def test_adversarial_fit_resumes_to_the_uninterrupted_weights_and_registers_its_settings(
+    tmp_path, monkeypatch
+):
     def fit(folder: Path, epochs: int, extra=()):
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -139,14 +164,18 @@ def test_adversarial_fit_resumes_to_the_uninterrupted_weights_and_registers_its_
     first, _ = fit(tmp_path / "b", 1)
     last = first.trainer.checkpoint_callback.last_model_path
     resumed, uri_b = fit(tmp_path / "b", 2, ["--ckpt_path", last])
-    for p, q in zip(whole.model.net.state_dict().values(), resumed.model.net.state_dict().values(), strict=True):
+    for p, q in zip(
+        whole.model.net.state_dict().values(), resumed.model.net.state_dict().values(), strict=True
+    ):
         assert torch.equal(p, q)
     client = mlflow.MlflowClient(uri_b)
     runs = client.search_runs([client.get_experiment_by_name("mlattack").experiment_id])
     assert len(runs) == 1  # resumed into the same run
     run = runs[0]
     assert run.data.params["adversarial/attack"] == "mlattack.attacks.PGD"
-    assert run.data.params["adversarial/attack/eps"] == "0.03" and "train/adversarial_loss" in run.data.metrics
+    assert (
+        run.data.params["adversarial/attack/eps"] == "0.03" and "train/adversarial_loss" in run.data.metrics
+    )
     version = client.get_model_version_by_alias("mlgcn-synthetic", "best")
     assert version.tags["mlattack.adversarial.attack.eps"] == "0.03"
     assert version.tags["mlattack.adversarial.attack.nb_iter"] == "2"
