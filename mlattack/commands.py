@@ -96,7 +96,9 @@ def attack_parser() -> ArgumentParser:
         help="the attacks: a list of {config: configs/attack/<name>.yaml, overrides: {...}} or "
         "{attack: {class_path, init_args}} entries (see configs/attack-demo.yaml)",
     )
-    parser.add_function_arguments(run_attacks, skip={"data", "attacks", "progress_bar", "callbacks"})
+    parser.add_function_arguments(  # sub_configs: `--defence configs/defence/jpeg.yaml` reads the file
+        run_attacks, skip={"data", "attacks", "progress_bar", "callbacks"}, sub_configs=True
+    )
     fill_missing_help(parser, {**ATTACK_HELP, **docstring_help(run_attacks)})
     for group in parser._action_groups:  # the function's group is titled by its docstring's first line
         if any(a.dest == "model" for a in group._group_actions):

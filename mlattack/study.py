@@ -55,12 +55,15 @@ class StudyModel:
         config: the ``mlattack fit`` config (e.g. ``configs/demo-vit.yaml``).
         image_size: resolution of training and attack (``--data.image_size``); null = the data config's.
         fit_args: more ``mlattack fit`` options, e.g. ``{trainer.max_epochs: 6}`` (win over the study's).
+        attack_args: more ``mlattack attack`` options for this victim, e.g. a preprocessing defence
+            ``{defence: configs/defence/jpeg.yaml, adaptive: true}``; victims that differ only here share one fit.
     """
 
     name: str
     config: str
     image_size: int | None = None
     fit_args: dict[str, Any] | None = None
+    attack_args: dict[str, Any] | None = None
 
 
 @dataclass
@@ -167,7 +170,8 @@ def _attack(
     """Attack ``model_uri`` with the study's attack config unless a finished attack run with the same key exists."""
     attack_config, data = find_config(cfg.attack_config), find_config(cfg.data)
     experiment = f"mlattack-study-{cfg.name}"
-    key = _key(model_uri, attack_config.read_text(), data.read_text(), model.image_size, cfg.num_samples)
+    key = _key(model_uri, attack_config.read_text(), data.read_text(), model.image_size, cfg.num_samples,
+               *([model.attack_args] if model.attack_args else []))  # fmt: skip
     done = _finished_run(client, experiment, ATTACK_KEY_TAG, key)
     if done is not None:
         print(f"[study] {model.name}: attack run {done.info.run_id} done, skipped")
@@ -177,7 +181,11 @@ def _attack(
             "--accelerator", cfg.accelerator]  # fmt: skip
     args += ["--data.image_size", str(model.image_size)] if model.image_size else []
     args += ["--num_samples", str(cfg.num_samples)] if cfg.num_samples else []
-    print(f"[study] {model.name}: attacking {model_uri}")
+    args += _options(model.attack_args or {})
+    print(
+        f"[study] {model.name}: attacking {model_uri}"
+        + (f" ({model.attack_args})" if model.attack_args else "")
+    )
     report = run(args)
     client.set_tag(report.parent_run_id, STUDY_TAG, cfg.name)
     client.set_tag(report.parent_run_id, ATTACK_KEY_TAG, key)

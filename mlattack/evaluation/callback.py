@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from mlattack.attacks.base import AttackResult
+from mlattack.defences import Defended
 from mlattack.evaluation.chunks import attack_chunk, runs_continuously
 from mlattack.evaluation.cost import measure_cost
 from mlattack.evaluation.fast import attack_network, uses_channels_last
@@ -136,7 +137,9 @@ class AttackCallback(Callback):
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for job in self.jobs:
             job.metric.to(pl_module.device)
-        self.attacked = attack_network(pl_module.net, self.fast_network) if self.fast else pl_module.net
+        # a defended model is attacked through its attack model (adaptive: BPDA/EOT) and judged as deployed
+        net = pl_module.net.attack_model() if isinstance(pl_module.net, Defended) else pl_module.net
+        self.attacked = attack_network(net, self.fast_network) if self.fast else net
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.attacked = None

@@ -23,8 +23,10 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from mlattack.data.datamodule import MultiLabelDataModule
+from mlattack.defences import Defended, Preprocessing
 from mlattack.errors import device_error
 from mlattack.evaluation.batches import attack_pass
+from mlattack.evaluation.defended import CLEAN_MAP_METRIC, clean_val_map
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import exp_labels
 from mlattack.evaluation.selection import (
@@ -101,6 +103,9 @@ def run_attacks(
     keep_examples: bool = True,
     progress_bar: bool = True,
     callbacks: list[pl.Callback] | None = None,
+    defence: Preprocessing | None = None,
+    adaptive: bool = False,
+    eot_samples: int = 1,
 ) -> AttackReport:
     """Reproduce the study's protocol for one model and dataset (see module docstring).
 
@@ -129,6 +134,12 @@ def run_attacks(
         panel_samples: samples drawn in each attack's panel figure in MLflow (0: no figure).
         keep_examples: store every adversarial example of every attack in its MLflow run (``adversarial.npz``:
             uint8 images when they are judged as 8-bit files, float16 otherwise), for ``mlattack evaluate``.
+        defence: a preprocessing defence in front of the model (``mlattack.defences``: JPEG, BitDepth,
+            MedianSmoothing; e.g. ``configs/defence/jpeg.yaml``): samples are selected, attacked and judged on the
+            defended model, whose clean val mAP is logged (``defence/clean_val_mAP``).
+        adaptive: attack the defence adaptively (BPDA through its step, EOT over a randomised one); judging stays
+            on the defended model as deployed.
+        eot_samples: draws averaged per forward pass of an adaptive attack on a randomised defence.
     """
     settings = AttackSettings(
         num_samples=num_samples, mode=mode, batch_size=batch_size, min_positive=min_positive,
@@ -142,7 +153,10 @@ def run_attacks(
     tracking_uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)  # a dead server fails here in seconds, before any work
     client = mlflow.MlflowClient(tracking_uri)
-    run = _prepare(model, client, tracking_uri, data, built, settings, Path(output_dir))
+    if int(eot_samples) < 1:
+        raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
+    guard = None if defence is None else (defence, bool(adaptive), int(eot_samples))
+    run = _prepare(model, client, tracking_uri, data, built, settings, Path(output_dir), guard)
     run.panel_samples, run.keep_examples = panel_samples, keep_examples
     exp_id = runs.experiment_id(client, experiment, tracking_uri)
     # a DDP rank > 0 started by Lightning's launcher: rank 0 owns the lock and the MLflow side
@@ -188,6 +202,7 @@ class _Run:
     device: torch.device
     panel_samples: int = 4
     keep_examples: bool = True
+    defence: dict | None = None  # the defence's settings (None: the bare network)
 
     def jobs(self) -> list[AttackJob]:
         out = []
@@ -204,19 +219,23 @@ class _Run:
         s, data = self.settings, self.data
         return {
             "dataset": data.source, "split": "test", "image_size": data.image_size, "num_classes": data.num_classes,
-            "network": type(self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
+            "network": type(self.net.net if isinstance(self.net, Defended) else self.net).__name__.lower(), **self.model.params(), "model_digest": self.digest,
             "mode": s.mode, "batch_size": s.batch_size, "quantize": s.quantize, "precision": s.precision,
             **({"fast_network": s.fast_network} if s.fast else {}), "seed": s.seed, "min_positive": s.min_positive,
             "driver": s.driver, "device": str(self.device),
             "avg_labels": round(self.selection.avg_labels, 4),
+            **({f"defence/{k}" if k != "defence" else k: v for k, v in self.defence.items()} if self.defence else {}),
         }  # fmt: skip
 
 
-def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings, output_dir: Path) -> _Run:
+def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings, output_dir: Path,
+             guard: tuple[Preprocessing, bool, int] | None = None) -> _Run:  # fmt: skip
     """Load and check the model, select the samples (cached by content), fix the attacks' settings, key the run."""
     lineage = model_lineage(client, model, runs.model_reference(model, client))
     net = load_network(model, tracking_uri)
     s = settings.for_driver(type(net).__name__, data.source)  # unset fields: the study's driver's
+    if guard is not None:  # the defended model is the victim: selection, attacks and judging all see it
+        net = Defended(net, *guard).eval()
     dataset = data.dataset("test")
     check_classes(net, data.num_classes, data.source, data.image_size)
     if int(dataset.targets.sum()) == 0:
@@ -232,7 +251,10 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
         raise device_error("--accelerator", s.accelerator, e) from e
     device = trainer.strategy.root_device
     digest = weights_digest(net)
-    sel_key = selection_key(digest, data.source, data.root, "test", data.image_size, data.options, s.num_samples,
+    defended = None if guard is None else net.settings()
+    # the selection depends on the defence's step, the run also on how it is attacked
+    step = None if guard is None else guard[0].settings()
+    sel_key = selection_key(digest if step is None else f"{digest}+{sorted(step.items())}", data.source, data.root, "test", data.image_size, data.options, s.num_samples,
                             s.min_positive, dataset_digest(dataset))  # fmt: skip
     selection = cached_selection(
         output_dir / "selections", sel_key,
@@ -248,8 +270,10 @@ def _prepare(model, client, tracking_uri, data, built, settings: AttackSettings,
     for (_, a, _), _ in built:  # the settings that run are the settings that are logged and hashed
         apply_mode(a, s.fast, s.precision)
     hp = {n: a.hyperparameters() for (n, a, _), _ in built}
-    key = run_key(sel_key, hp, [spec.num_samples for _, spec in built], s)
-    return _Run(lineage, digest, net, data, dataset, selection, s, built, hp, key, output_dir / key, device)
+    key = run_key(sel_key if defended is None else f"{sel_key}+{sorted(defended.items())}", hp,
+                  [spec.num_samples for _, spec in built], s)  # fmt: skip
+    return _Run(lineage, digest, net, data, dataset, selection, s, built, hp, key, output_dir / key, device,
+                defence=defended)  # fmt: skip
 
 
 def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> AttackReport:
@@ -266,6 +290,8 @@ def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> A
     )
     try:
         resumed = log.open(parent, f"attack-{name}-{data.source}-{time.strftime('%Y%m%d-%H%M%S')}", s.seed)
+        if run.defence is not None:  # what the defence costs on clean images, beside what it buys
+            client.log_metric(log.parent, CLEAN_MAP_METRIC, clean_val_map(run.net, data, run.device))
         log.log_parent(
             {"num_samples": s.num_samples, "num_selected": len(sel.indices), "attacks": ",".join(run.hp),
              "panel_samples": run.panel_samples, "keep_examples": run.keep_examples},

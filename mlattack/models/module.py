@@ -22,12 +22,13 @@ from torchmetrics.classification import (
     MultilabelRankingLoss,
 )
 
+from mlattack.models.adversarial import AdversarialTraining
 from mlattack.models.losses import MultiLabelSoftMarginLoss
 
 log = logging.getLogger(__name__)
 
 #: the constructor arguments that are objects (config dicts under LightningCLI)
-OBJECT_ARGUMENTS = ("net", "loss", "optimizer", "lr_scheduler")
+OBJECT_ARGUMENTS = ("net", "loss", "optimizer", "lr_scheduler", "adversarial")
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -89,6 +90,8 @@ class MultiLabelClassifier(pl.LightningModule):
         optimizer: optimiser factory applied to the network's parameter groups (jsonargparse ``class_path``); its
             ``lr`` (``model.optimizer.init_args.lr``) is the one learning-rate setting.
         lr_scheduler: optional scheduler factory (e.g. ``MultiStepLR`` with ML-GCN's step epochs).
+        adversarial: train on adversarial images made on the fly by an inner attack (PGD-AT or multi-label
+            TRADES; :class:`~mlattack.models.adversarial.AdversarialTraining`); ``None``: ordinary training.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class MultiLabelClassifier(pl.LightningModule):
         optimizer: OptimizerCallable = sgd_default,
         lr_scheduler: SchedulerCallable | None = None,
         difficult: Difficult = "negative",
+        adversarial: AdversarialTraining | None = None,
     ) -> None:
         super().__init__()
         # Under LightningCLI the hparams are the parsed config (class paths + init args: plain data), which is what
@@ -115,6 +119,7 @@ class MultiLabelClassifier(pl.LightningModule):
             raise ValueError(f"model.backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
         self.backbone_lr_scale = float(backbone_lr_scale)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.adversarial = adversarial
         c = self.num_classes
         self.val_metrics = multilabel_metrics(c, "val/")
         self.test_metrics = multilabel_metrics(c, "test/")
@@ -184,7 +189,27 @@ class MultiLabelClassifier(pl.LightningModule):
             return self.loss_fn(logits, target, ignore=difficult.bool())
         return self.loss_fn(logits, target)
 
+    def registry_tags(self) -> dict[str, str]:
+        """Tags the registered model version carries beyond the network's own: the adversarial training's."""
+        return self.adversarial.tags() if self.adversarial is not None else {}
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.adversarial is not None:
+            parts = self.adversarial.loss(self, batch)
+            n = len(batch["image"])
+            for name, value in parts.items():
+                if name != "loss":
+                    self.log(
+                        f"train/{name}_loss",
+                        value,
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=n,
+                        sync_dist=True,
+                    )
+            self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
+                     sync_dist=True)  # fmt: skip
+            return parts["loss"]
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch["target"], batch["difficult"])
         self.log(

@@ -34,6 +34,7 @@ from mlattack.report.html import write_html
 from mlattack.report.labels import label_section
 from mlattack.report.paired import CAPTION as PAIRED_CAPTION
 from mlattack.report.paired import paired_table
+from mlattack.report.robustness import robustness_sections
 from mlattack.report.sweeps import budget_curves
 from mlattack.report.tables import (
     comparison_table,
@@ -206,6 +207,13 @@ def build_report(
             paths = write_table(paired, tables_dir, "paired", PAIRED_CAPTION)
             _add(report, index, paths, "## Paired comparisons", PAIRED_CAPTION, paired)
 
+    for stem, heading, cap, frame, fig in robustness_sections(
+        client, runs, fig_dir
+    ):  # defended/trained victims
+        _add(report, index, write_table(frame, tables_dir, stem, cap), f"{heading}", cap, frame)
+        if fig is not None:
+            report.files.append(fig)
+            index += [f"![{stem}](figures/{fig.name})", ""]
     (out / "index.md").write_text("\n".join(index) + "\n")
     report.files += [out / "index.md", out / "runs.csv", write_html(out, "\n".join(index))]
     report.run_id = _log_report_run(

@@ -67,6 +67,15 @@ def network_name(params: dict[str, str]) -> str:
     return variant if variant.startswith(f"{network}-") else network
 
 
+def defended_name(network: str, params: dict[str, str]) -> str:
+    """A run on a preprocessing defence (``mlattack attack --defence``) names its own rows: ``mlgcn+jpeg75``, and
+    ``mlgcn+jpeg75+adaptive`` for the BPDA/EOT attack, so they never replace the bare network's runs."""
+    label = params.get("defence/label")
+    if not label:
+        return network
+    return f"{network}+{label}" + ("+adaptive" if params.get("defence/adaptive") == "True" else "")
+
+
 def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
@@ -151,7 +160,7 @@ def collect_runs(
                 run_id=r.info.run_id,
                 parent_id=parent_id,
                 attack=t.get(ATTACK_NAME_TAG, r.info.run_name),
-                network=network_name({**parent, **p}),
+                network=defended_name(network_name({**parent, **p}), {**parent, **p}),
                 dataset=p.get("dataset", parent.get("dataset", "unknown")),
                 model_uri=p.get("model_uri", parent.get("model_uri", "")),
                 start_time=r.info.start_time or 0,

@@ -87,6 +87,7 @@ def log_network(
     config: dict | None = None,
     class_names: list[str] | None = None,
     epoch: int | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> str:
     """Log ``net`` as a logged model ``name`` of run ``run_id`` (no pickle), register it as ``name`` with its tags
     and description, and apply the alias policy with its validation ``score``. Returns ``models:/name/version``.
@@ -99,6 +100,7 @@ def log_network(
     digest = weights_digest(net)
     tags = {DIGEST_TAG: digest, NETWORK_TAG: type(net).__name__.lower(), IMAGE_SIZE_TAG: str(int(image_size))}
     tags.update({k: v for k, v in ((DATASET_TAG, dataset), (EPOCH_TAG, epoch)) if v is not None})
+    tags.update(extra_tags or {})  # e.g. how the network was trained adversarially
     if score is not None:
         tags[SCORE_TAG] = repr(float(score))
     if class_names is not None:
@@ -276,6 +278,7 @@ class RegisterBestModel(Callback):
             net, run_id, client.tracking_uri, name, int(getattr(dm, "image_size", 64)), self.alias, score=score,
             dataset=source, config=config if isinstance(config, dict) and "class_path" in config else None,
             class_names=list(dm.class_names) if hasattr(dm, "class_names") else None, epoch=epoch,
+            extra_tags=pl_module.registry_tags() if hasattr(pl_module, "registry_tags") else None,
         )  # fmt: skip
         client.set_tag(run_id, "registered_model", self.model_uri)
         summary = f"best val mAP {score:.4f} at epoch {epoch}" if score is not None else "no validation score"

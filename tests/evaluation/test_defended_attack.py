@@ -1,0 +1,63 @@
+"""`mlattack attack --defence`: a preprocessing defence in front of a registered model, attacked plainly and
+adaptively; the runs say so in their params, log the defended model's clean val mAP, get their own report rows,
+and the robustness section tabulates them with intervals."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pytest
+
+from mlattack.attacks import BIM
+from mlattack.defences import BitDepth
+from mlattack.evaluation.defended import CLEAN_MAP_METRIC
+from mlattack.evaluation.runner import AttackSpec, run_attacks
+from mlattack.report.collect import collect_runs
+from mlattack.report.robustness import robustness_sections
+
+
+def attack(model, data, out, **kw):
+    return run_attacks(model, data, [AttackSpec(attack=BIM(eps=0.5, nb_iter=5, eps_iter=0.15), name="PGD[eps=0.5]")],
+                       num_samples=8, batch_size=4, quantize="none", output_dir=str(out), panel_samples=0,
+                       progress_bar=False, accelerator="cpu", **kw)  # fmt: skip
+
+
+def test_a_gradient_masking_defence_holds_against_the_plain_attack_and_falls_to_bpda(
+    tmp_path, store, toy_data, registered_toy_model
+):
+    plain = attack(registered_toy_model, toy_data, tmp_path, defence=BitDepth(2))
+    adaptive = attack(registered_toy_model, toy_data, tmp_path, defence=BitDepth(2), adaptive=True)
+    bare = attack(registered_toy_model, toy_data, tmp_path)
+    assert (
+        len({plain.parent_run_id, adaptive.parent_run_id, bare.parent_run_id}) == 3
+    )  # three runs, three keys
+    shown = {k: r.metrics["PGD[eps=0.5]"]["labels_shown_mean"] for k, r in
+             (("plain", plain), ("adaptive", adaptive), ("bare", bare))}  # fmt: skip
+    # rounding's gradient is zero: the plain attack never moves, so every sample shows its clean labels
+    assert shown["plain"] == pytest.approx(plain.avg_labels)
+    assert shown["adaptive"] > shown["plain"]  # BPDA passes the network's gradient through the rounding
+    client = mlflow.MlflowClient(store)
+    params = client.get_run(adaptive.parent_run_id).data.params
+    assert (
+        params["defence"] == "BitDepth"
+        and params["defence/bits"] == "2"
+        and params["defence/adaptive"] == "True"
+    )
+    clean = client.get_run(plain.parent_run_id).data.metrics[CLEAN_MAP_METRIC]
+    assert 0.5 < clean <= 1.0  # 2-bit colours still carry the toy's labels
+    assert CLEAN_MAP_METRIC not in client.get_run(bare.parent_run_id).data.metrics
+
+    runs = collect_runs(client, "mlattack-attacks")
+    names = {r.network for r in runs}
+    assert names == {"linearcolournet", "linearcolournet+bitdepth2", "linearcolournet+bitdepth2+adaptive"}
+    sections = robustness_sections(client, runs, tmp_path / "figures")
+    (stem, _, _, shown_table, fig), (_, _, _, rates, _) = sections
+    assert fig.is_file() and stem == "robustness_toy"
+    row = shown_table.loc["linearcolournet+bitdepth2"]
+    assert row["clean val mAP"] == f"{clean:.3f}" and row["N"] == 8
+    assert row["PGD ε=0.5"].startswith(f"{shown['plain']:.2f} [")
+    assert "%" in rates.loc["linearcolournet+bitdepth2+adaptive", "PGD ε=0.5"]
+    assert math.isnan(
+        float(shown_table.loc["linearcolournet", "clean val mAP"])
+    )  # not a fitted model: unknown
