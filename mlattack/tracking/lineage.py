@@ -190,7 +190,7 @@ def describe_report_run(
     count = sum(len(v) for v in parents.values())
     note = (
         f"`{command}`: tables and figures of {count} attack runs from {len(parents)} `mlattack attack` "
-        f"invocations in experiment `{source_experiment}` (their runs below; every row's run is in `runs.csv`). "
+        f"invocation{'' if len(parents) == 1 else 's'} in experiment `{source_experiment}` (their runs below; every row's run is in `runs.csv`). "
         "Open the artifacts for the report.\n\nAttack runs summarised:\n\n" + "\n".join(links) + "\n"
     )
     if len(note) > 7900:

@@ -49,6 +49,15 @@ def success_note(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def ui_table(table: str) -> str:
+    """The table with two non-breaking spaces opening each cell: MLflow draws description tables without cell
+    padding, so "1" and "100 %" of neighbouring cells would read as "1100 %"."""
+    return "\n".join(
+        line if line.startswith("|-") else line.replace(" | ", " | &nbsp;&nbsp;")
+        for line in table.split("\n")
+    )
+
+
 @dataclass
 class AttackRunLog:
     """The MLflow record of one attack run (see module docstring); ``open`` creates or resumes the parent."""
@@ -97,7 +106,7 @@ class AttackRunLog:
         n = int(values.get("num_samples", 0))
         own = values.get("seconds_per_sample", float("nan")) * n
         note = (
-            f"**{job.name}** on {self.model.link()}: {n} samples; success rate with its 95 % interval, "
+            f"**{job.name}** on {self.model.link()}: {n} sample{'' if n == 1 else 's'}; success rate with its 95 % interval, "
             + ", ".join(f"n={k}: {format_rate(round(values[f'success_rate_n{k}'] * n), n)}" for k in range(8))
             + f"; {values.get('labels_shown_mean', float('nan')):.2f} labels shown on average. "
             f"Duration: the attack's own time, {own:.1f} s (the attacks of one invocation take turns batch by "
@@ -116,7 +125,11 @@ class AttackRunLog:
         links = ", ".join(
             f"[{name}]({run_link(self.experiment_id, cid)})" for name, cid in self.children.items()
         )
-        note = f"Attack of {self.model.link()}.\n\n{text}\nAttack runs: {links}.\n"
+        # the table first: the run page shows the description's first lines until "Show more"
+        note = (
+            f"Success rate (%, with its 95 % Wilson interval) per scenario n; attack of {self.model.link()}.\n\n"
+            f"{ui_table(table)}\n\n{header}.\n\nAttack runs: {links}.\n"
+        )
         self.client.set_tag(self.parent, NOTE_TAG, note[:NOTE_LIMIT])
         metric = Metric("avg_labels", round(float(avg_labels), 4), int(time.time() * 1000), 0)
         runs.log_metrics_once(self.client, self.parent, [metric])

@@ -69,11 +69,15 @@ def test_parent_reads_in_the_ui(store, attacked):
     parent = client.get_run(report.parent_run_id)
     note = parent.data.tags["mlflow.note.content"]
     lines = note.split("\n")
-    head = next(i for i, line in enumerate(lines) if line.startswith("| attack | N | n=0 |"))
+    head = next(i for i, line in enumerate(lines) if line.startswith("| attack | &nbsp;&nbsp;N |"))
     assert lines[head - 1] == "" and lines[head + 1].startswith("|---|")  # a table showdown renders
     n = int(report.metrics["FGSM"]["num_samples"])
     k = round(report.metrics["FGSM"]["success_rate_n0"] * n)
-    assert f"| FGSM | {n} | {format_rate(k, n)} |" in note  # each rate with its 95 % interval
+    assert (
+        f"| FGSM | &nbsp;&nbsp;{n} | &nbsp;&nbsp;{format_rate(k, n)} |" in note
+    )  # cells apart, with intervals
+    table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/success_table.md")
+    assert f"| FGSM | {n} | {format_rate(k, n)} |" in table  # the artifact stays plain Markdown
     for cid in report.child_run_ids.values():
         assert f"runs/{cid})" in note  # links to the attack runs
     assert parent.data.metrics["avg_labels"] == round(report.avg_labels, 4)
