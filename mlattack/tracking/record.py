@@ -82,7 +82,7 @@ def compare_view_state(experiment: str = ATTACK_EXPERIMENT) -> str:
     if experiment == TRANSFER_EXPERIMENT:
         rest.insert(2, "metrics.`clean/labels_shown`")
     columns = [*params, *rates, *rest]
-    widths = {**{c: 70 for c in params}, **{c: 82 for c in rates}}
+    widths = {**{c: 84 for c in params}, **{c: 82 for c in rates}}
     return json.dumps(
         {
             "selectedColumns": columns,
