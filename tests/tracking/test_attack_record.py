@@ -61,7 +61,10 @@ def test_every_run_carries_lineage_context_and_readable_names(
         assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["toy/test"]
     # the parent's description is the success table, with a link to the model version and its fit run
     note = parent.data.tags["mlflow.note.content"]
-    assert "| attack | &nbsp;&nbsp;N | &nbsp;&nbsp;n=0 |" in note and "#/models/linearcolournet-toy/versions/1" in note
+    assert (
+        "| attack | &nbsp;&nbsp;N | &nbsp;&nbsp;n=0 |" in note
+        and "#/models/linearcolournet-toy/versions/1" in note
+    )
     assert f"runs/{version.run_id}" in note
     fgsm = client.get_run(report.child_run_ids["FGSM"])
     m = fgsm.data.metrics
