@@ -176,7 +176,7 @@ class AttackCallback(Callback):
             target = torch.ones(len(todo), self.num_classes, device=x.device)
             for listener in self.listeners:
                 listener.attack_starting(job)
-            start = time.perf_counter()
+            began, start = time.time(), time.perf_counter()
             stepping = [listener for listener in self.listeners if hasattr(listener, "attack_step")]
             hook = attacked.register_forward_hook(  # progress inside a long attack call: one tick per pass
                 partial(_tick, stepping, job, len(todo))
@@ -193,7 +193,7 @@ class AttackCallback(Callback):
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
-            spent = {"seconds": seconds, **cost.per_sample(len(todo))}
+            spent = {"seconds": seconds, "started": began, **cost.per_sample(len(todo))}
             adv = quantize_images(res.adv, self.quantize)
             logits, failure = evaluate_adversarial(net, adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
@@ -222,7 +222,7 @@ class AttackCallback(Callback):
 
     def _record(self, job, batch, todo, pos, x, res, logits, targets, spent, failure) -> None:
         """Append the records of the samples not on file yet (and count them); refresh the panel preview.
-        ``spent``: the batch's seconds and cost per sample (:mod:`mlattack.evaluation.cost`)."""
+        ``spent``: the batch's seconds and cost per sample (:mod:`mlattack.evaluation.cost`) and its start time."""
         seconds = spent["seconds"]
         on_mask = predicted_positive(logits)
         shown = on_mask.sum(1)
@@ -261,6 +261,7 @@ class AttackCallback(Callback):
             }
             rec.update({n: float(norms[n][k]) for n in NORMS})
             rec.update({c: spent[c] for c in COSTS})
+            rec["started"] = spent["started"]  # wall clock (Unix s) of the batch's start: when the attack ran
             if bool(new[k]):
                 records.append(rec)
             if pos[k] in job.panel_positions:

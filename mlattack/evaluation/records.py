@@ -54,7 +54,7 @@ RECORD_FIELDS = {
     **{n: _FLOAT for n in NORMS},
 }
 #: fields a record may lack (written before they existed) but may not have damaged
-OPTIONAL_FIELDS = {c: _FLOAT for c in COSTS}
+OPTIONAL_FIELDS = {**{c: _FLOAT for c in COSTS}, "started": _FLOAT}
 
 
 def _typed(value: object, kind: str) -> bool:

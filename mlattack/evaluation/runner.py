@@ -52,7 +52,7 @@ from mlattack.tracking import attack_runs as runs
 from mlattack.tracking.atomic import remove_temp_files
 from mlattack.tracking.lineage import ModelLineage, model_lineage
 from mlattack.tracking.lock import RunLock
-from mlattack.tracking.parent_run import AttackRunLog
+from mlattack.tracking.parent_run import AttackRunLog, parent_run_name
 from mlattack.tracking.record import ATTACK_EXPERIMENT, attack_config
 from mlattack.tracking.registry import load_network, weights_digest
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
@@ -289,7 +289,7 @@ def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> A
         else Path(run.model.uri).stem
     )
     try:
-        resumed = log.open(parent, f"attack-{name}-{data.source}-{time.strftime('%Y%m%d-%H%M%S')}", s.seed)
+        resumed = log.open(parent, parent_run_name(name, data.source, time.strftime("%Y%m%d-%H%M%S")), s.seed)
         if run.defence is not None:  # what the defence costs on clean images, beside what it buys
             client.log_metric(log.parent, CLEAN_MAP_METRIC, clean_val_map(run.net, data, run.device))
         log.log_parent(
@@ -311,7 +311,7 @@ def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> A
         table = to_markdown(success_frame(metrics, TABLE_EXTRA))
         expected = ", ".join(f"{e:.2f}" for e in exp_labels(sel.avg_labels, data.num_classes))
         header = f"avgLabels = {sel.avg_labels:.3f}, C = {data.num_classes}, expLabels = {expected}"
-        log.finish(table, header, sel.avg_labels)
+        log.finish(metrics, header, sel.avg_labels)
     except BaseException:
         log.fail()
         raise

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.report.build import REPORT_EXPERIMENT, Report, build_report
+from mlattack.tracking.lineage import describe_report_run
 from mlattack.tracking.record import ATTACK_EXPERIMENT
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
@@ -86,6 +88,10 @@ def main(argv: list[str]) -> Report:
         report_experiment=cfg.report_experiment,
         data=load_data_config(cfg.data) if cfg.data else None,
     )
+    parents: dict[str, list[str]] = {}
+    for r in report.runs:  # the attack runs it summarises, by invocation
+        parents.setdefault(r.parent_id, []).append(r.attack)
+    describe_report_run(mlflow.MlflowClient(tracking_uri), report.run_id, cfg.experiment, parents)
     for stem, table in report.markdown.items():
         print(f"\n### {stem}\n\n{table}")
     print(

@@ -176,16 +176,36 @@ def open_child(
     run_key: str,
     tags: dict,
     params: dict,
+    records: list[dict] | None = None,
 ) -> str:
-    """The nested run of attack ``name`` under ``parent``: reopened when it exists (a resumed run), else created."""
+    """The nested run of attack ``name`` under ``parent``: reopened when it exists (a resumed run), else created,
+    starting when the attack first ran (:func:`attack_start`)."""
     cid = child_runs(client, experiment_id, parent).get(name)
     if cid is None:
         tags = {PARENT_TAG: parent, ATTACK_NAME_TAG: name, RUN_KEY_TAG: run_key, **tags}
-        cid = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        start = attack_start(records or [])
+        cid = client.create_run(experiment_id, start_time=start, run_name=name, tags=tags).info.run_id
     elif client.get_run(cid).info.status != "FINISHED":
         client.update_run(cid, status="RUNNING")
     log_params(client, cid, params)
     return cid
+
+
+def attack_start(records: list[dict]) -> int:
+    """When an attack's run starts (ms): its first batch's wall clock when records are on file already (a run made
+    from the records of a finished one), else now (the attack is about to start; every attack of an invocation
+    runs in its first batch)."""
+    started = [r["started"] for r in records if "started" in r]
+    return int(1000 * min(started)) if started else int(time.time() * 1000)
+
+
+def attack_end(start_ms: int, records: list[dict]) -> int:
+    """When an attack's run ends (ms): its start plus the attack's own time, the sum of its samples' seconds over
+    every session, so the UI's Duration is the attack's time and not its invocation's (the attacks of one
+    invocation take turns batch by batch, so their wall-clock spans would all equal the parent's). Never later
+    than now."""
+    own = sum(float(r["seconds"]) for r in records)
+    return min(start_ms + int(round(1000 * own)), int(time.time() * 1000))
 
 
 def close_all(client: mlflow.MlflowClient, parent: str, children: dict[str, str], status: str) -> None:
@@ -261,7 +281,7 @@ def log_attack(
     dataset: tuple[str, str] | None = None,
 ) -> None:
     """Everything one attack's run holds: metrics, the per-sample table, every adversarial example, the panel and
-    the attack's settings as a loadable config; then the run is finished."""
+    the attack's settings as a loadable config; then the run is finished at :func:`attack_end`."""
     log_results(client, run_id, values, model_id, dataset)
     have = {a.path for a in client.list_artifacts(run_id)}
     if config is not None and ATTACK_YAML not in have:
@@ -283,4 +303,5 @@ def log_attack(
         )
         client.log_figure(run_id, fig, PANEL_PNG)
         plt.close(fig)
-    client.set_terminated(run_id, "FINISHED")
+    end = attack_end(client.get_run(run_id).info.start_time, records)
+    client.set_terminated(run_id, "FINISHED", end_time=end)

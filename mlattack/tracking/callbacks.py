@@ -11,8 +11,9 @@ from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from mlattack.evaluation.selection import dataset_digest
 from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
-from mlattack.tracking.lineage import all_tags
+from mlattack.tracking.lineage import all_tags, log_training_input, training_dataset
 from mlattack.tracking.record import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from mlattack.tracking.rng import rng_states, set_rng_states
 
@@ -44,7 +45,7 @@ def trainer_params(trainer: pl.Trainer) -> dict[str, object]:
 
 class MLflowRunContext(Callback):
     """MLflow's source tags (command, git commit, user), versions and seed, the Trainer settings and the data's
-    label statistics as params, and the run id in checkpoints.
+    label statistics as params, the training split as the run's input, and the run id in checkpoints.
 
     The run id stored in every checkpoint is what lets ``--ckpt_path`` resume into the *same* MLflow run; the
     random generators' states stored beside it (:mod:`mlattack.tracking.rng`) make the resumed fit draw what an
@@ -74,6 +75,13 @@ class MLflowRunContext(Callback):
             params.update(dm.label_stats("train").as_params("data/train"))
             params.update(dm.label_stats("test").as_params("data/test"))
         logger.log_hyperparams({k.replace(".", "/"): v for k, v in params.items()})
+        if (
+            stage == "fit" and dm is not None and hasattr(dm, "dataset")
+        ):  # the training split as the run's input
+            train = dm.dataset("train")
+            data = training_dataset(f"{dm.source}/train", dataset_digest(train), dm.root, dm.image_size,
+                                    dm.num_classes)  # fmt: skip
+            log_training_input(client, run_id, data)
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

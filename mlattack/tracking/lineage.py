@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
+from mlflow.types import Schema, TensorSpec
 
+from mlattack.tracking.record import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, KIND_TAG, NOTE_TAG
 from mlattack.tracking.store import git_commit, run_tags
 
 LOGGED_MODEL_PREFIX = "models:/m-"
@@ -129,3 +135,68 @@ def log_lineage_inputs(
             datasets.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)]))
     if models or datasets:
         client.log_inputs(run_id, datasets=datasets or None, models=models or None)
+
+
+def network_schemas(image_size: int, num_classes: int) -> tuple[Schema, Schema]:
+    """(input, output) of a network as MLflow schemas: images (-1, 3, H, W) float32 in [0, 1] -> logits (-1, C)."""
+    size = int(image_size)
+    image = Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size), "image")])
+    return image, Schema([TensorSpec(np.dtype(np.float32), (-1, int(num_classes)), "logits")])
+
+
+def training_dataset(name: str, digest: str, root: str | None, image_size: int, num_classes: int) -> Dataset:
+    """A training split as an MLflow dataset (metadata only, no data): its name, content digest, where it is read
+    from (the folder, or mlattack's code for the built-in source) and its schema: images and multi-hot targets."""
+    source = (
+        resolve_dataset_source(str(Path(root).resolve()))
+        if root
+        else CodeDatasetSource({"mlflow.source.name": f"mlattack.data ({name.split('/')[0]}, built in)"})
+    )
+    images, _ = network_schemas(image_size, num_classes)
+    target = TensorSpec(np.dtype(np.float32), (-1, int(num_classes)), "target")
+    schema = Schema([*images.inputs, target])
+    return Dataset(**MetaDataset(source, name=name, digest=digest[:36], schema=schema).to_dict())
+
+
+def log_training_input(client: mlflow.MlflowClient, run_id: str, dataset: Dataset) -> None:
+    """The training split as the fit run's input (context ``train``), once: a resumed fit has it already."""
+    if not any(d.dataset.name == dataset.name for d in (client.get_run(run_id).inputs.dataset_inputs or [])):
+        client.log_inputs(
+            run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])]
+        )
+
+
+def describe_report_run(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    source_experiment: str,
+    parents: dict[str, list[str]],
+    command: str = "mlattack report",
+) -> None:
+    """Give a report run the record every other run has: MLflow's source tags and user, the run kind, a
+    description linking the attack runs it summarises (``parents``: parent run id -> its attacks in the report),
+    and the UI's runs-table mode on its experiment."""
+    run = client.get_run(run_id)
+    exp = client.get_experiment(run.info.experiment_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    src = client.get_experiment_by_name(source_experiment)
+    links = [
+        f"- [{pid[:8]}]({run_link(src.experiment_id, pid)}): {', '.join(sorted(names))}"
+        if src
+        else f"- {pid}"
+        for pid, names in parents.items()
+    ]
+    count = sum(len(v) for v in parents.values())
+    note = (
+        f"`{command}`: tables and figures of {count} attack runs from {len(parents)} `mlattack attack` "
+        f"invocation{'' if len(parents) == 1 else 's'} in experiment `{source_experiment}` (their runs below; every row's run is in `runs.csv`). "
+        "Open the artifacts for the report.\n\nAttack runs summarised:\n\n" + "\n".join(links) + "\n"
+    )
+    if len(note) > 7900:
+        note = note[:7800].rsplit("\n", 1)[0] + "\n- … (the rest in `runs.csv`)\n"
+    tags = {**all_tags(None, command), KIND_TAG: "report", NOTE_TAG: note}
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    if "git.commit" in run.data.tags:  # replaced by mlflow.source.git.commit, as on the other runs
+        client.delete_tag(run_id, "git.commit")

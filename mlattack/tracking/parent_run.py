@@ -10,6 +10,7 @@ own results (:func:`~mlattack.tracking.attack_runs.log_attack`).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,11 +19,43 @@ import mlflow
 from mlflow.entities import Metric
 
 from mlattack.evaluation.records import AttackJob
+from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.intervals import format_rate
 from mlattack.tracking import attack_runs as runs
 from mlattack.tracking.lineage import ModelLineage, all_tags, log_lineage_inputs, run_link
-from mlattack.tracking.record import KIND_TAG, NOTE_TAG, RUN_KEY_TAG, attack_params
+from mlattack.tracking.lock import this_process
+from mlattack.tracking.record import KIND_TAG, NOTE_TAG, RUN_KEY_TAG, WRITER_TAG, attack_params
 
 NOTE_LIMIT = 7900  # MLflow keeps tag values up to 8000 characters
+
+
+def parent_run_name(model: str, source: str, stamp: str) -> str:
+    """``attack-<model>-<time>``, the data source added only when the model's name does not end with it
+    (registered names are ``<network>-<dataset>`` already)."""
+    name = model if model.endswith(f"-{source}") else f"{model}-{source}"
+    return f"attack-{name}-{stamp}"
+
+
+def success_note(metrics: dict[str, dict[str, float]]) -> str:
+    """The parent's success table as Markdown MLflow renders (blank lines around it): per attack N, each scenario's
+    rate with its 95 % Wilson interval, mean labels shown and mean L2, rounded for reading."""
+    head = ["attack", "N", *(f"n={k}" for k in range(NUM_SCENARIOS)), "labels shown", "L2 (all)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "--:", *["--:"] * (len(head) - 2)]) + "|"]
+    for name, m in metrics.items():
+        n = int(m.get("num_samples", 0))
+        rates = [format_rate(round(m[f"success_rate_n{k}"] * n), n) for k in range(NUM_SCENARIOS)]
+        shown, l2 = m.get("labels_shown_mean", float("nan")), m.get("l2_mean", float("nan"))
+        lines.append("| " + " | ".join([name, str(n), *rates, f"{shown:.2f}", f"{l2:.3f}"]) + " |")
+    return "\n".join(lines)
+
+
+def ui_table(table: str) -> str:
+    """The table with two non-breaking spaces opening each cell: MLflow draws description tables without cell
+    padding, so "1" and "100 %" of neighbouring cells would read as "1100 %"."""
+    return "\n".join(
+        line if line.startswith("|-") else line.replace(" | ", " | &nbsp;&nbsp;")
+        for line in table.split("\n")
+    )
 
 
 @dataclass
@@ -60,9 +93,8 @@ class AttackRunLog:
         """The nested run of one attack, with the context params, its settings and lineage."""
         all_params = {**self.context, **params, **attack_params(hyperparameters)}
         child_tags = {KIND_TAG: "attack", **all_tags(seed, "mlattack attack"), **tags}
-        cid = runs.open_child(
-            self.client, self.experiment_id, self.parent, job.name, self.run_key, child_tags, all_params
-        )
+        cid = runs.open_child(self.client, self.experiment_id, self.parent, job.name, self.run_key, child_tags,
+                              all_params, job.load_records())  # fmt: skip
         log_lineage_inputs(self.client, cid, self.model, self.dataset)
         self.children[job.name] = cid
         return cid
@@ -71,28 +103,49 @@ class AttackRunLog:
         self, job: AttackJob, values: dict[str, float], class_names: list[str], config: dict
     ) -> None:
         cid = self.children[job.name]
+        n = int(values.get("num_samples", 0))
+        own = values.get("seconds_per_sample", float("nan")) * n
         note = (
-            f"**{job.name}** on {self.model.link()}: {values.get('num_samples', 0):.0f} samples, success "
-            + ", ".join(f"n={k}: {100 * values[f'success_rate_n{k}']:.1f} %" for k in range(8))
+            f"**{job.name}** on {self.model.link()}: {n} sample{'' if n == 1 else 's'}; success rate with its 95 % interval, "
+            + ", ".join(f"n={k}: {format_rate(round(values[f'success_rate_n{k}'] * n), n)}" for k in range(8))
             + f"; {values.get('labels_shown_mean', float('nan')):.2f} labels shown on average. "
-            f"Part of [the attack run]({run_link(self.experiment_id, self.parent)})."
+            f"Duration: the attack's own time, {own:.1f} s (the attacks of one invocation take turns batch by "
+            f"batch). Part of [the attack run]({run_link(self.experiment_id, self.parent)})."
         )
         self.client.set_tag(cid, NOTE_TAG, note[:NOTE_LIMIT])
         data = self.dataset[:2]
         runs.log_attack(self.client, cid, job, values, class_names, config, self.model.model_id, data)
 
-    def finish(self, table: str, header: str, avg_labels: float) -> None:
-        """The success table as artifact and description, ``avg_labels`` as a metric; the parent ends FINISHED."""
-        self.client.log_text(self.parent, header + "\n\n" + table + "\n", "success_table.md")
-        note = f"Attack of {self.model.link()} — {header}\n\n{table}\n"
+    def finish(self, metrics: dict[str, dict[str, float]], header: str, avg_labels: float) -> None:
+        """The success table (:func:`success_note`) as artifact and description, ``avg_labels`` as a metric; the
+        writer's PID/host tag is dropped and the parent ends FINISHED."""
+        table = success_note(metrics)
+        text = f"{header}\n\nSuccess rate with its 95 % Wilson interval (%) per scenario n.\n\n{table}\n"
+        self.client.log_text(self.parent, text, "success_table.md")
+        links = ", ".join(
+            f"[{name}]({run_link(self.experiment_id, cid)})" for name, cid in self.children.items()
+        )
+        # the table first: the run page shows the description's first lines until "Show more"
+        note = (
+            f"Success rate (%, with its 95 % Wilson interval) per scenario n; attack of {self.model.link()}.\n\n"
+            f"{ui_table(table)}\n\n{header}.\n\nAttack runs: {links}.\n"
+        )
         self.client.set_tag(self.parent, NOTE_TAG, note[:NOTE_LIMIT])
-        metric = Metric("avg_labels", avg_labels, int(time.time() * 1000), 0)
+        metric = Metric("avg_labels", round(float(avg_labels), 4), int(time.time() * 1000), 0)
         runs.log_metrics_once(self.client, self.parent, [metric])
+        self._release()
         self.client.set_terminated(self.parent, "FINISHED")
+
+    def _release(self) -> None:
+        """Drop the writer tag if it names this process: a PID and host mean nothing once the run has ended (and
+        another live writer's tag is not ours to drop)."""
+        if self.client.get_run(self.parent).data.tags.get(WRITER_TAG) == json.dumps(this_process()):
+            self.client.delete_tag(self.parent, WRITER_TAG)
 
     def fail(self) -> None:
         """End an interrupted (KILLED) or failed (FAILED) run and its running children."""
         if self.parent is None:
             return
         status = "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
+        self._release()
         runs.close_all(self.client, self.parent, self.children, status)

@@ -35,6 +35,7 @@ import mlflow
 import pytorch_lightning as pl
 import torch
 from mlflow.entities import LoggedModelOutput
+from mlflow.models import Model, ModelSignature
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
@@ -43,6 +44,7 @@ from mlattack.errors import with_hint
 from mlattack.tracking import network_files
 from mlattack.tracking.callbacks import mlflow_logger
 from mlattack.tracking.checkpoints import EXPECTED, CheckpointError, read_checkpoint_bytes
+from mlattack.tracking.lineage import network_schemas
 from mlattack.tracking.network_files import weights_digest
 from mlattack.tracking.promotion import (
     CLASSES_TAG,
@@ -152,10 +154,25 @@ def _log_logged_model(client, net, run_id: str, name: str, image_size: int, conf
         extra["class_names"] = json.loads(tags[CLASSES_TAG]) if tags[CLASSES_TAG].endswith("]") else None
     with tempfile.TemporaryDirectory() as tmp:
         network_files.save(net, Path(tmp), stored, extra)
+        _mlmodel(net, image_size, model.model_id, run_id).save(str(Path(tmp) / "MLmodel"))
         client.log_model_artifacts(model.model_id, tmp)
     client.finalize_logged_model(model.model_id, "READY")
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id
+
+
+def _mlmodel(net: nn.Module, image_size: int, model_id: str, run_id: str) -> Model:
+    """The ``MLmodel`` file: the network's signature (what the version page shows as its input and output schema)
+    and an ``mlattack`` flavor naming the files' format; no pyfunc flavor (the network loads with
+    :func:`load_network`, not pickle)."""
+    with torch.no_grad():
+        num_classes = int(net(torch.zeros(1, 3, image_size, image_size)).shape[-1])
+    inputs, outputs = network_schemas(image_size, num_classes)
+    model = Model(run_id=run_id, model_id=model_id, signature=ModelSignature(inputs, outputs))
+    model.add_flavor(
+        "mlattack", format=network_files.FORMAT, loader="mlattack.tracking.registry.load_network"
+    )
+    return model
 
 
 def _registered_by_run(client: mlflow.MlflowClient, name: str, run_id: str, digest: str) -> str | None:

@@ -2,10 +2,12 @@
 
 import json
 import os
+from pathlib import Path
 
 import mlflow
 import pytest
 import torch
+import yaml
 
 from mlattack.tracking import network_files
 from mlattack.tracking.network_files import UntrustedNetwork
@@ -49,8 +51,15 @@ def test_registered_network_is_a_named_logged_model_without_pickle(tmp_path, sto
     )
     logged = client.get_logged_model(mv.source.removeprefix("models:/"))
     assert logged.name == "linearcolournet-toy" and logged.source_run_id == run.info.run_id
-    files = sorted(os.listdir(logged_model_dir(client, uri, tmp_path)))
-    assert files == ["network.json", "network.pt"]  # no MLmodel / pickled module
+    folder = logged_model_dir(client, uri, tmp_path)
+    files = sorted(os.listdir(folder))
+    # the weights and their JSON config; MLmodel only for the signature (no pickled module, no pyfunc flavor)
+    assert [f for f in files if not f.startswith(("MLmodel", "registered_model_meta"))] == [
+        "network.json",
+        "network.pt",
+    ]
+    mlmodel = yaml.safe_load((Path(folder) / "MLmodel").read_text())
+    assert set(mlmodel["flavors"]) == {"mlattack"} and "signature" in mlmodel
     x = torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(load_network(uri, store)(x), net(x))
