@@ -258,8 +258,8 @@ def memorising_net() -> nn.Module:
     return net.eval()
 
 
-#: record fields measured rather than computed (wall time, memory high-water mark): they differ between runs
-MEASURED = ("seconds", "peak_mb")
+#: record fields measured rather than computed (wall time, memory high-water mark, start time): they differ between runs
+MEASURED = ("seconds", "peak_mb", "started")
 
 
 def computed(record: dict) -> dict:
