@@ -1,13 +1,5 @@
 """Shared set-up for the attack tests."""
 
-import pytest
-import torch
+from tests.threads import single_thread_fixture
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: intra-op threads only contend for the shared cores (about 15x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+single_thread = single_thread_fixture("module")

@@ -1,17 +1,11 @@
 """Shared set-up of the CLI tests: one thread, and a helper that runs ``mlattack`` in this process."""
 
 import pytest
-import torch
 
 from mlattack.cli import main
+from tests.threads import single_thread_fixture
 
-
-@pytest.fixture(autouse=True, scope="package")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+single_thread = single_thread_fixture("package")
 
 
 @pytest.fixture
