@@ -150,7 +150,7 @@ export -f setup  # `timeout` runs programs, not shell functions: the step runs i
 step setup "$L_setup" bash -c setup
 [[ -d $WORK/site ]] && export PYTHONPATH=$WORK/site:$REPO
 step pytest_cuda "$L_pytest" "$PY" -m pytest "${PYTEST[@]}" tests/cuda -p no:cacheprovider
-MLA=("$PY" -m mlattack.cli)
+MLA=("$PY" -m mlattack)
 step cli_fit "$L_fit" "${MLA[@]}" fit --config configs/demo.yaml "${FIT[@]}"
 step cli_attack "$L_attack" "${MLA[@]}" attack --config configs/attack-demo.yaml \
   --model models:/mlgcn-synthetic@best "${ATTACK[@]}"

@@ -6,7 +6,7 @@
 - Metrics: logged with ``step = epoch`` whenever Lightning reports the epoch, so every chart's x axis counts
   epochs (all of mlattack's training metrics are per epoch).
 - A public ``tracking_uri``. A resumed fit passes the run's id as the logger's own ``run_id`` argument
-  (:mod:`mlattack.lightning_cli`), so nothing here touches the parent class's private attributes.
+  (:mod:`mlattack.cli.lightning`), so nothing here touches the parent class's private attributes.
 """
 
 from __future__ import annotations

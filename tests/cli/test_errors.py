@@ -298,9 +298,9 @@ def test_debug_shows_the_traceback(tree, mlattack, monkeypatch, tmp_path):
 
 def test_a_bug_keeps_its_traceback(mlattack, monkeypatch):
     """Only expected mistakes are cut to one line: an internal error is not hidden."""
-    import mlattack.commands as commands
+    import mlattack.cli.tools as commands
 
-    def broken(parser, cfg):
+    def broken(parser, cfg, run):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(commands.TOOLS["demo"], "run", broken)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mlattack import __version__, cli
-from mlattack.commands import TOOLS
+from mlattack.cli.tools import TOOLS
 from mlattack.data.datamodule import SOURCES
 
 SUBCOMMANDS = ["fit", "validate", "test", "predict", "attack", "evaluate", "report", "data", "demo", "study"]

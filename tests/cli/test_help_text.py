@@ -6,7 +6,7 @@ import re
 import pytest
 
 from mlattack.cli import EXAMPLES
-from mlattack.commands import TOOLS
+from mlattack.cli.tools import TOOLS
 from mlattack.console import LIGHTNING_HELP
 
 

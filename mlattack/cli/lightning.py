@@ -1,5 +1,5 @@
 """The LightningCLI behind ``mlattack``: Lightning's fit/validate/test/predict with the project's defaults, and the
-subcommands of :data:`mlattack.commands.TOOLS` in the same parser.
+subcommands it is handed (:data:`mlattack.cli.tools.TOOLS`) in the same parser.
 
 Defaults: MLflow logging, best-by-mAP checkpoints, registration of the best network, run context tags. Around a
 Trainer subcommand it settles what needs no model first (a missing checkpoint, a dead tracking server, the MLflow
@@ -13,8 +13,9 @@ import importlib
 import re
 import time
 from argparse import ArgumentError
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -22,7 +23,6 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from mlattack.commands import TOOLS, add_data_subcommands
 from mlattack.console import CKPT_HELP, CKPT_HELP_EVAL, LIGHTNING_DESCRIPTION, LIGHTNING_HELP
 from mlattack.errors import UserError, closest, device_error, with_hint
 from mlattack.quick import add_version_and_debug
@@ -35,6 +35,9 @@ from mlattack.tracking.callbacks import (
 from mlattack.tracking.checkpoints import read_checkpoint
 from mlattack.tracking.registry import RegisterBestModel, load_network
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
+
+if TYPE_CHECKING:
+    from mlattack.cli.tools import RunCommand, Tool
 
 MODEL_URIS = ("models:/", "runs:/")
 
@@ -91,9 +94,20 @@ def mlflow_logger_args(logger: Any) -> Namespace | None:
 
 
 class MLAttackCLI(LightningCLI):
-    """LightningCLI with the project's defaults and the tools in the same parser (see module docstring)."""
+    """LightningCLI with the project's defaults and the tools in the same parser (see module docstring).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``tools``: the subcommands besides Lightning's; ``rerun``: the ``mlattack`` command, handed to a tool that runs
+    other commands (``demo``, ``study``)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        tools: Mapping[str, Tool] | None = None,
+        rerun: RunCommand | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.tools: Mapping[str, Tool] = tools or {}
+        self.rerun = rerun
         self.result: Any = None  # what a non-Lightning subcommand returned
         self.tool_parsers: dict[str, Any] = {}
         self.tracking_uri: str | None = None  # the MLflow logger's store (None: no MLflow logger)
@@ -130,11 +144,11 @@ class MLAttackCLI(LightningCLI):
                     action.help = CKPT_HELP.get(name, CKPT_HELP_EVAL)
             self._subcommand_parsers[name] = sub
             subcommands.add_subcommand(name, sub, help=LIGHTNING_HELP[name])
-        for name, tool in TOOLS.items():
+        for name, tool in self.tools.items():
             sub = tool.build()
             subcommands.add_subcommand(name, sub, help=tool.help)
-            if name == "data":  # nested subcommands are added once their parent is in place
-                add_data_subcommands(sub)
+            if tool.subcommands is not None:  # nested subcommands are added once their parent is in place
+                tool.subcommands(sub)
             self.tool_parsers[name] = sub
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -149,7 +163,7 @@ class MLAttackCLI(LightningCLI):
 
     # -- the tools skip the Trainer's set-up ---------------------------------------------------------------------
     def _is_tool(self) -> bool:
-        return self.config.get("subcommand") in TOOLS
+        return self.config.get("subcommand") in self.tools
 
     def _set_seed(self) -> None:
         if not self._is_tool():
@@ -178,8 +192,11 @@ class MLAttackCLI(LightningCLI):
             raise UserError(f"trainer: {e}") from e
 
     def _run_subcommand(self, subcommand: str) -> None:
-        if subcommand in TOOLS:
-            self.result = TOOLS[subcommand].run(self.tool_parsers[subcommand], self.config[subcommand])
+        if subcommand in self.tools:
+            if self.rerun is None:
+                raise RuntimeError("MLAttackCLI runs a tool only when handed the mlattack command (rerun=)")
+            tool = self.tools[subcommand]
+            self.result = tool.run(self.tool_parsers[subcommand], self.config[subcommand], self.rerun)
         else:
             super()._run_subcommand(subcommand)
 
@@ -187,7 +204,7 @@ class MLAttackCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the model's hyperparameters from ``--ckpt_path``; say which file is wrong, and how."""
         sub = self.config.get("subcommand")
-        path = self.config[sub].get("ckpt_path") if sub and sub not in TOOLS else None
+        path = self.config[sub].get("ckpt_path") if sub and sub not in self.tools else None
         if path and str(path) not in LIGHTNING_CKPT_NAMES and Path(str(path)).is_file():
             read_checkpoint(
                 path

@@ -3,9 +3,9 @@
 
 - ``mlattack fit|validate|test|predict``: LightningCLI over :class:`MultiLabelClassifier` and
   :class:`MultiLabelDataModule`, logging to MLflow (default store: SQLite in ``./mlruns``); the CLI class and its
-  defaults are in :mod:`mlattack.lightning_cli`.
-- ``mlattack attack | evaluate | report | data stats | demo | ...``: :data:`mlattack.commands.TOOLS` (a new
-  subcommand is one entry there: its help line, parser builder and runner).
+  defaults are in :mod:`mlattack.cli.lightning`.
+- ``mlattack attack | evaluate | report | data stats | demo | ...``: :data:`mlattack.cli.tools.TOOLS` (a new
+  subcommand is one entry there: its help line, parser builder and runner); :func:`run` hands itself to them.
 
 Expected mistakes (config, data, model URI or checkpoint, tracking server, bad values) end as one line and exit
 code 2 (:mod:`mlattack.errors`); ``--debug`` or ``MLATTACK_DEBUG=1`` shows the traceback.
@@ -17,7 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import mlattack
-from mlattack.commands import TOOLS
+from mlattack.cli.tools import TOOLS
 from mlattack.console import LIGHTNING_HELP, HelpFormatter
 from mlattack.errors import (
     EXIT_STATUS,
@@ -34,7 +34,7 @@ from mlattack.quick import cached_help, is_top_level_help, subcommand_help_reque
 from mlattack.resources import resolve_config_args
 
 if TYPE_CHECKING:
-    from mlattack.lightning_cli import MLAttackCLI
+    from mlattack.cli.lightning import MLAttackCLI
 
 __all__ = ["MLAttackCLI", "lightning_main", "main", "run"]
 
@@ -63,7 +63,7 @@ MOVED = {"model.lr": "the learning rate is set in one place: model.optimizer.ini
 def __getattr__(name: str) -> Any:
     """``mlattack.cli.MLAttackCLI``, imported when asked for (it brings Lightning and torch)."""
     if name == "MLAttackCLI":
-        from mlattack.lightning_cli import MLAttackCLI
+        from mlattack.cli.lightning import MLAttackCLI
 
         return MLAttackCLI
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -72,9 +72,9 @@ def __getattr__(name: str) -> Any:
 def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     """Parse ``args`` with the one ``mlattack`` parser and run the subcommand; errors propagate. The default
     store is only named here: it is created by the command that logs to it."""
+    from mlattack.cli.lightning import MLAttackCLI
     from mlattack.console import quiet_output
     from mlattack.data.datamodule import MultiLabelDataModule
-    from mlattack.lightning_cli import MLAttackCLI
     from mlattack.models.module import MultiLabelClassifier
     from mlattack.tracking.callbacks import MLflowSaveConfig
     from mlattack.tracking.store import EXPERIMENT, default_artifact_location, default_tracking_uri
@@ -84,6 +84,8 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     return MLAttackCLI(
         MultiLabelClassifier,
         MultiLabelDataModule,
+        tools=TOOLS,
+        rerun=run_command,  # the tools' way back to the mlattack command (``run`` is the flag here)
         save_config_callback=MLflowSaveConfig,
         save_config_kwargs={"save_to_log_dir": False},
         trainer_defaults={
@@ -159,6 +161,11 @@ def run(argv: list[str] | None = None) -> Any:
     return cli.result if cli.subcommand in TOOLS else cli
 
 
+def run_command(argv: list[str]) -> Any:
+    """:func:`run` under a name that :func:`lightning_main`'s ``run`` flag does not hide."""
+    return run(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``mlattack`` entry point: expected errors end as one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -182,7 +189,3 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(USER_ERROR_EXIT) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,9 @@
 """The subcommands beside Lightning's fit/validate/test/predict: ``attack``, ``data stats``, ``demo``, ``report``,
 ``evaluate`` and ``study``.
 
-Each is a parser builder (added to the one ``mlattack`` parser in :mod:`mlattack.cli`, so ``--help`` works and
-runs nothing) and a runner that takes the parsed namespace.
+Each is a parser builder (added to the one ``mlattack`` parser by :mod:`mlattack.cli.lightning`, so ``--help`` works
+and runs nothing) and a runner that takes the parsed namespace and ``run``, the ``mlattack`` command itself (handed
+in by :mod:`mlattack.cli`: ``demo`` and ``study`` run other commands through it), so nothing here imports back up.
 """
 
 from __future__ import annotations
@@ -59,13 +60,19 @@ def fill_missing_help(parser: ArgumentParser, helps: dict[str, str]) -> None:
             action.help = text
 
 
+#: the ``mlattack`` command as a function: a command line in, what the command made out (:func:`mlattack.cli.run`)
+RunCommand = Callable[[list[str]], Any]
+
+
 @dataclass
 class Tool:
-    """A subcommand that is not a Trainer method: one help line, its parser and what runs it."""
+    """A subcommand that is not a Trainer method: one help line, its parser, what runs it, and the subcommands
+    of its own (added once its parser is in place, as jsonargparse wants)."""
 
     help: str
     build: Callable[[], ArgumentParser]
-    run: Callable[[ArgumentParser, Namespace], Any]
+    run: Callable[[ArgumentParser, Namespace, RunCommand], Any]
+    subcommands: Callable[[ArgumentParser], dict[str, ArgumentParser]] | None = None
 
 
 def config_argument(parser: ArgumentParser) -> None:
@@ -106,7 +113,7 @@ def attack_parser() -> ArgumentParser:
     return parser
 
 
-def run_attack(parser: ArgumentParser, cfg: Namespace):
+def run_attack(parser: ArgumentParser, cfg: Namespace, run: RunCommand):
     from mlattack.evaluation.runner import run_attacks
 
     init = parser.instantiate(cfg)
@@ -176,7 +183,7 @@ def add_data_subcommands(parser: ArgumentParser) -> dict[str, ArgumentParser]:
     return {"stats": stats}
 
 
-def run_data(parser: ArgumentParser, cfg: Namespace) -> None:
+def run_data(parser: ArgumentParser, cfg: Namespace, run: RunCommand) -> None:
     stats = parser._subcommands_action._name_parser_map["stats"]
     run_stats(stats, cfg.stats)
 
@@ -213,9 +220,8 @@ def demo_parser() -> ArgumentParser:
     return parser
 
 
-def run_demo(parser: ArgumentParser, cfg: Namespace) -> None:
+def run_demo(parser: ArgumentParser, cfg: Namespace, run: RunCommand) -> None:
     """Train + register the demo model on the built-in dataset, then attack it with all nine attacks."""
-    from mlattack.cli import run
     from mlattack.tracking.callbacks import mlflow_logger
     from mlattack.tracking.registry import RegisterBestModel
     from mlattack.tracking.store import default_tracking_uri, mlflow_ui_command
@@ -259,7 +265,7 @@ def report_parser() -> ArgumentParser:
     return build()
 
 
-def run_report(parser: ArgumentParser, cfg: Namespace):
+def run_report(parser: ArgumentParser, cfg: Namespace, run: RunCommand):
     """The report command parses its own arguments: hand it the parsed values back, as one config text."""
     import yaml
 
@@ -276,7 +282,7 @@ def evaluate_parser() -> ArgumentParser:
     return build()
 
 
-def run_evaluate(parser: ArgumentParser, cfg: Namespace):
+def run_evaluate(parser: ArgumentParser, cfg: Namespace, run: RunCommand):
     from mlattack.evaluation.transfer import run_evaluate as evaluate
 
     return evaluate(parser, cfg)
@@ -289,8 +295,7 @@ def study_parser() -> ArgumentParser:
     return build()
 
 
-def run_study(parser: ArgumentParser, cfg: Namespace):
-    from mlattack.cli import run
+def run_study(parser: ArgumentParser, cfg: Namespace, run: RunCommand):
     from mlattack.study import run_study as study
 
     return study(cfg, run)
@@ -300,7 +305,9 @@ TOOLS: dict[str, Tool] = {
     "attack": Tool("attack a trained model and print the success table", attack_parser, run_attack),
     "evaluate": Tool("re-judge stored adversarial examples on another model", evaluate_parser, run_evaluate),
     "report": Tool("tables and figures from finished attack runs", report_parser, run_report),
-    "data": Tool("inspect a data source (`mlattack data stats`)", data_parser, run_data),
+    "data": Tool(
+        "inspect a data source (`mlattack data stats`)", data_parser, run_data, add_data_subcommands
+    ),
     "demo": Tool("train on built-in data, then run all nine attacks", demo_parser, run_demo),
     "study": Tool("fit and attack several models, then report", study_parser, run_study),
 }
