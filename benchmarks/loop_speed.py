@@ -58,7 +58,7 @@ from mlattack.attacks.continuous import run_continuous  # noqa: E402
 from mlattack.attacks.losses import labels_shown  # noqa: E402
 from mlattack.evaluation.chunks import attack_chunk, loader_batch  # noqa: E402
 from mlattack.evaluation.fast import fast_attack_copy  # noqa: E402
-from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds  # noqa: E402
+from mlattack.scenarios import scenario_success, scenario_thresholds  # noqa: E402
 
 ATTACKS = ("FGSM", "BIM", "PGD", "MIFGSM")
 PAPER_EPS = {"FGSM": 0.3, "BIM": 0.1, "PGD": 0.3, "MIFGSM": 0.3}  # docs/PROTOCOL.md

@@ -89,6 +89,12 @@ class UserError(ValueError):
         self.hint = hint
 
 
+class EnvironmentFault(RuntimeError):
+    """A state of the environment that stops a command (a tracking server that does not answer, a run another
+    process is writing): reported in one line like a user error, not a bug. The rooms that detect one derive
+    their own type from it, so this module needs to know none of them."""
+
+
 def with_hint(exc: BaseException, hint: str | None) -> BaseException:
     """Attach a one-line hint to an exception of another type (e.g. FileNotFoundError), for :func:`one_line`."""
     if hint:
@@ -106,11 +112,9 @@ def _expected_types() -> tuple[type[BaseException], ...]:
     import yaml
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-    from mlattack.tracking.store import TrackingServerUnreachable
-
     types: list[type[BaseException]] = [
         ArgumentError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-        yaml.YAMLError, MisconfigurationException, TrackingServerUnreachable,
+        yaml.YAMLError, MisconfigurationException, EnvironmentFault,
     ]  # fmt: skip
     try:
         from mlflow.exceptions import MlflowException
@@ -128,11 +132,9 @@ _ENVIRONMENT_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, err
 def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` is an expected mistake in the input or the environment (reported in one line) rather than
     a bug."""
-    from mlattack.tracking.lock import RunBusy
-
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
         return True
-    return isinstance(exc, (*_expected_types(), RunBusy))
+    return isinstance(exc, _expected_types())
 
 
 def _environment_message(exc: OSError) -> str | None:

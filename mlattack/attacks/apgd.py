@@ -33,50 +33,13 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import check_nb_iter, l2_ball, linf_box, pnorm, uniform_linf_start
+from mlattack.attacks.apgd_continuous import run_apgd_continuous
+from mlattack.attacks.apgd_steps import checkpoints, halve_step, per_sample_view, restart_where_halved
+from mlattack.attacks.base import Attack, AttackResult, FastScheduler, check_count, check_positive
+from mlattack.attacks.iterative import l2_ball, linf_box, pnorm, uniform_linf_start
 from mlattack.attacks.losses import AttackLoss
 
 NORMS = ("Linf", "L2")
-
-
-def checkpoint_fractions() -> list[float]:
-    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), while p_j <= 1.
-
-    Computed in hundredths (integers) so that 0.41 is exactly 41/100, not 0.41000000000000003 (which ceil would
-    turn into one iteration later)."""
-    p = [0, 22]
-    while True:
-        nxt = p[-1] + max(p[-1] - p[-2] - 3, 6)
-        if nxt > 100:
-            return [v / 100 for v in p]
-        p.append(nxt)
-
-
-def checkpoints(nb_iter: int) -> list[int]:
-    """The checkpoint iterations w_j = ceil(p_j · nb_iter), j >= 1, without repeats (small nb_iter)."""
-    hundredths = [round(f * 100) for f in checkpoint_fractions()[1:]]
-    return sorted({-(-h * nb_iter // 100) for h in hundredths})
-
-
-def halve_step(
-    successes: torch.Tensor,
-    span: int,
-    rho: float,
-    halved_last: torch.Tensor,
-    best_loss: torch.Tensor,
-    best_loss_last: torch.Tensor,
-) -> torch.Tensor:
-    """(N,) bool: the paper's two conditions at a checkpoint. ``successes`` counts the steps since the last
-    checkpoint that lowered the loss, ``span`` is the number of those steps; ``halved_last`` and
-    ``best_loss_last`` are the decision and the best loss at the last checkpoint."""
-    oscillating = successes < rho * span
-    stalled = ~halved_last & (best_loss >= best_loss_last)
-    return oscillating | stalled
-
-
-def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass
@@ -154,8 +117,7 @@ class APGD(Attack):
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
-        if isinstance(n_restarts, bool) or int(n_restarts) != n_restarts or n_restarts < 1:
-            raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
+        check_count("n_restarts", n_restarts)
         if n_restarts > 1 and not rand_init:
             raise ValueError(
                 "n_restarts > 1 needs rand_init: true (restarts from the clean image are identical)"
@@ -164,7 +126,7 @@ class APGD(Attack):
             if not 0.0 < check_positive(name, value) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")
         self.eps = check_positive("eps", eps)
-        self.nb_iter = check_nb_iter(nb_iter)
+        self.nb_iter = check_count("nb_iter", nb_iter)
         self.norm = norm
         self.rand_init = bool(rand_init)
         self.n_restarts = int(n_restarts)
@@ -180,7 +142,7 @@ class APGD(Attack):
     def _direction(self, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "Linf":
             return grad.sign()
-        return grad * _view(1.0 / pnorm(grad, 2).clamp_min(1e-12), grad)
+        return grad * per_sample_view(1.0 / pnorm(grad, 2).clamp_min(1e-12), grad)
 
     def start(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """x(0) - x: zeros, or (``rand_init``) a random point of the eps ball drawn from ``generator``."""
@@ -190,18 +152,22 @@ class APGD(Attack):
             return uniform_linf_start(images, self.eps, generator)
         device = generator.device if generator is not None else images.device
         g = torch.randn(images.shape, generator=generator, device=device).to(images.device)
-        return self._project(images, g * _view(self.eps / pnorm(g, 2).clamp_min(1e-12), g))
+        return self._project(images, g * per_sample_view(self.eps / pnorm(g, 2).clamp_min(1e-12), g))
 
     def step(
         self, x: Tensor, delta: Tensor, prev: Tensor, grad: Tensor, eta: Tensor, momentum: bool | Tensor
     ) -> Tensor:
         """x(k) - x from x(k-1) - x (``delta``), x(k-2) - x (``prev``), the gradient at x(k-1) and the step sizes
         (N,); with the momentum term where ``momentum`` (k > 1: a bool, or (N,) bool for rows at different k)."""
-        z = self._project(x, delta - _view(eta, delta) * self._direction(grad))
+        z = self._project(x, delta - per_sample_view(eta, delta) * self._direction(grad))
         if momentum is False:
             return z
         zm = self._project(x, delta + self.momentum * (z - delta) + (1.0 - self.momentum) * (delta - prev))
-        return zm if momentum is True else torch.where(_view(momentum, zm), zm, z)
+        return zm if momentum is True else torch.where(per_sample_view(momentum, zm), zm, z)
+
+    def fast_scheduler(self) -> FastScheduler | None:
+        """Its own scheduler: APGD's per-sample state is richer than a step rule's."""
+        return run_apgd_continuous
 
     # -- the algorithm ----------------------------------------------------------------------------------------
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
@@ -268,10 +234,10 @@ class APGD(Attack):
                 better = loss < s.best_loss
                 s.best_loss = torch.where(better, loss, s.best_loss)
                 s.best_logits = torch.where(better[:, None], logits, s.best_logits)
-                s.best_delta = torch.where(_view(better, s.delta), s.delta, s.best_delta)
+                s.best_delta = torch.where(per_sample_view(better, s.delta), s.delta, s.best_delta)
                 # restarts need the gradient at the best point (none is taken at the last iterate)
                 if k < self.nb_iter:
-                    s.best_grad = torch.where(_view(better, s.grad), s.grad, s.best_grad)
+                    s.best_grad = torch.where(per_sample_view(better, s.grad), s.grad, s.best_grad)
             if self.early_stop:
                 done = self.reached(logits, s.t)
                 if bool(done.any()):  # one host sync per step, as the other iterative attacks
@@ -285,12 +251,7 @@ class APGD(Attack):
                 halve = halve_step(
                     s.successes, k - last_mark, self.rho, s.halved_last, s.best_loss, s.best_loss_last
                 )
-                s.eta = torch.where(halve, s.eta / 2.0, s.eta)
-                back = _view(halve, s.delta)
-                s.delta = torch.where(back, s.best_delta, s.delta)
-                s.prev = torch.where(back, s.best_delta, s.prev)  # a restart carries no momentum
-                s.grad = torch.where(back, s.best_grad, s.grad)
-                s.loss = torch.where(halve, s.best_loss, s.loss)
+                restart_where_halved(s, halve)
                 s.successes = torch.zeros_like(s.successes)
                 s.halved_last, s.best_loss_last, last_mark = halve, s.best_loss, k
         if s.rows.numel() > 0:

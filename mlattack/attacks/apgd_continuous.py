@@ -3,7 +3,7 @@
 APGD's state is richer than a step rule's (:mod:`mlattack.attacks.continuous` drives those), so it has its own
 scheduler. Every sample in flight carries its iteration index k, point x(k), previous point x(k-1), gradient, step
 size, best point (with its gradient, loss and logits), the count of loss-lowering steps since its last checkpoint,
-and that checkpoint's decision and best loss. The step-halving decision (:func:`~mlattack.attacks.apgd.halve_step`)
+and that checkpoint's decision and best loss. The step-halving decision (:func:`~mlattack.attacks.apgd_steps.halve_step`)
 is taken per sample at the sample's own checkpoint iterations, with the span since its own previous checkpoint. When
 a sample stops (with ``early_stop``, its first iterate that shows the target, returned with ``iterations = k``;
 otherwise after x(nb_iter), returned as its best point) the next queued sample takes its slot at k = 0.
@@ -25,17 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks.apgd import APGD, checkpoints, halve_step
+from mlattack.attacks.apgd_steps import checkpoints, halve_step, per_sample_view, restart_where_halved
 from mlattack.attacks.base import AttackResult, frozen_eval
 from mlattack.attacks.continuous import check_queue, sample_generator
 
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+if TYPE_CHECKING:  # the attack declares this scheduler (APGD.fast_scheduler): no import back at run time
+    from mlattack.attacks.apgd import APGD
 
 
 @dataclass
@@ -179,7 +179,7 @@ def _round(
         fresh, last = s.k == 0, s.k == nb
         if ks.count(0) < len(ks):  # rows past their start take a step (momentum from k = 2 on)
             z = attack.step(s.x, s.delta, s.prev, s.grad, s.eta, s.k > 1)
-            s.prev, s.delta = s.delta, torch.where(_view(~fresh, z), z, s.delta)
+            s.prev, s.delta = s.delta, torch.where(per_sample_view(~fresh, z), z, s.delta)
         point = s.x + s.delta
         if ks.count(nb) == len(ks):  # every row at its last iterate: the forward pass alone
             with torch.no_grad():
@@ -194,10 +194,10 @@ def _round(
         better = (loss < s.best_loss) | fresh
         s.best_loss = torch.where(better, loss, s.best_loss)
         s.best_logits = torch.where(better[:, None], logits, s.best_logits)
-        s.best_delta = torch.where(_view(better, s.delta), s.delta, s.best_delta)
+        s.best_delta = torch.where(per_sample_view(better, s.delta), s.delta, s.best_delta)
         if grad is not None:
             # restarts need the gradient at the best point (none is taken at the last iterate)
-            s.best_grad = torch.where(_view(better & ~last, grad), grad, s.best_grad)
+            s.best_grad = torch.where(per_sample_view(better & ~last, grad), grad, s.best_grad)
             s.grad = grad
         s.best_loss_last = torch.where(fresh, loss, s.best_loss_last)
         if attack.early_stop:
@@ -214,12 +214,7 @@ def _round(
             for w in marks_here:  # the same comparisons as perturb's (an int span), for the rows at w
                 h = halve_step(s.successes, span[w], attack.rho, s.halved_last, s.best_loss, s.best_loss_last)
                 halve = halve | ((s.k == w) & h)
-            s.eta = torch.where(halve, s.eta / 2.0, s.eta)
-            back = _view(halve, s.delta)
-            s.delta = torch.where(back, s.best_delta, s.delta)
-            s.prev = torch.where(back, s.best_delta, s.prev)  # a restart carries no momentum
-            s.grad = torch.where(back, s.best_grad, s.grad)
-            s.loss = torch.where(halve, s.best_loss, s.loss)
+            restart_where_halved(s, halve)
             s.successes = torch.where(mark, 0, s.successes)
             s.halved_last = torch.where(mark, halve, s.halved_last)
             s.best_loss_last = torch.where(mark, s.best_loss, s.best_loss_last)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +103,15 @@ def quirk(name: str, value: bool | None, variant: str) -> bool:
     return value
 
 
+def check_count(name: str, value: int) -> int:
+    """Validate a count (iterations, search steps, restarts): an integer >= 1, an integral float such as 1e3
+    accepted; the message names the argument."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+    if not ok or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """Validate a hyperparameter: finite and > 0 (or >= 0); the message names the argument."""
     v = float(value)
@@ -110,6 +119,11 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return v
+
+
+#: a fast-mode scheduler, called as ``scheduler(attack, model, images, target, keys, seed, slots)``: attacks every
+#: sample with at most ``slots`` in flight, each sample's random start drawn from ``(seed, key)``
+FastScheduler = Callable[..., "AttackResult"]
 
 
 class Attack(ABC):
@@ -124,6 +138,9 @@ class Attack(ABC):
             losses stay in fp32.
     """
 
+    #: the distance the attack bounds or minimises ("linf", "l2" or "l1"; ``None``: it does not say), logged as
+    #: ``attack.norm``
+    norm: str | None = None
     #: attacks whose inner math stays in fp32 whatever ``autocast`` says
     precision_sensitive: bool = False
     #: whether the current call wants diagnostics of the final images (see :meth:`run`)
@@ -176,6 +193,12 @@ class Attack(ABC):
     @abstractmethod
     def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
         """The algorithm. ``images`` are detached fp32 in [0, 1]; the model is frozen and in eval mode."""
+
+    def fast_scheduler(self) -> FastScheduler | None:
+        """The scheduler that drives this attack continuously in fast mode (early stop frees a slot that the next
+        sample fills), or None: the attack runs on the study's groups one by one. An attack with its own
+        per-sample scheduler says so here; :class:`~mlattack.attacks.iterative_attack.IterativeAttack` does."""
+        return None
 
     # -- helpers for subclasses -------------------------------------------------------------------------------
     def forward(self, model: nn.Module, x: torch.Tensor, fp32: bool = False) -> torch.Tensor:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import IterativePlan, check_nb_iter, linf_box, run_plan, sign_step
+from mlattack.attacks.base import check_count, check_positive
+from mlattack.attacks.iterative import IterativePlan, linf_box, sign_step
+from mlattack.attacks.iterative_attack import IterativeAttack
 from mlattack.attacks.losses import AttackLoss
 
 
-class BIM(Attack):
+class BIM(IterativeAttack):
     r"""Basic Iterative Method (Kurakin et al. 2017) towards a multi-label target.
 
     From ``x`` (no random start), ``nb_iter`` times: ``x ← clip_[0,1](Π_eps(x - eps_iter * sign(∇ₓ loss)))``
@@ -35,6 +35,8 @@ class BIM(Attack):
         >>> result.adv, result.iterations, result.reached
     """
 
+    norm = "linf"
+
     PAPER_EPS = 0.1
     LATER_EPS = 0.01
 
@@ -49,11 +51,8 @@ class BIM(Attack):
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         self.eps = check_positive("eps", eps)
-        self.nb_iter = check_nb_iter(nb_iter)
+        self.nb_iter = check_count("nb_iter", nb_iter)
         self.eps_iter = check_positive("eps_iter", eps_iter)
 
     def iterative_plan(self, model: nn.Module) -> IterativePlan:
         return IterativePlan(self.nb_iter, step=sign_step(self.eps_iter), project=linf_box(self.eps))
-
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_plan(self, model, images, target, self.iterative_plan(model))

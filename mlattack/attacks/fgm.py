@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import IterativePlan, l2_step, run_plan
+from mlattack.attacks.base import check_positive
+from mlattack.attacks.iterative import IterativePlan, l2_step
+from mlattack.attacks.iterative_attack import IterativeAttack
 from mlattack.attacks.losses import AttackLoss
 
 
-class FGM(Attack):
+class FGM(IterativeAttack):
     r"""Fast Gradient Method (L2) towards a multi-label target.
 
     ``x_adv = clip_[0,1](x - eps * g / max(‖g‖₂, 1e-6))`` with ``g = ∇ₓ loss(x, target)``: one step that descends
@@ -33,6 +33,8 @@ class FGM(Attack):
         >>> adv = attack(model, images, torch.ones(len(images), num_labels))  # show every label
     """
 
+    norm = "l2"
+
     PAPER_EPS = 1.0
 
     def __init__(
@@ -48,6 +50,3 @@ class FGM(Attack):
     def iterative_plan(self, model: nn.Module) -> IterativePlan:
         # like AdverTorch's one-step attack: no ball projection, only the pixel clip
         return IterativePlan(1, step=l2_step(self.eps))
-
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_plan(self, model, images, target, self.iterative_plan(model))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import IterativePlan, run_plan, sign_step
+from mlattack.attacks.base import check_positive
+from mlattack.attacks.iterative import IterativePlan, sign_step
+from mlattack.attacks.iterative_attack import IterativeAttack
 from mlattack.attacks.losses import AttackLoss
 
 
-class FGSM(Attack):
+class FGSM(IterativeAttack):
     r"""Fast Gradient Sign Method towards a multi-label target.
 
     ``x_adv = clip_[0,1](x - eps * sign(∇ₓ loss(x, target)))``: one step that descends the attack loss
@@ -33,6 +33,8 @@ class FGSM(Attack):
         >>> adv = attack(model, images, torch.ones(len(images), num_labels))  # show every label
     """
 
+    norm = "linf"
+
     PAPER_EPS = 0.3
     LATER_EPS = 0.03
 
@@ -49,6 +51,3 @@ class FGSM(Attack):
     def iterative_plan(self, model: nn.Module) -> IterativePlan:
         # the step has L∞ norm eps exactly, so no projection is needed (as in AdverTorch)
         return IterativePlan(1, step=sign_step(self.eps))
-
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_plan(self, model, images, target, self.iterative_plan(model))

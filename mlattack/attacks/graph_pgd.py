@@ -172,6 +172,8 @@ class LabelGraphPGD(PGD):
         >>> adv = attack(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "linf"
+
     def __init__(
         self,
         eps: float = PGD.PAPER_EPS,

@@ -57,13 +57,6 @@ class IterativePlan:
     momentum: bool = False
 
 
-def check_nb_iter(value: int) -> int:
-    """Validate an iteration count: an integer >= 1; the message names the argument."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"nb_iter must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def pnorm(x: torch.Tensor, p: float) -> torch.Tensor:
     """Per-sample p-norm (N,), computed as AdverTorch does (``|x|^p`` summed, then ``^(1/p)``)."""
     return x.abs().pow(p).flatten(1).sum(dim=1).pow(1.0 / p)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
-from mlattack.attacks.iterative import IterativePlan, check_nb_iter, linf_box, momentum_step, run_plan
+from mlattack.attacks.base import check_count, check_positive
+from mlattack.attacks.iterative import IterativePlan, linf_box, momentum_step
+from mlattack.attacks.iterative_attack import IterativeAttack
 from mlattack.attacks.losses import AttackLoss
 
 
-class MIFGSM(Attack):
+class MIFGSM(IterativeAttack):
     r"""Momentum Iterative FGSM (Dong et al. 2018), L∞, towards a multi-label target.
 
     From ``x`` with ``g = 0``, ``nb_iter`` times: ``g ← decay_factor · g + ∇ₓ loss / ‖∇ₓ loss‖₁`` and
@@ -35,6 +35,8 @@ class MIFGSM(Attack):
         >>> adv = attack(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "linf"
+
     PAPER_EPS = 0.3
     LATER_EPS = 0.01
 
@@ -50,13 +52,10 @@ class MIFGSM(Attack):
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         self.eps = check_positive("eps", eps)
-        self.nb_iter = check_nb_iter(nb_iter)
+        self.nb_iter = check_count("nb_iter", nb_iter)
         self.eps_iter = check_positive("eps_iter", eps_iter)
         self.decay_factor = check_positive("decay_factor", decay_factor, allow_zero=True)
 
     def iterative_plan(self, model: nn.Module) -> IterativePlan:
         step = momentum_step(self.eps_iter, self.decay_factor)
         return IterativePlan(self.nb_iter, step=step, project=linf_box(self.eps), momentum=True)
-
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_plan(self, model, images, target, self.iterative_plan(model))

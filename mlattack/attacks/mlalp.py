@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mlattack.attacks import mlalp_rules as rules
-from mlattack.attacks.base import Attack, AttackResult, check_positive, check_variant, quirk
+from mlattack.attacks.base import Attack, AttackResult, check_count, check_positive, check_variant, quirk
 from mlattack.attacks.jacobian import label_jacobian
 from mlattack.attacks.linf_lp import solve_linf_lp_batch
 from mlattack.attacks.losses import PROB_EPS, AttackLoss, clamped_probabilities, shows_target
@@ -85,6 +85,8 @@ class MLALP(Attack):
         >>> adv = MLALP(max_iter=20, variant="reference")(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "linf"
+
     precision_sensitive = True
 
     def __init__(
@@ -108,9 +110,7 @@ class MLALP(Attack):
         autocast: str | None = None,
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
-        if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-        self.max_iter = int(max_iter)
+        self.max_iter = check_count("max_iter", max_iter)
         self.threshold = check_positive("threshold", threshold)
         self.threshold_step = check_positive("threshold_step", threshold_step, allow_zero=True)
         self.min_threshold = check_positive("min_threshold", min_threshold)

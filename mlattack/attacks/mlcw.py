@@ -17,52 +17,27 @@ drives batch-independent ML-CW (:attr:`MLCW.batch_independent`) with a fixed num
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive, check_variant, quirk
+from mlattack.attacks.base import (
+    Attack,
+    AttackResult,
+    FastScheduler,
+    check_count,
+    check_positive,
+    check_variant,
+    quirk,
+)
 from mlattack.attacks.losses import AttackLoss, shows_target
-from mlattack.attacks.mlcw_steps import adam_step, next_search_step
+from mlattack.attacks.mlcw_continuous import run_mlcw_continuous
+from mlattack.attacks.mlcw_steps import CWRows, adam_step, next_search_step
 
 _NO_BOUND = 1e10  # "no successful c yet" (upper) as in the reference code
 _TANH_SHRINK = 0.999999  # keeps atanh finite at 0 and 1, as in the reference code
 _STALL_RATIO = 0.9999  # a check that finds the loss above 99.99 % of the last checked loss ends the step
-
-
-@dataclass
-class CWRows:
-    """ML-CW's per-sample state (first dimension: the samples). Every row runs its own binary search, so rows may
-    sit at different search steps and iterations."""
-
-    images: Tensor  # clean images
-    target: Tensor
-    w0: Tensor  # the clean image in tanh space: x' = (tanh(w0 + w) + 1) / 2
-    origin: Tensor  # where the L2 distance is measured from
-    w: Tensor  # the perturbation in tanh space, then Adam's moments and step count
-    m1: Tensor
-    m2: Tensor
-    adam_t: Tensor
-    const: Tensor  # c and its bracket (fp64)
-    lower: Tensor
-    upper: Tensor
-    prev: Tensor  # the loss at the last stall check (fp64)
-    search_step: Tensor
-    inner: Tensor  # iterations into the current search step
-    iterations: Tensor  # iterations in all (forward passes)
-    step_score: Tensor  # the best of the current search step (judges it) ...
-    step_l2: Tensor
-    step_shown: Tensor
-    best_adv: Tensor  # ... and the best over all steps (returned)
-    best_logits: Tensor
-    best_score: Tensor
-    best_l2: Tensor
-    done: Tensor  # all search steps spent, or (early_stop) the target shown
-
-    def apply(self, fn: Callable[[Tensor], Tensor]) -> CWRows:
-        return CWRows(*(fn(getattr(self, f.name)) for f in fields(self)))
 
 
 class MLCW(Attack):
@@ -111,6 +86,8 @@ class MLCW(Attack):
         >>> adv = MLCW(max_iter=100, binary_search_steps=3)(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "l2"
+
     def __init__(
         self,
         max_iter: int = 1000,
@@ -131,15 +108,15 @@ class MLCW(Attack):
         autocast: str | None = None,
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
-        self.max_iter = _positive_int("max_iter", max_iter)
-        self.binary_search_steps = _positive_int("binary_search_steps", binary_search_steps)
+        self.max_iter = check_count("max_iter", max_iter)
+        self.binary_search_steps = check_count("binary_search_steps", binary_search_steps)
         self.initial_const = check_positive("initial_const", initial_const)
         self.lr = check_positive("lr", lr)
         if not isinstance(abort_early, bool):
             raise ValueError(f"abort_early must be true or false, got {abort_early!r}")
         self.abort_early = abort_early
         self.check_every = (
-            max(self.max_iter // 10, 1) if check_every is None else _positive_int("check_every", check_every)
+            max(self.max_iter // 10, 1) if check_every is None else check_count("check_every", check_every)
         )
         self.confidence = check_positive("confidence", confidence, allow_zero=True)
         self.variant = check_variant(variant)
@@ -166,6 +143,11 @@ class MLCW(Attack):
         """Whether each sample's result is its own: no quirk couples the samples of a batch (only the batch stall
         check does), so the continuous scheduler may drive the attack."""
         return not self.batch_stall_check
+
+    def fast_scheduler(self) -> FastScheduler | None:
+        """Its own scheduler when :attr:`batch_independent`; the reference variant's batch stall check couples the
+        samples of a group, so it runs group by group."""
+        return partial(run_mlcw_continuous, diagnostics=False) if self.batch_independent else None
 
     def _first_prev(self) -> float:
         return _NO_BOUND if self.stall_cap_1e10 else float("inf")
@@ -273,11 +255,3 @@ class MLCW(Attack):
         if not diagnostics:
             reached, loss = reached & ~unseen, loss.masked_fill(unseen, float("nan"))
         return AttackResult(adv=s.best_adv, iterations=s.iterations, reached=reached, loss=loss)
-
-
-def _positive_int(name: str, value: int) -> int:
-    """A count >= 1 (an integral float such as 1e3 is accepted); the message names the argument."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
-    if not ok or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from mlattack.attacks.base import AttackResult, frozen_eval
 from mlattack.attacks.continuous import check_queue
-from mlattack.attacks.mlcw import MLCW, CWRows
+from mlattack.attacks.mlcw_steps import CWRows
+
+if TYPE_CHECKING:  # the attack declares this scheduler (MLCW.fast_scheduler): no import back at run time
+    from mlattack.attacks.mlcw import MLCW
 
 
 def _like(v: Tensor, fmt: torch.memory_format) -> Tensor:

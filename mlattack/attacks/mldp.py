@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive, check_variant, quirk
+from mlattack.attacks.base import Attack, AttackResult, check_count, check_positive, check_variant, quirk
 from mlattack.attacks.jacobian import label_jacobian
 from mlattack.attacks.losses import AttackLoss, shows_target
 from mlattack.attacks.mldp_solve import gram_inverse_step, minimum_norm_step
@@ -72,6 +72,8 @@ class MLDP(Attack):
         >>> adv = MLDP(max_iter=20, variant="reference")(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "l2"
+
     precision_sensitive = True
 
     def __init__(
@@ -89,7 +91,7 @@ class MLDP(Attack):
         autocast: str | None = None,
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
-        self.max_iter = int(check_positive("max_iter", max_iter))
+        self.max_iter = check_count("max_iter", max_iter)
         self.variant = check_variant(variant)
         shoot = (
             DEFAULT_OVERSHOOT[self.variant]

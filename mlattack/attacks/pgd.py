@@ -5,19 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
+from mlattack.attacks.base import check_count, check_positive
 from mlattack.attacks.iterative import (
     IterativePlan,
-    check_nb_iter,
     linf_box,
-    run_plan,
     sign_step,
     uniform_linf_start,
 )
+from mlattack.attacks.iterative_attack import IterativeAttack
 from mlattack.attacks.losses import AttackLoss
 
 
-class PGD(Attack):
+class PGD(IterativeAttack):
     r"""Projected Gradient Descent (Madry et al. 2018), L∞, towards a multi-label target.
 
     Start at ``clip_[0,1](x + U(-eps, eps))`` (AdverTorch's ``rand_init_delta``), then ``nb_iter`` times
@@ -45,6 +44,8 @@ class PGD(Attack):
         >>> adv = attack(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "linf"
+
     PAPER_EPS = 0.3
     LATER_EPS = 0.01
 
@@ -61,7 +62,7 @@ class PGD(Attack):
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         self.eps = check_positive("eps", eps)
-        self.nb_iter = check_nb_iter(nb_iter)
+        self.nb_iter = check_count("nb_iter", nb_iter)
         self.eps_iter = check_positive("eps_iter", eps_iter)
         self.rand_init = bool(rand_init)
         self.generator = generator
@@ -74,6 +75,3 @@ class PGD(Attack):
             project=linf_box(eps),
             start=(lambda images, gen: uniform_linf_start(images, eps, gen)) if self.rand_init else None,
         )
-
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_plan(self, model, images, target, self.iterative_plan(model), self.generator)

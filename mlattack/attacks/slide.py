@@ -7,19 +7,18 @@ import math
 import torch
 from torch import nn
 
-from mlattack.attacks.base import Attack, AttackResult, check_positive
+from mlattack.attacks.base import check_count, check_positive
 from mlattack.attacks.iterative import (
     IterativePlan,
-    check_nb_iter,
     l1_ball,
     laplace_l1_start,
-    run_plan,
     sparse_l1_step,
 )
+from mlattack.attacks.iterative_attack import IterativeAttack
 from mlattack.attacks.losses import AttackLoss
 
 
-class SLIDE(Attack):
+class SLIDE(IterativeAttack):
     r"""Sparse L1 Descent (Tramèr & Boneh 2019) towards a multi-label target.
 
     Each of ``nb_iter`` steps moves only the ``1 - l1_sparsity`` fraction of pixels with the largest
@@ -48,6 +47,8 @@ class SLIDE(Attack):
         >>> adv = attack(model, images, torch.ones(len(images), num_labels))
     """
 
+    norm = "l1"
+
     PAPER_EPS = 300.0
 
     def __init__(
@@ -64,7 +65,7 @@ class SLIDE(Attack):
     ) -> None:
         super().__init__(loss_fn=loss_fn, early_stop=early_stop, autocast=autocast)
         self.eps = check_positive("eps", eps)
-        self.nb_iter = check_nb_iter(nb_iter)
+        self.nb_iter = check_count("nb_iter", nb_iter)
         self.eps_iter = check_positive("eps_iter", eps_iter)
         if not (math.isfinite(l1_sparsity) and 0.0 <= l1_sparsity < 1.0):
             raise ValueError(f"l1_sparsity must be in [0, 1), got {l1_sparsity!r}")
@@ -80,6 +81,3 @@ class SLIDE(Attack):
             project=l1_ball(eps),
             start=(lambda images, gen: laplace_l1_start(images, eps, gen)) if self.rand_init else None,
         )
-
-    def perturb(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> AttackResult:
-        return run_plan(self, model, images, target, self.iterative_plan(model), self.generator)

@@ -8,6 +8,8 @@ a new source is ~100 lines of parsing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -203,6 +205,13 @@ class _Subset(MultiLabelDataset):
         item = super().__getitem__(index)
         item["index"] = self.rows[index]
         return item
+
+
+def dataset_digest(dataset: MultiLabelDataset) -> str:
+    """The split's content as the sample selection and the fit's lineage see it: sample ids and (difficult-as-negative) targets, in order."""
+    h = hashlib.sha256(json.dumps(list(map(str, dataset.ids))).encode())
+    h.update(dataset.targets.detach().cpu().to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def seeded_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

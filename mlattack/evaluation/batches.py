@@ -62,10 +62,7 @@ def attack_pass(
     whole batches). ``progress_bar``: one bar per attack (:mod:`~mlattack.evaluation.progress`) instead of
     Lightning's batch counter."""
     s = settings
-    callback = AttackCallback(
-        jobs, data.num_classes, dataset.class_names, s.seed, s.precision, fast=s.fast,
-        fast_network=s.fast_network, quantize=s.quantize, batch_size=s.batch_size,
-    )  # fmt: skip
+    callback = AttackCallback(jobs, data.num_classes, dataset.class_names, s)
     progress = [AttackProgress(jobs)] if progress_bar else []
     samples = SelectedSamples(dataset, selection)
     chunk = loader_batch(s.batch_size, s.fast)  # fast mode: several attack batches, refilled continuously

@@ -3,7 +3,7 @@
 The attack run is ``trainer.test(AttackTarget(net), loader_over_selected_samples)`` with ``inference_mode=False``;
 per batch the callback runs each attack, measures the result, appends one record per sample to a JSON-lines file
 (flushed and fsynced before the next batch — that is what makes a killed run resumable, see
-:mod:`mlattack.evaluation.records`) and updates a :class:`ShowManyLabels` metric (DDP-reducible state). Samples
+:mod:`mlattack.rundir.records`) and updates a :class:`ShowManyLabels` metric (DDP-reducible state). Samples
 already on file are not recorded again, so a resumed run never counts a sample twice.
 """
 
@@ -24,12 +24,12 @@ from mlattack.defences import Defended
 from mlattack.evaluation.chunks import attack_chunk, runs_continuously
 from mlattack.evaluation.cost import measure_cost
 from mlattack.evaluation.fast import attack_network, uses_channels_last
+from mlattack.evaluation.job import AttackJob
 from mlattack.evaluation.judging import evaluate_adversarial, quantize_images
 from mlattack.evaluation.metrics import COSTS, NORMS, ShowManyLabels, perturbation_norms
 from mlattack.evaluation.progress import AttackListener
-from mlattack.evaluation.records import AttackJob
-from mlattack.evaluation.scenarios import predicted_positive, scenario_thresholds
-from mlattack.evaluation.settings import QUANTIZE_RULES, apply_mode
+from mlattack.evaluation.settings import AttackSettings
+from mlattack.scenarios import predicted_positive, scenario_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +75,16 @@ class AttackCallback(Callback):
         jobs: the attacks with their sample counts and record files.
         num_classes: labels of the model (the target is "show all": all ones).
         class_names: for the records' human-readable label lists.
-        seed: per-batch seed for randomised attacks, so resumed and uninterrupted runs draw the same starts.
-        precision: Lightning precision string; "bf16-mixed"/"16-mixed" run the attacks' forward passes under
-            autocast (precision-sensitive attacks keep fp32, see ``Attack.precision_sensitive``).
-        fast: the "fast" mode: a sample stops once it shows every label, and the iterative attacks run
-            continuously (:mod:`mlattack.evaluation.chunks`).
-        fast_network: what fast mode attacks: "exact" (the network), "folded" (BatchNorm folded, channels_last) or
-            "compiled" (that copy under ``torch.compile``; pays off on GPUs and large trunks, not on small CPU
-            models); see :mod:`mlattack.evaluation.fast`. Adversarial images are always judged by the network.
-        quantize: how adversarial images are stored and judged (:func:`quantize_images`; paper mode: the study
-            driver's, :mod:`mlattack.evaluation.drivers`).
-        batch_size: samples attacked together (the study's ``adv_batch_size``); in fast mode the samples in flight
-            of the continuous scheduler, and a loader batch holds several such groups
-            (:mod:`mlattack.evaluation.chunks`). Default: the loader batch.
+        settings: the run's settings, validated and resolved for the driver
+            (:meth:`~mlattack.evaluation.settings.AttackSettings.for_driver`); the mode is already applied to the
+            jobs' attacks (:func:`~mlattack.evaluation.settings.apply_mode`). The callback reads ``seed`` (per-batch
+            seed for randomised attacks, so resumed and uninterrupted runs draw the same starts), ``fast`` (a
+            sample stops once it shows every label; the iterative attacks run continuously,
+            :mod:`mlattack.evaluation.chunks`), ``fast_network`` (what fast mode attacks, see
+            :mod:`mlattack.evaluation.fast`; adversarial images are always judged by the network), ``quantize``
+            (how adversarial images are stored and judged, :func:`quantize_images`) and ``batch_size`` (samples
+            attacked together, the study's ``adv_batch_size``; in fast mode the samples in flight of the
+            continuous scheduler, and a loader batch holds several such groups).
 
     Every group of consecutive selection positions is attacked whole: when any of its samples lacks a record, the
     group is attacked again (so a reference variant sees the same batch as in an uninterrupted run) and only the
@@ -100,24 +97,19 @@ class AttackCallback(Callback):
         jobs: list[AttackJob],
         num_classes: int,
         class_names: list[str],
-        seed: int = 123,
-        precision: str = "32-true",
-        fast: bool = False,
-        fast_network: str = "exact",
-        quantize: str = "none",
-        batch_size: int | None = None,
+        settings: AttackSettings,
     ) -> None:
-        if quantize not in QUANTIZE_RULES:
-            raise ValueError(f"quantize must be one of {list(QUANTIZE_RULES)}, got {quantize!r}")
+        if settings.quantize is None:
+            raise ValueError(
+                "AttackCallback needs settings resolved for a driver (AttackSettings.for_driver)"
+            )
         self.jobs, self.num_classes, self.class_names = jobs, int(num_classes), list(class_names)
-        self.seed, self.precision, self.fast = int(seed), str(precision), bool(fast)
-        self.fast_network = str(fast_network)
-        self.quantize, self.batch_size = quantize, batch_size
+        self.settings = settings
+        self.fast = settings.fast
         self.attacked: nn.Module | None = None  # the network the attacks run on (the fast copy in fast mode)
         # the trainer's callbacks that follow the attacks (progress bars)
         self.listeners: list[AttackListener] = []
         for job in jobs:
-            apply_mode(job.attack, self.fast, self.precision)
             job.metric = ShowManyLabels(
                 self.num_classes, scenario_thresholds(job.avg_labels, self.num_classes)
             )
@@ -128,18 +120,19 @@ class AttackCallback(Callback):
         rank, world = trainer.global_rank, trainer.world_size
         self.listeners = [c for c in trainer.callbacks if isinstance(c, AttackListener)]
         for job in self.jobs:
-            job.rank = rank
-            records = job.load_records()
-            job.done = {r["position"] for r in records}
+            folder = job.folder
+            folder.rank = rank
+            records = folder.load_records()
+            folder.done = {r["position"] for r in records}
             update_metric(job.metric, [r for r in records if r["position"] % world == rank])
-            job.panel = job.load_panel()
+            folder.panel = folder.load_panel()
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for job in self.jobs:
             job.metric.to(pl_module.device)
         # a defended model is attacked through its attack model (adaptive: BPDA/EOT) and judged as deployed
         net = pl_module.net.attack_model() if isinstance(pl_module.net, Defended) else pl_module.net
-        self.attacked = attack_network(net, self.fast_network) if self.fast else net
+        self.attacked = attack_network(net, self.settings.fast_network) if self.fast else net
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.attacked = None
@@ -159,10 +152,12 @@ class AttackCallback(Callback):
         positions = batch["position"].tolist()
         for job in self.jobs:
             todo = [i for i, p in enumerate(positions) if p < job.num_samples]
-            fresh = [k for k, i in enumerate(todo) if positions[i] not in job.done]
+            fresh = [k for k, i in enumerate(todo) if positions[i] not in job.folder.done]
             # samples on file whose panel picture a crash lost: attacked again for the picture, not recorded
             pictures = [
-                k for k, i in enumerate(todo) if positions[i] in job.done and job.missing_panel(positions[i])
+                k
+                for k, i in enumerate(todo)
+                if positions[i] in job.folder.done and job.folder.missing_panel(positions[i])
             ]
             if not fresh and not pictures:
                 continue
@@ -171,7 +166,7 @@ class AttackCallback(Callback):
                 todo, keep = [todo[k] for k in keep], list(range(len(keep)))
             rows = torch.tensor(todo, device=images.device)
             x = images.index_select(0, rows)
-            if self.fast and uses_channels_last(self.fast_network):
+            if self.fast and uses_channels_last(self.settings.fast_network):
                 x = x.contiguous(memory_format=torch.channels_last)
             target = torch.ones(len(todo), self.num_classes, device=x.device)
             for listener in self.listeners:
@@ -184,8 +179,8 @@ class AttackCallback(Callback):
             try:
                 with measure_cost(attacked, x.device) as cost:  # passes and peak memory of the attack alone
                     res, errors = attack_chunk(
-                        job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.seed,
-                        self.batch_size, self.fast,
+                        job.name, job.attack, attacked, x, target, [positions[i] for i in todo], self.settings.seed,
+                        self.settings.batch_size, self.fast,
                     )  # fmt: skip
             finally:
                 if hook is not None:
@@ -194,7 +189,7 @@ class AttackCallback(Callback):
                 torch.cuda.synchronize(x.device)
             seconds = (time.perf_counter() - start) / len(todo)
             spent = {"seconds": seconds, "started": began, **cost.per_sample(len(todo))}
-            adv = quantize_images(res.adv, self.quantize)
+            adv = quantize_images(res.adv, self.settings.quantize)
             logits, failure = evaluate_adversarial(net, adv, target, job.attack.loss_fn, res.grad_finite)
             with torch.no_grad():
                 res = AttackResult(
@@ -228,7 +223,7 @@ class AttackCallback(Callback):
         shown = on_mask.sum(1)
         norms = perturbation_norms(x, res.adv)
         valid = torch.tensor([not f for f in failure])
-        new = torch.tensor([p not in job.done for p in pos])
+        new = torch.tensor([p not in job.folder.done for p in pos])
         if bool(new.any()):
             m = new.to(shown.device)
             job.metric.update(
@@ -264,15 +259,15 @@ class AttackCallback(Callback):
             rec["started"] = spent["started"]  # wall clock (Unix s) of the batch's start: when the attack ran
             if bool(new[k]):
                 records.append(rec)
-            if pos[k] in job.panel_positions:
+            if pos[k] in job.folder.panel_positions:
                 pictures = True
-                job.panel[pos[k]] = {
+                job.folder.panel[pos[k]] = {
                     "clean": x[k].detach().cpu(),
                     "adv": res.adv[k].detach().cpu(),
                     "before": rec["true_labels"],
                     "after": rec["labels_shown_names"],
                 }
         if records:
-            job.append(records)
+            job.folder.append(records)
         if pictures:
-            job.save_panel()
+            job.folder.save_panel()

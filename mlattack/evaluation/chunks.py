@@ -22,12 +22,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from mlattack.attacks.apgd import APGD
-from mlattack.attacks.apgd_continuous import run_apgd_continuous
-from mlattack.attacks.base import Attack, AttackResult
-from mlattack.attacks.continuous import run_continuous, supports_continuous
-from mlattack.attacks.mlcw import MLCW
-from mlattack.attacks.mlcw_continuous import run_mlcw_continuous
+from mlattack.attacks.base import Attack, AttackResult, FastScheduler
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +36,10 @@ def loader_batch(batch_size: int, fast: bool) -> int:
     return batch_size * FAST_CHUNK_BATCHES if fast else batch_size
 
 
-def continuous_runner(attack: Attack) -> Callable[..., AttackResult] | None:
-    """The scheduler that drives ``attack`` continuously in fast mode (called as ``runner(attack, model, images,
-    target, positions, seed, slots)``), or None: the attack runs group by group."""
-    if isinstance(attack, APGD):
-        return run_apgd_continuous
-    if isinstance(attack, MLCW):  # the reference variant's batch stall check couples the samples of a group
-        return partial(run_mlcw_continuous, diagnostics=False) if attack.batch_independent else None
-    if supports_continuous(attack):
-        return partial(run_continuous, diagnostics=False)
-    return None
+def continuous_runner(attack: Attack) -> FastScheduler | None:
+    """The scheduler that drives ``attack`` continuously in fast mode, as the attack declares it
+    (:meth:`~mlattack.attacks.base.Attack.fast_scheduler`), or None: the attack runs group by group."""
+    return attack.fast_scheduler()
 
 
 def runs_continuously(attack: Attack, fast: bool) -> bool:

@@ -1,5 +1,6 @@
 """What a preprocessing defence costs on clean images: the defended model's validation mAP, the same metric as
-``mlattack fit`` logs (macro AP, difficult labels skipped), so the robustness report can set the two side by side."""
+``mlattack fit`` logs (macro AP, difficult labels skipped), so the robustness report can set the two side by side
+(logged as :data:`mlattack.tracking.record.CLEAN_MAP_METRIC`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlattack.models.module import IGNORE, multilabel_metrics
-
-#: the attack parent run's metric: the clean val mAP of the model as attacked (behind its defence)
-CLEAN_MAP_METRIC = "defence/clean_val_mAP"
 
 
 @torch.no_grad()

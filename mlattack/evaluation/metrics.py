@@ -11,11 +11,8 @@ import math
 import torch
 from torchmetrics import Metric
 
-from mlattack.evaluation.scenarios import NUM_SCENARIOS, scenario_success
-
-NORMS = ("l2", "l1", "linf", "rmsd", "mean_abs")
-#: per-sample cost fields of a record (:mod:`mlattack.evaluation.cost`): passes per sample, the batch's peak MiB
-COSTS = ("forwards", "backwards", "peak_mb")
+from mlattack.rundir.records import COSTS, NORMS
+from mlattack.scenarios import NUM_SCENARIOS, scenario_success
 
 
 def perturbation_norms(clean: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ hold no redraw noise.
 
 :class:`AttackProgress` is a Lightning callback that replaces Lightning's own "Testing" bar, which counts batches of
 all attacks together and names none. The attack loop tells every callback that is an
-:class:`AttackListener` when an attack starts and finishes its share of a batch; how many samples an attack has done is read from its ``job.done`` (the recorded
+:class:`AttackListener` when an attack starts and finishes its share of a batch; how many samples an attack has done is read from its ``job.folder.done`` (the recorded
 positions), so the count is right whatever order the loop attacks samples in, and after a resume.
 
 Inside one attack call (a batch of 10 samples under ML-CW can take minutes on a CPU) the bar moves with every
@@ -25,7 +25,7 @@ from pytorch_lightning.callbacks import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from mlattack.evaluation.records import AttackJob
+from mlattack.evaluation.job import AttackJob
 
 
 @runtime_checkable
@@ -167,7 +167,7 @@ class AttackProgress(Callback):
 
     # -- what is shown --------------------------------------------------------------------------------------------
     def _done(self, job: AttackJob) -> int:
-        return len(self.totals[job.name] & job.done)
+        return len(self.totals[job.name] & job.folder.done)
 
     def progress_of(self, job: AttackJob) -> float:
         """Samples done, plus the running call's share of its step budget (see module docstring)."""

@@ -5,7 +5,7 @@ One parent MLflow run per invocation and one nested child run per attack. A run 
 run, N, seed, precision, mode, batch size and quantization); re-running the same command resumes the unfinished
 run with that key (``--run_id`` may name it, and must match it), reading back the per-sample records persisted
 after every batch. One process writes a run at a time: the run's output folder holds a lock file with the writer's
-PID and heartbeat (:class:`~mlattack.tracking.lock.RunLock`).
+PID and heartbeat (:class:`~mlattack.rundir.lock.RunLock`).
 """
 
 from __future__ import annotations
@@ -22,18 +22,17 @@ import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
+from mlattack.data.base import dataset_digest
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.defences import Defended, Preprocessing
 from mlattack.errors import device_error
 from mlattack.evaluation.batches import attack_pass
-from mlattack.evaluation.defended import CLEAN_MAP_METRIC, clean_val_map
-from mlattack.evaluation.records import AttackJob
-from mlattack.evaluation.scenarios import exp_labels
+from mlattack.evaluation.defended import clean_val_map
+from mlattack.evaluation.job import AttackJob
 from mlattack.evaluation.selection import (
     Selection,
     cached_selection,
     check_classes,
-    dataset_digest,
     select_correct_samples,
     selection_key,
 )
@@ -48,12 +47,14 @@ from mlattack.evaluation.settings import (
 )
 from mlattack.evaluation.specs import AttackSpec, build_specs, load_attack_config
 from mlattack.report.tables import success_frame, to_markdown
+from mlattack.rundir.atomic import remove_temp_files
+from mlattack.rundir.lock import RunLock
+from mlattack.rundir.records import RunFolder
+from mlattack.scenarios import exp_labels
 from mlattack.tracking import attack_runs as runs
-from mlattack.tracking.atomic import remove_temp_files
 from mlattack.tracking.lineage import ModelLineage, model_lineage
-from mlattack.tracking.lock import RunLock
 from mlattack.tracking.parent_run import AttackRunLog, parent_run_name
-from mlattack.tracking.record import ATTACK_EXPERIMENT, attack_config
+from mlattack.tracking.record import ATTACK_EXPERIMENT, CLEAN_MAP_METRIC, attack_config
 from mlattack.tracking.registry import load_network, weights_digest
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
@@ -209,9 +210,9 @@ class _Run:
         for (name, attack, _), spec in self.built:
             n = min(spec.num_samples or self.settings.num_samples, len(self.selection.indices))
             figure = tuple(range(min(self.panel_samples, n)))
-            out.append(AttackJob(name, attack, n, self.selection.avg_labels, self.run_dir, figure,
-                                 self.keep_examples, exact_8bit=self.settings.quantize != "none",
-                                 image_size=self.data.image_size))  # fmt: skip
+            folder = RunFolder(self.run_dir, name, n, figure, self.keep_examples,
+                               exact_8bit=self.settings.quantize != "none", image_size=self.data.image_size)  # fmt: skip
+            out.append(AttackJob(name, attack, self.selection.avg_labels, folder))
         return out
 
     def context(self) -> dict[str, object]:
@@ -300,14 +301,16 @@ def _run_parent(client, exp_id, parent, run: _Run, progress_bar, callbacks) -> A
         jobs = run.jobs()
         for job, ((_, _, tags), _) in zip(jobs, run.built, strict=True):
             subset = round(sel.head(job.num_samples, run.dataset.targets).avg_labels, 4)
-            log.open_child(job, run.hp[job.name], tags, {"num_samples": job.num_samples, "avg_labels_subset": subset},
+            log.open_child(job.folder, job.attack.norm, run.hp[job.name], tags, {"num_samples": job.num_samples, "avg_labels_subset": subset},
                            s.seed)  # fmt: skip
         trainer = attack_pass(run.net, jobs, sel, run.dataset, data, s, progress_bar, callbacks)
         del trainer
         metrics = {}
         for job in jobs:
             metrics[job.name] = {k: float(v) for k, v in job.metric.compute().items()}  # reduced across ranks
-            log.log_child(job, metrics[job.name], run.dataset.class_names, attack_config(job.attack))
+            log.log_child(
+                job.folder, job.attack, metrics[job.name], run.dataset.class_names, attack_config(job.attack)
+            )
         table = to_markdown(success_frame(metrics, TABLE_EXTRA))
         expected = ", ".join(f"{e:.2f}" for e in exp_labels(sel.avg_labels, data.num_classes))
         header = f"avgLabels = {sel.avg_labels:.3f}, C = {data.num_classes}, expLabels = {expected}"

@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlattack.data.base import MultiLabelDataset
-from mlattack.evaluation.scenarios import predicted_positive
-from mlattack.tracking.atomic import write_text_atomic
+from mlattack.rundir.atomic import write_text_atomic
+from mlattack.scenarios import predicted_positive
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,6 @@ def selection_key(*parts: object) -> str:
     """Cache key from what determines a selection: the model's weights digest, the data (source, root, split, size,
     options and :func:`dataset_digest`), N and the selection rule."""
     return hashlib.sha1(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
-
-
-def dataset_digest(dataset: MultiLabelDataset) -> str:
-    """The split's content as the selection sees it: sample ids and (difficult-as-negative) targets, in order."""
-    h = hashlib.sha256(json.dumps(list(map(str, dataset.ids))).encode())
-    h.update(dataset.targets.detach().cpu().to(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _check(sel: Selection, dataset: MultiLabelDataset | None, requested: int | None) -> bool:

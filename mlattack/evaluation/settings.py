@@ -34,12 +34,11 @@ def apply_mode(attack: Attack, fast: bool, precision: str) -> Attack:
     """The run-time settings a mode gives an attack, applied before its parameters are logged or hashed.
 
     Paper mode runs each attack as configured (its own stopping rule included); fast mode adds the per-sample stop
-    once every label shows. Mixed precision runs the forward passes under autocast.
+    once every label shows. Mixed precision runs the forward passes under autocast. ``precision`` is one that
+    :class:`AttackSettings` accepted (it validates the run's settings, once).
     """
     if fast:
         attack.early_stop = True
-    if str(precision) not in PRECISION_TO_AUTOCAST:
-        raise ValueError(f"precision must be one of {list(PRECISION_TO_AUTOCAST)}, got {precision!r}")
     attack.autocast = PRECISION_TO_AUTOCAST[str(precision)]
     return attack
 

@@ -21,11 +21,11 @@ import mlflow
 import torch
 from jsonargparse import ArgumentParser
 
-from mlattack.evaluation.scenarios import predicted_positive, scenario_success, scenario_thresholds
 from mlattack.report.tables import success_frame, to_markdown
 from mlattack.report.transfers import BASELINE_ROW, with_baseline
+from mlattack.rundir.examples import Examples, load_examples
+from mlattack.scenarios import SUCCESS_RATE_KEYS, predicted_positive, scenario_success, scenario_thresholds
 from mlattack.tracking import attack_runs as runs
-from mlattack.tracking.examples import Examples, load_examples
 from mlattack.tracking.lineage import all_tags, log_lineage_inputs, model_lineage, run_link
 from mlattack.tracking.record import (
     ATTACK_NAME_TAG,
@@ -80,7 +80,7 @@ def judge(
 
 def rates(shown: torch.Tensor, thresholds: torch.Tensor) -> dict[str, float]:
     won = scenario_success(shown, thresholds).double().mean(0)
-    out = {f"success_rate_n{k}": float(v) for k, v in enumerate(won)}
+    out = {key: float(v) for key, v in zip(SUCCESS_RATE_KEYS, won, strict=True)}
     return {**out, "labels_shown_mean": float(shown.double().mean()), "num_samples": float(len(shown))}
 
 
@@ -162,7 +162,7 @@ def evaluate_transfer(
             runs.log_params(client, cid, {**context, **attack_params, "source_attack_run": child.info.run_id})
             log_lineage_inputs(client, cid, target, _split(child), context="transfer")
             src_metrics = [
-                (f"source/{success_key(k)}", source[attack][f"success_rate_n{k}"]) for k in range(8)
+                (f"source/{success_key(k)}", source[attack][key]) for k, key in enumerate(SUCCESS_RATE_KEYS)
             ]
             if attack in clean:
                 src_metrics += [(f"clean/{k}", v) for k, v in clean_logged(clean[attack]).items()]
@@ -187,7 +187,7 @@ def evaluate_transfer(
 
 def clean_logged(values: dict[str, float]) -> dict[str, float]:
     """The baseline's MLflow names under ``clean/``: its success rates and labels shown."""
-    keys = [f"success_rate_n{k}" for k in range(8)] + ["labels_shown_mean"]
+    keys = [*SUCCESS_RATE_KEYS, "labels_shown_mean"]
     return {mlflow_metric(k): values[k] for k in keys}
 
 

@@ -23,7 +23,6 @@ import mlflow
 import numpy as np
 
 from mlattack.data.datamodule import MultiLabelDataModule
-from mlattack.evaluation.scenarios import exp_labels
 from mlattack.report import plots
 from mlattack.report.architectures import architecture_map, architecture_table, clean_maps, shown_vs_size
 from mlattack.report.collect import ATTACK_EXPERIMENT, AttackRun, collect_runs, groups, runs_frame
@@ -48,6 +47,7 @@ from mlattack.report.tables import (
     write_table,
 )
 from mlattack.report.transfers import transfer_sections
+from mlattack.scenarios import exp_labels
 from mlattack.tracking.store import default_artifact_location, default_tracking_uri, run_tags
 
 REPORT_EXPERIMENT = "mlattack-reports"

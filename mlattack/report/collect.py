@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.scenarios import NUM_SCENARIOS
 from mlattack.tracking.record import (
     ATTACK_EXPERIMENT,
     ATTACK_NAME_TAG,

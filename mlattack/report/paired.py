@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from mlattack.evaluation.scenarios import NUM_SCENARIOS, scenario_thresholds
 from mlattack.report.collect import AttackRun, attack_sort_key, base_attack, load_samples
 from mlattack.report.tables import network_label
+from mlattack.scenarios import NUM_SCENARIOS, scenario_thresholds
 
 ONE_STEP, ITERATIVE = ("FGSM",), ("BIM", "PGD", "MIFGSM")
 
@@ -37,7 +37,7 @@ def exact_p(b: int, c: int) -> float:
 
 def sample_successes(samples: pd.DataFrame, avg_labels: float, num_classes: int) -> pd.DataFrame:
     """Per sample id: labels shown and success in each scenario (a failed attack never succeeds), the metric's
-    rule (:func:`mlattack.evaluation.scenarios.scenario_success`)."""
+    rule (:func:`mlattack.scenarios.scenario_success`)."""
     thresholds = scenario_thresholds(avg_labels, num_classes).numpy()
     shown = samples["labels_shown"].to_numpy(int)
     valid = samples["valid"].astype(str).str.lower().isin(["true", "1"]).to_numpy()

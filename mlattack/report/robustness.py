@@ -27,11 +27,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from mlattack.evaluation.defended import CLEAN_MAP_METRIC  # noqa: E402
 from mlattack.intervals import format_rate  # noqa: E402
 from mlattack.models.adversarial import TAG_PREFIX  # noqa: E402
 from mlattack.report.architectures import clean_map  # noqa: E402
 from mlattack.report.collect import AttackRun, load_samples  # noqa: E402
+from mlattack.tracking.record import CLEAN_MAP_METRIC  # noqa: E402
 
 #: the attacks the section reads, by the name their runs carry (``APGD[eps=0.03]``, ``PGD[eps=0.1]``, ``MLCW-...``)
 FAMILIES = ("APGD", "PGD", "MLCW")

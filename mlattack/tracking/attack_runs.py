@@ -20,10 +20,10 @@ import yaml
 from mlflow.entities import Metric, Param, RunStatus
 
 from mlattack.errors import with_hint
-from mlattack.evaluation.records import AttackJob
-from mlattack.evaluation.scenarios import NUM_SCENARIOS
-from mlattack.tracking import examples
-from mlattack.tracking.lock import RunBusy, describe, process_alive, this_process
+from mlattack.rundir import examples
+from mlattack.rundir.lock import RunBusy, describe, process_alive, this_process
+from mlattack.rundir.records import RunFolder
+from mlattack.scenarios import NUM_SCENARIOS
 from mlattack.tracking.panels import attack_panel, panel_title, plt
 from mlattack.tracking.record import (
     ATTACK_NAME_TAG,
@@ -146,7 +146,7 @@ def checked_run_id(client: mlflow.MlflowClient, run_id: str, run_key: str, track
 def claim(client: mlflow.MlflowClient, run_id: str) -> None:
     """Record this process as the run's writer; refuse if the recorded writer is another live process here.
 
-    Complements the output folder's lock file (:class:`~mlattack.tracking.lock.RunLock`) for two commands with
+    Complements the output folder's lock file (:class:`~mlattack.rundir.lock.RunLock`) for two commands with
     different output folders on one store.
     """
     run = client.get_run(run_id)
@@ -273,7 +273,8 @@ def samples_csv(records: list[dict]) -> str:
 def log_attack(
     client: mlflow.MlflowClient,
     run_id: str,
-    job: AttackJob,
+    folder: RunFolder,
+    attack: object,
     values: dict[str, float],
     class_names: list[str],
     config: dict | None = None,
@@ -286,20 +287,20 @@ def log_attack(
     have = {a.path for a in client.list_artifacts(run_id)}
     if config is not None and ATTACK_YAML not in have:
         client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), ATTACK_YAML)
-    records = job.load_records()
+    records = folder.load_records()
     if records:
         client.log_text(run_id, samples_csv(records), SAMPLES_CSV)
-    if job.keep_examples and records and EXAMPLES_NPZ not in have:
+    if folder.keep_examples and records and EXAMPLES_NPZ not in have:
         with tempfile.TemporaryDirectory() as tmp:
             path = examples.merge(
-                job.example_files(), records, class_names, Path(tmp) / EXAMPLES_NPZ, job.image_size
+                folder.example_files(), records, class_names, Path(tmp) / EXAMPLES_NPZ, folder.image_size
             )
             if path is not None:
                 client.log_artifact(run_id, str(path))
-    panel = job.load_panel()
+    panel = folder.load_panel()
     if panel:
         fig = attack_panel(
-            [panel[p] for p in sorted(panel)], title=panel_title(job.name, job.attack, len(panel))
+            [panel[p] for p in sorted(panel)], title=panel_title(folder.name, attack, len(panel))
         )
         client.log_figure(run_id, fig, PANEL_PNG)
         plt.close(fig)

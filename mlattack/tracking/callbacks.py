@@ -11,7 +11,7 @@ from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from mlattack.evaluation.selection import dataset_digest
+from mlattack.data.base import dataset_digest
 from mlattack.tracking.checkpoints import CheckpointError, read_checkpoint
 from mlattack.tracking.lineage import all_tags, log_training_input, training_dataset
 from mlattack.tracking.record import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG

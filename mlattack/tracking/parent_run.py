@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities import Metric
 
-from mlattack.evaluation.records import AttackJob
-from mlattack.evaluation.scenarios import NUM_SCENARIOS
 from mlattack.intervals import format_rate
+from mlattack.rundir.lock import this_process
+from mlattack.rundir.records import RunFolder
+from mlattack.scenarios import NUM_SCENARIOS
 from mlattack.tracking import attack_runs as runs
 from mlattack.tracking.lineage import ModelLineage, all_tags, log_lineage_inputs, run_link
-from mlattack.tracking.lock import this_process
 from mlattack.tracking.record import KIND_TAG, NOTE_TAG, RUN_KEY_TAG, WRITER_TAG, attack_params
 
 NOTE_LIMIT = 7900  # MLflow keeps tag values up to 8000 characters
@@ -89,32 +89,46 @@ class AttackRunLog:
         log_lineage_inputs(self.client, self.parent, self.model, self.dataset)
         self.client.log_dict(self.parent, selection, "selection.json")
 
-    def open_child(self, job: AttackJob, hyperparameters: dict, tags: dict, params: dict, seed: int) -> str:
-        """The nested run of one attack, with the context params, its settings and lineage."""
-        all_params = {**self.context, **params, **attack_params(hyperparameters)}
+    def open_child(
+        self, folder: RunFolder, norm: str | None, hyperparameters: dict, tags: dict, params: dict, seed: int
+    ) -> str:
+        """The nested run of one attack (``folder``: its files; ``norm``: the distance its class declares), with the
+        context params, its settings and lineage."""
+        all_params = {**self.context, **params, **attack_params(hyperparameters, norm)}
         child_tags = {KIND_TAG: "attack", **all_tags(seed, "mlattack attack"), **tags}
-        cid = runs.open_child(self.client, self.experiment_id, self.parent, job.name, self.run_key, child_tags,
-                              all_params, job.load_records())  # fmt: skip
+        cid = runs.open_child(self.client, self.experiment_id, self.parent, folder.name, self.run_key, child_tags,
+                              all_params, folder.load_records())  # fmt: skip
         log_lineage_inputs(self.client, cid, self.model, self.dataset)
-        self.children[job.name] = cid
+        self.children[folder.name] = cid
         return cid
 
     def log_child(
-        self, job: AttackJob, values: dict[str, float], class_names: list[str], config: dict
+        self,
+        folder: RunFolder,
+        attack: object,
+        values: dict[str, float],
+        class_names: list[str],
+        config: dict,
     ) -> None:
-        cid = self.children[job.name]
+        """Finish one attack's run from its files (``folder``) and results; ``attack`` gives the panel its budget."""
+        cid = self.children[folder.name]
         n = int(values.get("num_samples", 0))
         own = values.get("seconds_per_sample", float("nan")) * n
         note = (
-            f"**{job.name}** on {self.model.link()}: {n} sample{'' if n == 1 else 's'}; success rate with its 95 % interval, "
-            + ", ".join(f"n={k}: {format_rate(round(values[f'success_rate_n{k}'] * n), n)}" for k in range(8))
+            f"**{folder.name}** on {self.model.link()}: {n} sample{'' if n == 1 else 's'}; success rate with its 95 % interval, "
+            + ", ".join(
+                f"n={k}: {format_rate(round(values[f'success_rate_n{k}'] * n), n)}"
+                for k in range(NUM_SCENARIOS)
+            )
             + f"; {values.get('labels_shown_mean', float('nan')):.2f} labels shown on average. "
             f"Duration: the attack's own time, {own:.1f} s (the attacks of one invocation take turns batch by "
             f"batch). Part of [the attack run]({run_link(self.experiment_id, self.parent)})."
         )
         self.client.set_tag(cid, NOTE_TAG, note[:NOTE_LIMIT])
         data = self.dataset[:2]
-        runs.log_attack(self.client, cid, job, values, class_names, config, self.model.model_id, data)
+        runs.log_attack(
+            self.client, cid, folder, attack, values, class_names, config, self.model.model_id, data
+        )
 
     def finish(self, metrics: dict[str, dict[str, float]], header: str, avg_labels: float) -> None:
         """The success table (:func:`success_note`) as artifact and description, ``avg_labels`` as a metric; the

@@ -13,7 +13,7 @@ import json
 import math
 import re
 
-from mlattack.evaluation.scenarios import NUM_SCENARIOS
+from mlattack.scenarios import NUM_SCENARIOS
 from mlattack.tracking.network_files import constructor_config
 
 ATTACK_EXPERIMENT = "mlattack-attacks"
@@ -68,6 +68,8 @@ _PLAIN_BACK = {v: k for k, v in _PLAIN.items()}
 CURVE = "curve/success_vs_n"  # success rate with step = n: the curve over the scenarios
 HEADLINE = "n_at_50pct"
 ATTACK_SECONDS = "time/attack_seconds"
+#: the attack parent run's metric: the clean val mAP of the model as attacked (behind its defence)
+CLEAN_MAP_METRIC = "defence/clean_val_mAP"
 
 
 def compare_view_state(experiment: str = ATTACK_EXPERIMENT) -> str:
@@ -151,20 +153,16 @@ def logged_metrics(values: dict[str, float]) -> dict[str, float]:
 
 
 # -- attack parameters as logged ------------------------------------------------------------------------------------
-#: the distance each attack bounds or minimises, for attacks that do not say so themselves (``attack.norm``)
-NORM_OF = {
-    "FGSM": "linf", "BIM": "linf", "PGD": "linf", "MIFGSM": "linf", "LabelGraphPGD": "linf",
-    "FGM": "l2", "MLCW": "l2", "MLDP": "l2", "SLIDE": "l1", "MLALP": "linf",
-}  # fmt: skip
 #: the attacks' names for their iteration count; logged as one name, ``attack.iterations``
 ITERATION_ARGS = ("nb_iter", "max_iter")
 
 
-def attack_params(hyperparameters: dict[str, object]) -> dict[str, object]:
+def attack_params(hyperparameters: dict[str, object], norm: str | None = None) -> dict[str, object]:
     """An attack's settings as MLflow params: ``attack.<name>``, with the norm its ``eps`` is measured in
-    (``attack.norm``) and one name for the iteration count (``attack.iterations``)."""
+    (``attack.norm``: a ``norm`` setting, else the ``norm`` the attack class declares) and one name for the
+    iteration count (``attack.iterations``)."""
     hp = dict(hyperparameters)
-    norm = hp.pop("norm", None) or NORM_OF.get(str(hp.get("attack")))
+    norm = hp.pop("norm", None) or norm
     out: dict[str, object] = {"attack.norm": str(norm).lower() if norm else "n/a"}
     for arg in ITERATION_ARGS:
         if arg in hp:

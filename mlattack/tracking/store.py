@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mlattack.errors import EnvironmentFault
+
 DEFAULT_STORE_DIR = Path("mlruns")
 EXPERIMENT = "mlattack"
 #: what to do when a models:/ URI names nothing in the store searched
@@ -31,7 +33,7 @@ NO_MODEL_HINT = (
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-class TrackingServerUnreachable(RuntimeError):
+class TrackingServerUnreachable(EnvironmentFault):
     """The MLflow tracking server named by the tracking URI did not answer."""
 
 
@@ -63,7 +65,7 @@ def prepare_store(uri: str) -> None:
         return
     import mlflow
 
-    from mlattack.tracking.lock import file_lock
+    from mlattack.rundir.lock import file_lock
 
     db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mlattack.attacks import APGD, Attack
-from mlattack.attacks.apgd import checkpoint_fractions, checkpoints, halve_step
+from mlattack.attacks.apgd_steps import checkpoint_fractions, checkpoints, halve_step
 from mlattack.attacks.losses import multilabel_margin, summed_bce
 from tests.attacks.models import assert_batch_equals_one_by_one, make_cnn, make_images, make_linear
 

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from mlattack.attacks import MLALP, MLDP, PGD
-from mlattack.evaluation.scenarios import predicted_positive, scenario_success, scenario_thresholds
+from mlattack.scenarios import predicted_positive, scenario_success, scenario_thresholds
 from tests.attacks.models import make_cnn, make_images
 
 pytestmark = [

@@ -14,8 +14,8 @@ from torch import nn
 from mlattack.attacks import BIM, FGSM, PGD
 from mlattack.attacks.jacobian import label_jacobian
 from mlattack.evaluation.cost import measure_cost
-from mlattack.evaluation.records import read_records
 from mlattack.evaluation.runner import AttackSpec, run_attacks
+from mlattack.rundir.records import read_records
 from tests.evaluation.toy import C, LinearColourNet
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from mlattack.attacks import BIM
 from mlattack.defences import BitDepth
-from mlattack.evaluation.defended import CLEAN_MAP_METRIC
 from mlattack.evaluation.runner import AttackSpec, run_attacks
 from mlattack.report.collect import collect_runs
 from mlattack.report.robustness import robustness_sections
+from mlattack.tracking.record import CLEAN_MAP_METRIC
 
 
 def attack(model, data, out, **kw):

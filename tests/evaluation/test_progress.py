@@ -8,10 +8,11 @@ from rich.console import Console
 
 from mlattack.attacks import FGSM, PGD
 from mlattack.evaluation.batches import attack_pass
+from mlattack.evaluation.job import AttackJob
 from mlattack.evaluation.progress import AttackProgress, interactive, rate_text
-from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.selection import Selection
 from mlattack.evaluation.settings import AttackSettings
+from mlattack.rundir.records import RunFolder
 from tests.evaluation.toy import LinearColourNet
 
 SELECTED = [0, 4, 5, 6, 7, 8, 9]
@@ -19,8 +20,10 @@ SELECTED = [0, 4, 5, 6, 7, 8, 9]
 
 def jobs(run_dir):
     return [
-        AttackJob("FGSM", FGSM(eps=0.3), 7, 2.0, run_dir, figure_positions=()),
-        AttackJob("PGD-small", PGD(eps=0.2, nb_iter=3, eps_iter=0.05), 4, 2.0, run_dir, figure_positions=()),
+        AttackJob("FGSM", FGSM(eps=0.3), 2.0, RunFolder(run_dir, "FGSM", 7, figure_positions=())),
+        AttackJob(
+            "PGD-small", PGD(eps=0.2, nb_iter=3, eps_iter=0.05), 2.0, RunFolder(run_dir, "PGD-small", 4, ())
+        ),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Per-sample records and panel previews read back after a crash (mlattack.evaluation.records), and how a resumed
+"""Per-sample records and panel previews read back after a crash (mlattack.rundir.records), and how a resumed
 rank takes them up (AttackCallback.setup)."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import torch
 
 from mlattack.attacks import FGSM
 from mlattack.evaluation.callback import AttackCallback
-from mlattack.evaluation.metrics import NORMS
-from mlattack.evaluation.records import AttackJob, read_panel
+from mlattack.evaluation.job import AttackJob
+from mlattack.evaluation.settings import AttackSettings
+from mlattack.rundir.records import NORMS, RunFolder, read_panel
 
 
 def record(position: int, shown: int = 2) -> dict:
@@ -22,12 +23,12 @@ def record(position: int, shown: int = 2) -> dict:
 
 
 def test_records_of_every_rank_once_each_within_the_job(tmp_path):
-    job = AttackJob("FGSM", FGSM(), num_samples=6, avg_labels=1.0, run_dir=tmp_path)
+    folder = RunFolder(tmp_path, "FGSM", num_samples=6)
     (tmp_path / "FGSM.jsonl").write_text("\n".join(json.dumps(record(p)) for p in (0, 1, 4, 9)) + "\n")
     (tmp_path / "FGSM.rank1.jsonl").write_text(
         json.dumps(record(2)) + "\n" + json.dumps(record(1, shown=1)) + "\n"
     )
-    records = job.load_records()
+    records = folder.load_records()
     assert [r["position"] for r in records] == [0, 1, 2, 4]  # position 9 is beyond this job's 6 samples
     assert records[1]["labels_shown"] == 2  # the first record of a position counts
 
@@ -38,10 +39,10 @@ def test_a_resumed_rank_skips_every_stored_sample_and_counts_only_its_share(tmp_
     (tmp_path / "FGSM.jsonl").write_text("\n".join(json.dumps(record(p)) for p in range(5)) + "\n")
     counted = 0
     for rank in (0, 1):
-        job = AttackJob("FGSM", FGSM(), num_samples=10, avg_labels=1.0, run_dir=tmp_path)
-        callback = AttackCallback([job], num_classes=2, class_names=["a", "b"])
+        job = AttackJob("FGSM", FGSM(), avg_labels=1.0, folder=RunFolder(tmp_path, "FGSM", num_samples=10))
+        callback = AttackCallback([job], 2, ["a", "b"], AttackSettings(quantize="none"))
         callback.setup(SimpleNamespace(global_rank=rank, world_size=2, callbacks=[]), None, "test")
-        assert job.done == {0, 1, 2, 3, 4}
+        assert job.folder.done == {0, 1, 2, 3, 4}
         counted += int(job.metric.count)
     assert counted == 5
 

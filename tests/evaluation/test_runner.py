@@ -9,9 +9,9 @@ from pytorch_lightning.callbacks import Callback
 
 from mlattack.attacks import BIM, FGSM, PGD
 from mlattack.attacks.losses import labels_shown
-from mlattack.evaluation.records import read_records
 from mlattack.evaluation.runner import AttackSpec, load_attack_config, run_attacks
-from mlattack.evaluation.scenarios import scenario_success, scenario_thresholds
+from mlattack.rundir.records import read_records
+from mlattack.scenarios import scenario_success, scenario_thresholds
 from tests.evaluation.toy import LinearColourNet, ToyColours
 
 

@@ -8,9 +8,9 @@ import torch
 
 from mlattack.attacks import FGSM, PGD
 from mlattack.evaluation.runner import AttackSpec, run_attacks
-from mlattack.evaluation.scenarios import predicted_positive, scenario_success, scenario_thresholds
 from mlattack.evaluation.transfer import evaluate_main, evaluate_transfer
-from mlattack.tracking.examples import load_examples
+from mlattack.rundir.examples import load_examples
+from mlattack.scenarios import predicted_positive, scenario_success, scenario_thresholds
 from mlattack.tracking.registry import log_network
 from tests.evaluation.toy import ToyColours
 from tests.report.toy_models import ShiftedColourNet

@@ -98,7 +98,7 @@ def test_read_only_store_folder_is_one_line_naming_it(tmp_path, fresh_store, mon
 def test_a_second_writer_is_one_line_runbusy_exit_2(
     tmp_path, store, toy_source, registered_toy_model, capsys
 ):
-    from mlattack.tracking.lock import RunLock
+    from mlattack.rundir.lock import RunLock
 
     args = attack_args(registered_toy_model, tmp_path / "out")
     assert exit_of(args, capsys)[0] == 0
@@ -149,7 +149,7 @@ def test_a_class_path_outside_mlattack_is_refused_before_its_module_is_imported(
 def test_an_interrupted_attack_exits_128_plus_the_signal_and_the_same_command_resumes(
     tmp_path, store, toy_source, registered_toy_model, signum, status
 ):
-    from mlattack.evaluation.records import read_records
+    from mlattack.rundir.records import read_records
 
     slow = json.dumps([{"attack": {"class_path": "mlattack.attacks.BIM",
                                    "init_args": {"eps": 0.2, "nb_iter": 3000, "eps_iter": 0.0005}}}])  # fmt: skip

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mlattack.data.base import DataFormatError, load_rgb
+from mlattack.rundir.examples import load_examples
 from mlattack.tracking.attack_runs import EXAMPLES_NPZ
-from mlattack.tracking.examples import load_examples
 from tests.evaluation.test_runner import CrashAtBatch
 from tests.reliability.jobs import ATTACKS, run_toy_attack
 

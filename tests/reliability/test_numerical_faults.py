@@ -13,7 +13,7 @@ import torch
 from mlattack.attacks import BIM, FGSM, MLDP
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
 from mlattack.evaluation.runner import AttackSpec, run_attacks
-from mlattack.evaluation.scenarios import scenario_thresholds
+from mlattack.scenarios import scenario_thresholds
 from mlattack.tracking.registry import log_network
 from tests.reliability.faulty import NaNGradientBelow, NaNLogitsAbove
 from tests.reliability.helpers import keep_tracking_uri

@@ -13,8 +13,8 @@ import time
 import mlflow
 import pytest
 
-from mlattack.evaluation.records import read_records
-from mlattack.tracking.lock import RunBusy, RunLock
+from mlattack.rundir.lock import RunBusy, RunLock
+from mlattack.rundir.records import read_records
 from tests.reliability import forked
 from tests.reliability.jobs import ATTACKS, attack_job, run_toy_attack
 

@@ -18,7 +18,7 @@ import mlflow
 import pytest
 import torch
 
-from mlattack.evaluation.records import read_panel, read_records
+from mlattack.rundir.records import read_panel, read_records
 from mlattack.tracking.registry import log_network
 from tests.evaluation.toy import LinearColourNet
 from tests.reliability import forked

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import torch
 
-from mlattack.evaluation.records import parse_record, read_panel, read_records
+from mlattack.rundir.records import parse_record, read_panel, read_records
 from mlattack.tracking import atomic
 from tests.evaluation.test_runner import CrashAtBatch
 from tests.reliability.helpers import computed

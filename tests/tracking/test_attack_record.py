@@ -11,9 +11,9 @@ from pytorch_lightning.callbacks import Callback
 
 from mlattack.attacks import FGSM, PGD
 from mlattack.attacks.losses import labels_shown
-from mlattack.evaluation.records import read_records
 from mlattack.evaluation.runner import AttackSpec, load_attack_config, run_attacks
-from mlattack.tracking.examples import as_float, compact_clean, load_examples
+from mlattack.rundir.examples import as_float, compact_clean, load_examples
+from mlattack.rundir.records import read_records
 from tests.evaluation.toy import LinearColourNet, ToyColours
 
 CONTEXT = ("dataset", "split", "image_size", "num_classes", "seed", "device", "mode", "quantize", "precision",

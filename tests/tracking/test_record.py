@@ -49,12 +49,29 @@ def test_headline_is_the_largest_scenario_with_half_the_samples():
 
 def test_attack_params_state_the_norm_and_one_iteration_name():
     pgd, mldp, fgm = (
-        attack_params(a.hyperparameters()) for a in (PGD(eps=0.3, nb_iter=7), MLDP(max_iter=9), FGM())
+        attack_params(a.hyperparameters(), a.norm) for a in (PGD(eps=0.3, nb_iter=7), MLDP(max_iter=9), FGM())
     )
     assert (pgd["attack.norm"], pgd["attack.iterations"], pgd["attack.eps"]) == ("linf", 7, 0.3)
     assert (mldp["attack.norm"], mldp["attack.iterations"]) == ("l2", 9)
     assert fgm["attack.norm"] == "l2" and "attack.iterations" not in fgm
     assert not any(k in p for p in (pgd, mldp) for k in ("attack.nb_iter", "attack.max_iter"))
+
+
+def test_every_shipped_attack_declares_its_norm():
+    """The norm lives on the attack class (APGD's is a setting, logged from its hyperparameters)."""
+    import mlattack.attacks as attacks
+
+    declared = {
+        name: getattr(attacks, name).norm
+        for name in attacks.__all__
+        if name not in ("Attack", "AttackResult")
+    }
+    assert declared == {
+        "APGD": None, "BIM": "linf", "FGM": "l2", "FGSM": "linf", "LabelGraphPGD": "linf", "MIFGSM": "linf",
+        "MLALP": "linf", "MLCW": "l2", "MLDP": "l2", "PGD": "linf", "SLIDE": "l1",
+    }  # fmt: skip
+    apgd = attacks.APGD(norm="L2")
+    assert attack_params(apgd.hyperparameters(), apgd.norm)["attack.norm"] == "l2"
 
 
 def test_attack_config_rebuilds_the_attack_as_it_ran():

@@ -34,7 +34,7 @@ def attacked(tmp_path, store, toy_data, registered_toy_model):
 
 
 def _records(tmp_path, name):
-    from mlattack.evaluation.records import read_records
+    from mlattack.rundir.records import read_records
 
     (path,) = list((tmp_path / "out").glob(f"*/{name}.jsonl"))
     return read_records(path)[0]

@@ -23,13 +23,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlattack.errors import EnvironmentFault
+
 log = logging.getLogger(__name__)
 
 #: the holder record is rewritten in place at this size (JSON padded with spaces)
 RECORD_SIZE = 1024
 
 
-class RunBusy(RuntimeError):
+class RunBusy(EnvironmentFault):
     """Another live process is writing this run."""
 
 

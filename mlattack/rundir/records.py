@@ -2,8 +2,8 @@
 back after a crash.
 
 Records are JSON lines appended (and fsynced) after every batch; the panel preview is rewritten atomically
-(:mod:`mlattack.tracking.atomic`), and each batch's adversarial images go to one chunk file written the same way
-(:mod:`mlattack.tracking.examples`); a sample recorded but without its image is attacked again for it (never
+(:mod:`mlattack.rundir.atomic`), and each batch's adversarial images go to one chunk file written the same way
+(:mod:`mlattack.rundir.examples`); a sample recorded but without its image is attacked again for it (never
 counted twice). Readers trust nothing: a line that is not UTF-8, not JSON, or misses a field or
 has one of the wrong type is dropped — its sample has no record, so a resumed run attacks it again — and a panel
 file that does not load is ignored, so its samples are attacked again for the picture (never counted twice).
@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlattack.attacks.base import Attack
-from mlattack.evaluation.metrics import COSTS, NORMS, ShowManyLabels
-from mlattack.tracking.atomic import append_lines, torch_save_atomic
-from mlattack.tracking.examples import (
+from mlattack.rundir.atomic import append_lines, torch_save_atomic
+from mlattack.rundir.examples import (
     CHUNK_SUFFIX,
     chunk_glob,
     compact,
@@ -34,6 +32,11 @@ from mlattack.tracking.examples import (
 )
 
 log = logging.getLogger(__name__)
+
+#: the perturbation sizes each record holds (:func:`mlattack.evaluation.metrics.perturbation_norms`)
+NORMS = ("l2", "l1", "linf", "rmsd", "mean_abs")
+#: per-sample cost fields of a record (:mod:`mlattack.evaluation.cost`): passes per sample, the batch's peak MiB
+COSTS = ("forwards", "backwards", "peak_mb")
 
 _INT, _FLOAT, _BOOL, _STR, _NAMES = "int", "float", "bool", "str", "names"
 #: every field a record needs, with its JSON type (what update_metric and the MLflow table read)
@@ -128,7 +131,7 @@ def read_panel(path: Path) -> dict[int, dict]:
 class ImageKeeper(dict):
     """``job.panel``: the panel figure's samples (this dict's items: clean and adversarial image, labels before and
     after) and, when the job keeps every example, each sample's adversarial image, buffered compactly until
-    :meth:`AttackJob.save_panel` writes the batch's chunk (:mod:`mlattack.tracking.examples`)."""
+    :meth:`AttackJob.save_panel` writes the batch's chunk (:mod:`mlattack.rundir.examples`)."""
 
     def __init__(self, figure: tuple[int, ...] = (), keep: bool = False, exact_8bit: bool = False) -> None:
         super().__init__()
@@ -153,25 +156,24 @@ class ImageKeeper(dict):
 
 
 @dataclass
-class AttackJob:
-    """One configured attack within a run: where its records go and which samples it covers.
+class RunFolder:
+    """One attack's files in a run folder: where its records, panel preview and examples go, which samples it
+    covers, and reading them back (every rank's) when the run resumes.
 
     ``figure_positions`` are the samples drawn in the run's panel; with ``keep_examples`` the adversarial image of
-    every sample is kept as well (uint8 when ``exact_8bit``: the images are judged as 8-bit files).
+    every sample is kept as well (uint8 when ``exact_8bit``: the images are judged as 8-bit files). ``rank`` (set
+    by the attack loop once DDP is up) picks this process's files; ``done`` holds the positions recorded so far.
     """
 
-    name: str
-    attack: Attack
-    num_samples: int  # the first ``num_samples`` positions of the selection
-    avg_labels: float
     run_dir: Path
+    name: str  # the attack's name in the run: its files' stem
+    num_samples: int  # the first ``num_samples`` positions of the selection
     figure_positions: tuple[int, ...] = (0, 1, 2, 3)
     keep_examples: bool = False
     exact_8bit: bool = False
     image_size: int | None = None  # side of the attacked images: a stored example of another size is redone
     rank: int = 0
     done: set[int] = field(default_factory=set)
-    metric: ShowManyLabels | None = None
     panel: ImageKeeper = field(default_factory=ImageKeeper)
 
     def __post_init__(self) -> None:

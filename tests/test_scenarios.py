@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mlattack.evaluation.metrics import ShowManyLabels, perturbation_norms
-from mlattack.evaluation.scenarios import exp_labels, scenario_success, scenario_thresholds
+from mlattack.scenarios import exp_labels, scenario_success, scenario_thresholds
 
 
 def test_exp_labels_follow_avg_plus_power_of_two_capped_at_c():
@@ -65,7 +65,7 @@ def test_metric_accumulates_like_a_direct_computation():
 
 def test_prediction_rule_is_the_studys_float32_sigmoid_threshold() -> None:
     """A logit just below 0 has sigmoid exactly 0.5 in float32: the study's evaluation counts that label shown."""
-    from mlattack.evaluation.scenarios import predicted_positive
+    from mlattack.scenarios import predicted_positive
 
     logits = torch.tensor([[-3e-8, -1e-6, 0.0, 2.0, -2.0]])
     assert predicted_positive(logits).tolist() == [[True, False, True, True, False]]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlattack.tracking.atomic import write_atomic
+from mlattack.rundir.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 

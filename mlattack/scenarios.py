@@ -1,4 +1,5 @@
-"""The study's eight "show many labels" scenarios.
+"""The study's eight "show many labels" scenarios: one home for the scoring that the attack loop, the MLflow
+record and the report share.
 
 Scenario n asks the adversarial prediction to show at least ``int(expLabels_n)`` labels, with
 ``expLabels_n = min(avgLabels + 2**n, C)``; avgLabels is the mean number of ground-truth labels of the attacked
@@ -10,6 +11,9 @@ from __future__ import annotations
 import torch
 
 NUM_SCENARIOS = 8
+
+#: the internal name of each scenario's success rate (``success_rate_n0`` ...), in scenario order
+SUCCESS_RATE_KEYS = tuple(f"success_rate_n{n}" for n in range(NUM_SCENARIOS))
 
 
 def exp_labels(avg_labels: float, num_classes: int, num_scenarios: int = NUM_SCENARIOS) -> list[float]:
