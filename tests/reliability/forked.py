@@ -62,7 +62,7 @@ def child_setup(tracking_uri: str) -> None:
 def cut_writes(pattern: str, nth: int, fraction: float, log: Path) -> None:
     """Make the ``nth`` write to a file whose name matches ``pattern`` stop after ``fraction`` of its bytes, note
     it in ``log``, and ``SIGKILL`` this process (writes go through :func:`mlattack.rundir.atomic._write`)."""
-    from mlattack.tracking import atomic
+    from mlattack.rundir import atomic
 
     original, seen = atomic._write, [0]
 

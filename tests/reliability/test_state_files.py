@@ -10,8 +10,8 @@ import mlflow
 import pytest
 import torch
 
+from mlattack.rundir import atomic
 from mlattack.rundir.records import parse_record, read_panel, read_records
-from mlattack.tracking import atomic
 from tests.evaluation.test_runner import CrashAtBatch
 from tests.reliability.helpers import computed
 from tests.reliability.jobs import ATTACKS, run_toy_attack
