@@ -19,7 +19,6 @@ from pathlib import Path
 
 import mlflow
 import torch
-from jsonargparse import ArgumentParser
 
 from mlattack.report.tables import success_frame, to_markdown
 from mlattack.report.transfers import BASELINE_ROW, with_baseline
@@ -207,37 +206,3 @@ def _table(metrics: dict, source: dict, clean: dict) -> str:
         success_frame(source, ("labels shown",)), "The same examples on the attacked model"
     )
     return f"{on_target}\n\n{on_source}"
-
-
-# -- the command ----------------------------------------------------------------------------------------------------
-def evaluate_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="mlattack evaluate", description=HELP[0].upper() + HELP[1:] + ".")
-    parser.add_argument("--run", type=str, required=True,
-                        help="an `mlattack attack` parent run id (all its attacks) or one attack's run id")  # fmt: skip
-    parser.add_argument("--model", type=str, required=True,
-                        help="the model to judge them on: models:/<name>@<alias>, models:/<name>/<version> or a .ckpt")  # fmt: skip
-    parser.add_argument("--tracking_uri", type=str | None, default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the SQLite store in ./mlruns)")  # fmt: skip
-    parser.add_argument(
-        "--experiment", type=str, default=TRANSFER_EXPERIMENT, help="experiment of the new run"
-    )
-    parser.add_argument("--batch_size", type=int, default=50, help="images per forward pass")
-    parser.add_argument(
-        "--device", type=str, default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."
-    )
-    return parser
-
-
-def run_evaluate(parser: ArgumentParser, cfg) -> TransferReport:
-    """Run ``mlattack evaluate`` with parsed options and print its table (what :mod:`mlattack.commands` calls)."""
-    values = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
-    report = evaluate_transfer(**values)
-    print(report.table)
-    print(f"\nMLflow transfer run: {report.run_id} ({len(report.child_run_ids)} attacks)")
-    return report
-
-
-def evaluate_main(argv: list[str]) -> TransferReport:
-    """``mlattack evaluate`` from an argument list."""
-    parser = evaluate_parser()
-    return run_evaluate(parser, parser.parse_args(argv))

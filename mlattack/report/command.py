@@ -1,4 +1,5 @@
-"""``mlattack report``: build the report from the tracking store and print its Markdown tables."""
+"""``mlattack report``: build the report from the tracking store and print its Markdown tables (the command's parser is
+:mod:`mlattack.cli.report`)."""
 
 from __future__ import annotations
 
@@ -6,56 +7,12 @@ from pathlib import Path
 
 import mlflow
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mlattack.data.datamodule import MultiLabelDataModule
 from mlattack.report.build import REPORT_EXPERIMENT, Report, build_report
 from mlattack.tracking.lineage import describe_report_run
 from mlattack.tracking.record import ATTACK_EXPERIMENT
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
-
-
-def report_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="mlattack report",
-        description="Tables and figures of the study from finished `mlattack attack` runs.",
-    )
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_argument(
-        "--experiment", type=str, default=ATTACK_EXPERIMENT, help="experiment of the attack runs"
-    )
-    parser.add_argument(
-        "--network", type=str | None, default=None, help="only this network (e.g. mlgcn, mlliw)"
-    )
-    parser.add_argument(
-        "--dataset", type=str | None, default=None, help="only this data source (e.g. voc2007)"
-    )
-    parser.add_argument(
-        "--filter",
-        type=str | None,
-        default=None,
-        help="extra MLflow filter on the attack runs, e.g. \"params.mode = 'paper'\"",
-    )
-    parser.add_argument(
-        "--output_dir", type=str, default="outputs/report", help="folder for tables and figures"
-    )
-    parser.add_argument(
-        "--tracking_uri", type=str | None, default=None, help="default: $MLFLOW_TRACKING_URI or ./mlruns"
-    )
-    parser.add_argument(
-        "--report_experiment",
-        type=str,
-        default=REPORT_EXPERIMENT,
-        help="experiment of the report run that stores the files as artifacts",
-    )
-    parser.add_argument(
-        "--data",
-        type=str | None,
-        default=None,
-        help="a data YAML (e.g. configs/data/voc2007.yaml, with its root) for the training-split "
-        "label statistics; the built-in dataset needs none",
-    )
-    return parser
 
 
 def load_data_config(path: str) -> MultiLabelDataModule:
@@ -72,31 +29,39 @@ def load_data_config(path: str) -> MultiLabelDataModule:
         raise ValueError(f"{p}: {e}") from e
 
 
-def main(argv: list[str]) -> Report:
-    """Parse ``argv``, build the report, print every Markdown table and where the files went."""
-    parser = report_parser()
-    cfg = parser.parse_args(argv)
-    tracking_uri = cfg.tracking_uri or default_tracking_uri()
+def make_report(
+    output_dir: str = "outputs/report",
+    experiment: str = ATTACK_EXPERIMENT,
+    network: str | None = None,
+    dataset: str | None = None,
+    filter: str | None = None,  # noqa: A002 - the command's option name
+    tracking_uri: str | None = None,
+    report_experiment: str = REPORT_EXPERIMENT,
+    data: str | None = None,
+) -> Report:
+    """Build the report (the options of ``mlattack report``, :mod:`mlattack.cli.report`), print every Markdown table
+    and where the files went."""
+    tracking_uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)  # like fit and attack: a dead server fails in seconds, not after retries
     report = build_report(
-        output_dir=cfg.output_dir,
-        experiment=cfg.experiment,
-        network=cfg.network,
-        dataset=cfg.dataset,
-        filter_string=cfg.filter,
+        output_dir=output_dir,
+        experiment=experiment,
+        network=network,
+        dataset=dataset,
+        filter_string=filter,
         tracking_uri=tracking_uri,
-        report_experiment=cfg.report_experiment,
-        data=load_data_config(cfg.data) if cfg.data else None,
+        report_experiment=report_experiment,
+        data=load_data_config(data) if data else None,
     )
     parents: dict[str, list[str]] = {}
     for r in report.runs:  # the attack runs it summarises, by invocation
         parents.setdefault(r.parent_id, []).append(r.attack)
-    describe_report_run(mlflow.MlflowClient(tracking_uri), report.run_id, cfg.experiment, parents)
+    describe_report_run(mlflow.MlflowClient(tracking_uri), report.run_id, experiment, parents)
     for stem, table in report.markdown.items():
         print(f"\n### {stem}\n\n{table}")
     print(
         f"\nReport: {report.output_dir / 'index.md'} and, figures embedded, {report.output_dir / 'report.html'} "
         f"({len(report.files)} files, {len(report.runs)} attack runs); "
-        f"MLflow report run {report.run_id} in experiment {cfg.report_experiment!r}"
+        f"MLflow report run {report.run_id} in experiment {report_experiment!r}"
     )
     return report

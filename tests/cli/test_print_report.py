@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlattack.cli.tools import print_report
+from mlattack.cli.attack import print_report
 from mlattack.evaluation.runner import AttackReport
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mlattack.attacks import FGSM, PGD
+from mlattack.cli import run as mlattack
 from mlattack.evaluation.runner import AttackSpec, run_attacks
-from mlattack.evaluation.transfer import evaluate_main, evaluate_transfer
+from mlattack.evaluation.transfer import evaluate_transfer
 from mlattack.rundir.examples import load_examples
 from mlattack.scenarios import predicted_positive, scenario_success, scenario_thresholds
 from mlattack.tracking.registry import log_network
@@ -93,8 +94,8 @@ def test_transfer_to_another_model_equals_a_direct_judgement_and_links_both(tmp_
 
 
 def test_command_and_clear_errors(store, attack_run, registered_toy_model, capsys):
-    report = evaluate_main(["--run", attack_run.parent_run_id, "--model", registered_toy_model,
-                            "--tracking_uri", store, "--device", "cpu"])  # fmt: skip
+    report = mlattack(["evaluate", "--run", attack_run.parent_run_id, "--model", registered_toy_model,
+                       "--tracking_uri", store, "--device", "cpu"])  # fmt: skip
     assert sorted(report.child_run_ids) == ["FGSM", "PGD"]
     assert "| FGSM |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no such run"):

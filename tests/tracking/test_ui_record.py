@@ -11,9 +11,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mlattack.attacks import FGSM, PGD
+from mlattack.cli import run as mlattack
 from mlattack.intervals import format_rate
 from mlattack.models.module import MultiLabelClassifier
-from mlattack.report.command import main as report_main
 from mlattack.tracking.callbacks import MLflowRunContext
 from mlattack.tracking.logger import MLflowLogger
 from mlattack.tracking.parent_run import parent_run_name
@@ -134,7 +134,7 @@ def test_fit_run_has_its_training_data_and_the_version_a_signature(tmp_path, sto
 
 def test_report_run_follows_the_other_runs_conventions(tmp_path, store, attacked):
     report, _ = attacked
-    rep = report_main(["--tracking_uri", store, "--output_dir", str(tmp_path / "report")])
+    rep = mlattack(["report", "--tracking_uri", store, "--output_dir", str(tmp_path / "report")])
     client = mlflow.MlflowClient(store)
     run = client.get_run(rep.run_id)
     tags = run.data.tags
