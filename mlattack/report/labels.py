@@ -25,9 +25,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from mlattack.data.datamodule import SOURCES, MultiLabelDataModule
-from mlattack.report import plots
-from mlattack.report.collect import AttackRun, load_samples
-from mlattack.report.tables import network_label
+from mlattack.report.collect import AttackRun
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +115,7 @@ def analyse_labels(
     """
     samples = {a: _valid(f) for a, f in samples.items()}
     if class_names is None:
-        names = set()
-        for f in samples.values():
-            for col in ("true_labels", "labels_shown_names"):
-                for cell in f[col]:
-                    names |= _names(cell)
-        class_names = sorted(names)
-    index = {n: j for j, n in enumerate(class_names)}
+        class_names = _named_labels(samples)
     if train_counts is not None and train_cooccurrence is not None and train_images:
         counts, cooc, total, source = (
             np.asarray(train_counts, float),
@@ -133,9 +125,27 @@ def analyse_labels(
         )
     else:
         (counts, cooc, total), source = sample_statistics(samples, class_names), SAMPLES_SOURCE
-    p = conditional(counts, cooc)
     frequency = counts / max(total, 1)
+    rates, corr_rows, support = _turned_on(samples, class_names, conditional(counts, cooc), frequency)
+    return _tables(class_names, rates, corr_rows, frequency, support, source)
 
+
+def _named_labels(samples: dict[str, pd.DataFrame]) -> list[str]:
+    """Every label the tables name, sorted."""
+    names = set()
+    for f in samples.values():
+        for col in ("true_labels", "labels_shown_names"):
+            for cell in f[col]:
+                names |= _names(cell)
+    return sorted(names)
+
+
+def _turned_on(
+    samples: dict[str, pd.DataFrame], class_names: list[str], p: np.ndarray, frequency: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, dict], np.ndarray]:
+    """Per attack, how often each label that was off came on (and the correlation rows); per label, its mean
+    co-occurrence support from the true labels, each sample counted once across attacks."""
+    index = {n: j for j, n in enumerate(class_names)}
     c = len(class_names)
     rates, corr_rows = {}, {}
     support_sum, support_n = np.zeros(c), np.zeros(c)
@@ -174,6 +184,19 @@ def analyse_labels(
         support = np.where(support_n > 0, support_sum / np.maximum(support_n, 1), np.nan)
     for attack in rates:
         corr_rows[attack]["spearman_support"] = spearman(rates[attack], support)
+    return rates, corr_rows, support
+
+
+def _tables(
+    class_names: list[str],
+    rates: dict[str, np.ndarray],
+    corr_rows: dict[str, dict],
+    frequency: np.ndarray,
+    support: np.ndarray,
+    source: str,
+) -> LabelAnalysis:
+    """The rate, label and correlation tables, labels from the most frequent down."""
+    c = len(class_names)
     order = np.argsort(-frequency, kind="stable")
     ordered = [class_names[j] for j in order]
     rate_frame = pd.DataFrame({a: r[order] for a, r in rates.items()}, index=ordered).T
@@ -258,42 +281,3 @@ def training_statistics(dataset: str, runs: list[AttackRun], data: MultiLabelDat
     if num_classes is not None and stats.num_classes != num_classes:
         return None
     return stats.class_names, stats.label_counts(), stats.cooccurrence_matrix(), stats.num_images
-
-
-def label_section(report, index, client, group, net, ds, data, tmp, tables_dir, fig_dir) -> None:
-    """The report's label analysis of one network and dataset: CSV/Markdown tables, the heatmap, the index text
-    (``report.files`` / ``report.markdown`` / ``index`` are extended in place, as the other sections are)."""
-    samples = {r.attack: f for r in group if (f := load_samples(client, r, tmp)) is not None and len(f)}
-    if not samples:
-        return
-    stats = training_statistics(ds, group, data)
-    if stats is None:
-        result = analyse_labels(samples)
-    else:
-        names, counts, cooc, n = stats
-        result = analyse_labels(samples, names, counts, cooc, n)
-    stem = f"labels_{net}_{ds}"
-    title = f"Which labels resist: {network_label(net)} on {ds}"
-    result.labels.to_csv(tables_dir / f"{stem}.csv")
-    result.rates.to_csv(tables_dir / f"{stem}_rates.csv")
-    result.correlations.to_csv(tables_dir / f"{stem}_correlations.csv")
-    md = label_markdown(result)
-    (tables_dir / f"{stem}.md").write_text(f"{title}\n\n{md}\n")
-    fig = plots.label_heatmap(result.rates, title, fig_dir / f"{stem}.png", result.source)
-    report.markdown[stem] = md
-    report.files += [tables_dir / f"{stem}.{ext}" for ext in ("csv", "md")] + [
-        tables_dir / f"{stem}_rates.csv",
-        tables_dir / f"{stem}_correlations.csv",
-        fig,
-    ]
-    index += [
-        f"### {title}",
-        "",
-        "Turned-on rate of a label = share of attacked samples without that label that "
-        "show it after the attack.",
-        "",
-        md,
-        "",
-        f"![label heatmap, {net} {ds}](figures/{fig.name})",
-        "",
-    ]
