@@ -154,21 +154,7 @@ def _round(
         room = min(slots - len(ids), n - queued)
         if room > 0:  # refill the batch from the queue; a new sample starts at k = 0
             x, t = images[queued : queued + room], target[queued : queued + room]
-            if gens is None:
-                start = attack.start(x, None)
-            else:
-                start = torch.cat([attack.start(x[i : i + 1], gens[queued + i]) for i in range(room)])
-            zeros = torch.zeros(room, device=dev)
-            new = _Rows(
-                x=x, t=t, delta=start, prev=start, grad=torch.zeros_like(x), loss=zeros,
-                eta=torch.full((room,), 2.0 * attack.eps, device=dev),
-                best_delta=start, best_grad=torch.zeros_like(x), best_loss=zeros,
-                best_logits=torch.zeros(t.shape, device=dev),
-                successes=torch.zeros(room, dtype=torch.long, device=dev),
-                halved_last=torch.zeros(room, dtype=torch.bool, device=dev), best_loss_last=zeros,
-                finite=torch.ones(room, dtype=torch.bool, device=dev),
-                k=torch.zeros(room, dtype=torch.long, device=dev),
-            )  # fmt: skip
+            new = _fresh_rows(attack, x, t, None if gens is None else gens[queued : queued + room])
             live = new.apply(lambda v: _like(v, fmt)) if live is None else live.cat(new, fmt)
             ids += list(range(queued, queued + room))
             ks += [0] * room
@@ -176,30 +162,7 @@ def _round(
         if not ids:
             break
         s = live
-        fresh, last = s.k == 0, s.k == nb
-        if ks.count(0) < len(ks):  # rows past their start take a step (momentum from k = 2 on)
-            z = attack.step(s.x, s.delta, s.prev, s.grad, s.eta, s.k > 1)
-            s.prev, s.delta = s.delta, torch.where(per_sample_view(~fresh, z), z, s.delta)
-        point = s.x + s.delta
-        if ks.count(nb) == len(ks):  # every row at its last iterate: the forward pass alone
-            with torch.no_grad():
-                logits = attack.forward(model, point)
-                loss, grad = attack.loss_fn(logits, s.t).float(), None
-        else:
-            loss, grad, logits = attack.loss_and_grad(model, point, s.t)
-            # a last iterate's gradient is not taken
-            s.finite &= torch.isfinite(grad.flatten(1)).all(1) | last
-        s.successes = s.successes + ((loss < s.loss) & ~fresh).long()
-        s.loss = loss
-        better = (loss < s.best_loss) | fresh
-        s.best_loss = torch.where(better, loss, s.best_loss)
-        s.best_logits = torch.where(better[:, None], logits, s.best_logits)
-        s.best_delta = torch.where(per_sample_view(better, s.delta), s.delta, s.best_delta)
-        if grad is not None:
-            # restarts need the gradient at the best point (none is taken at the last iterate)
-            s.best_grad = torch.where(per_sample_view(better & ~last, grad), grad, s.best_grad)
-            s.grad = grad
-        s.best_loss_last = torch.where(fresh, loss, s.best_loss_last)
+        logits = _step_and_evaluate(attack, model, s, ks, nb)
         if attack.early_stop:
             found = attack.reached(logits, s.t).nonzero().flatten().tolist()  # the one host sync per step
             if found:
@@ -207,19 +170,75 @@ def _round(
                 if not ids:
                     continue
                 s = live
-        marks_here = sorted({kj for kj in ks if kj in span})
-        if marks_here:  # each sample's checkpoint decision, with the span since its own last checkpoint
-            mark = at_mark[s.k]
-            halve = torch.zeros_like(mark)
-            for w in marks_here:  # the same comparisons as perturb's (an int span), for the rows at w
-                h = halve_step(s.successes, span[w], attack.rho, s.halved_last, s.best_loss, s.best_loss_last)
-                halve = halve | ((s.k == w) & h)
-            restart_where_halved(s, halve)
-            s.successes = torch.where(mark, 0, s.successes)
-            s.halved_last = torch.where(mark, halve, s.halved_last)
-            s.best_loss_last = torch.where(mark, s.best_loss, s.best_loss_last)
+        _checkpoints(attack, s, ks, span, at_mark)
         ks, s.k = [kj + 1 for kj in ks], s.k + 1
         spent = [j for j, kj in enumerate(ks) if kj > nb]
         if spent:
             retire(spent, at_stop=False)
     return out_adv, out_loss, out_reached, steps, out_finite, stopped
+
+
+def _fresh_rows(attack: APGD, x: Tensor, t: Tensor, gens: list[torch.Generator] | None) -> _Rows:
+    """Rows for samples entering the flight at k = 0: their start (each from its own generator, if given)."""
+    room, dev = x.shape[0], x.device
+    if gens is None:
+        start = attack.start(x, None)
+    else:
+        start = torch.cat([attack.start(x[i : i + 1], gens[i]) for i in range(room)])
+    zeros = torch.zeros(room, device=dev)
+    return _Rows(
+        x=x, t=t, delta=start, prev=start, grad=torch.zeros_like(x), loss=zeros,
+        eta=torch.full((room,), 2.0 * attack.eps, device=dev),
+        best_delta=start, best_grad=torch.zeros_like(x), best_loss=zeros,
+        best_logits=torch.zeros(t.shape, device=dev),
+        successes=torch.zeros(room, dtype=torch.long, device=dev),
+        halved_last=torch.zeros(room, dtype=torch.bool, device=dev), best_loss_last=zeros,
+        finite=torch.ones(room, dtype=torch.bool, device=dev),
+        k=torch.zeros(room, dtype=torch.long, device=dev),
+    )  # fmt: skip
+
+
+def _step_and_evaluate(attack: APGD, model: nn.Module, s: _Rows, ks: list[int], nb: int) -> Tensor:
+    """Move every row past its start one step, evaluate x(k) (its gradient unless k = nb_iter), keep the best
+    point; returns the logits at x(k)."""
+    fresh, last = s.k == 0, s.k == nb
+    if ks.count(0) < len(ks):  # rows past their start take a step (momentum from k = 2 on)
+        z = attack.step(s.x, s.delta, s.prev, s.grad, s.eta, s.k > 1)
+        s.prev, s.delta = s.delta, torch.where(per_sample_view(~fresh, z), z, s.delta)
+    point = s.x + s.delta
+    if ks.count(nb) == len(ks):  # every row at its last iterate: the forward pass alone
+        with torch.no_grad():
+            logits = attack.forward(model, point)
+            loss, grad = attack.loss_fn(logits, s.t).float(), None
+    else:
+        loss, grad, logits = attack.loss_and_grad(model, point, s.t)
+        # a last iterate's gradient is not taken
+        s.finite &= torch.isfinite(grad.flatten(1)).all(1) | last
+    s.successes = s.successes + ((loss < s.loss) & ~fresh).long()
+    s.loss = loss
+    better = (loss < s.best_loss) | fresh
+    s.best_loss = torch.where(better, loss, s.best_loss)
+    s.best_logits = torch.where(better[:, None], logits, s.best_logits)
+    s.best_delta = torch.where(per_sample_view(better, s.delta), s.delta, s.best_delta)
+    if grad is not None:
+        # restarts need the gradient at the best point (none is taken at the last iterate)
+        s.best_grad = torch.where(per_sample_view(better & ~last, grad), grad, s.best_grad)
+        s.grad = grad
+    s.best_loss_last = torch.where(fresh, loss, s.best_loss_last)
+    return logits
+
+
+def _checkpoints(attack: APGD, s: _Rows, ks: list[int], span: dict[int, int], at_mark: Tensor) -> None:
+    """Each row at one of its checkpoints decides whether to halve, with the span since its own last checkpoint."""
+    marks_here = sorted({kj for kj in ks if kj in span})
+    if not marks_here:
+        return
+    mark = at_mark[s.k]
+    halve = torch.zeros_like(mark)
+    for w in marks_here:  # the same comparisons as perturb's (an int span), for the rows at w
+        h = halve_step(s.successes, span[w], attack.rho, s.halved_last, s.best_loss, s.best_loss_last)
+        halve = halve | ((s.k == w) & h)
+    restart_where_halved(s, halve)
+    s.successes = torch.where(mark, 0, s.successes)
+    s.halved_last = torch.where(mark, halve, s.halved_last)
+    s.best_loss_last = torch.where(mark, s.best_loss, s.best_loss_last)
