@@ -21,7 +21,8 @@ ADDED, LOST, KEPT = "#1a7f37", "#cf222e", "#24292f"
 WRAP = 32  # characters per label line (at FONT, the text column of a 9-inch figure)
 FONT = 11  # label lines and image headings; the title is larger
 #: the norm a budgeted attack bounds, by class (attacks that minimise the perturbation have no budget)
-BUDGET_NORMS = {"FGSM": "L∞", "BIM": "L∞", "PGD": "L∞", "MIFGSM": "L∞", "FGM": "L2", "SLIDE": "L1"}
+#: how a norm an attack declares (``Attack.norm``, or APGD's ``norm`` setting) is written in a title
+NORM_LABELS = {"linf": "L∞", "inf": "L∞", "l2": "L2", "l1": "L1"}
 
 
 def plural(count: int, word: str) -> str:
@@ -30,14 +31,13 @@ def plural(count: int, word: str) -> str:
 
 
 def budget_text(attack: object) -> str:
-    """'L∞ budget ε = 0.3' from the attack's ``eps`` and its norm (``norm`` attribute, else its class's), or
+    """'L∞ budget ε = 0.3' from the attack's ``eps`` and the norm it declares (``norm``), or
     'no budget (minimal perturbation)' for attacks without one (ML-CW, ML-DP, MLA-LP)."""
     eps = getattr(attack, "eps", None)
-    norm = getattr(attack, "norm", None) or BUDGET_NORMS.get(type(attack).__name__)
+    norm = getattr(attack, "norm", None)
     if not isinstance(eps, (int, float)) or norm is None:
         return "no budget (minimal perturbation)"
-    norm = {"Linf": "L∞", "linf": "L∞", "inf": "L∞"}.get(str(norm), str(norm))
-    return f"{norm} budget ε = {eps:g}"
+    return f"{NORM_LABELS.get(str(norm).lower(), str(norm))} budget ε = {eps:g}"
 
 
 def panel_title(name: str, attack: object, samples: int) -> str:

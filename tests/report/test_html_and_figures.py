@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlattack.attacks import FGM, FGSM, MLDP, SLIDE
+from mlattack.attacks import APGD, FGM, FGSM, MLDP, SLIDE
 from mlattack.report.costs import success_vs_cost_figure
 from mlattack.report.html import markdown_to_html
 from mlattack.report.plots import place_labels, plt, success_vs_budget_figure, success_vs_n_figure
@@ -125,6 +125,7 @@ def test_panel_title_names_the_budget_and_counts_in_words():
     assert budget_text(FGM(eps=1.0)) == "L2 budget ε = 1"
     assert budget_text(SLIDE(eps=300.0)) == "L1 budget ε = 300"
     assert budget_text(MLDP()) == "no budget (minimal perturbation)"
+    assert budget_text(APGD(eps=0.5, norm="L2")) == "L2 budget ε = 0.5"  # a setting, not the class's norm
     assert panel_title("PGD", FGSM(eps=0.3), 1) == "PGD: show all labels\nL∞ budget ε = 0.3, 1 sample shown"
 
 
