@@ -25,17 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from mlattack.attacks.apgd_steps import checkpoints, halve_step, per_sample_view, restart_where_halved
-from mlattack.attacks.base import AttackResult, frozen_eval
+from mlattack.attacks.base import Attack, AttackResult, frozen_eval
 from mlattack.attacks.continuous import check_queue, sample_generator
 
-if TYPE_CHECKING:  # the attack declares this scheduler (APGD.fast_scheduler): no import back at run time
-    from mlattack.attacks.apgd import APGD
+# ``attack`` is an APGD, which declares this scheduler (APGD.fast_scheduler): typed as the base class so that
+# nothing here imports the attack's module back
 
 
 @dataclass
@@ -75,7 +74,7 @@ def _like(v: Tensor, fmt: torch.memory_format) -> Tensor:
 
 
 def run_apgd_continuous(
-    attack: APGD,
+    attack: Attack,
     model: nn.Module,
     images: Tensor,
     target: Tensor,
@@ -105,7 +104,7 @@ def run_apgd_continuous(
 
 
 def _round(
-    attack: APGD,
+    attack: Attack,
     model: nn.Module,
     images: Tensor,
     target: Tensor,
@@ -178,7 +177,7 @@ def _round(
     return out_adv, out_loss, out_reached, steps, out_finite, stopped
 
 
-def _fresh_rows(attack: APGD, x: Tensor, t: Tensor, gens: list[torch.Generator] | None) -> _Rows:
+def _fresh_rows(attack: Attack, x: Tensor, t: Tensor, gens: list[torch.Generator] | None) -> _Rows:
     """Rows for samples entering the flight at k = 0: their start (each from its own generator, if given)."""
     room, dev = x.shape[0], x.device
     if gens is None:
@@ -198,7 +197,7 @@ def _fresh_rows(attack: APGD, x: Tensor, t: Tensor, gens: list[torch.Generator] 
     )  # fmt: skip
 
 
-def _step_and_evaluate(attack: APGD, model: nn.Module, s: _Rows, ks: list[int], nb: int) -> Tensor:
+def _step_and_evaluate(attack: Attack, model: nn.Module, s: _Rows, ks: list[int], nb: int) -> Tensor:
     """Move every row past its start one step, evaluate x(k) (its gradient unless k = nb_iter), keep the best
     point; returns the logits at x(k)."""
     fresh, last = s.k == 0, s.k == nb
@@ -228,7 +227,7 @@ def _step_and_evaluate(attack: APGD, model: nn.Module, s: _Rows, ks: list[int], 
     return logits
 
 
-def _checkpoints(attack: APGD, s: _Rows, ks: list[int], span: dict[int, int], at_mark: Tensor) -> None:
+def _checkpoints(attack: Attack, s: _Rows, ks: list[int], span: dict[int, int], at_mark: Tensor) -> None:
     """Each row at one of its checkpoints decides whether to halve, with the span since its own last checkpoint."""
     marks_here = sorted({kj for kj in ks if kj in span})
     if not marks_here:

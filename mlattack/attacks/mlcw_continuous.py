@@ -19,17 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from mlattack.attacks.base import AttackResult, frozen_eval
+from mlattack.attacks.base import Attack, AttackResult, frozen_eval
 from mlattack.attacks.continuous import check_queue
 from mlattack.attacks.mlcw_steps import CWRows
 
-if TYPE_CHECKING:  # the attack declares this scheduler (MLCW.fast_scheduler): no import back at run time
-    from mlattack.attacks.mlcw import MLCW
+# ``attack`` is an MLCW, which declares this scheduler (MLCW.fast_scheduler): typed as the base class so that
+# nothing here imports the attack's module back
 
 
 def _like(v: Tensor, fmt: torch.memory_format) -> Tensor:
@@ -43,7 +42,7 @@ def _cat(a: CWRows, b: CWRows, fmt: torch.memory_format) -> CWRows:
 
 
 def run_mlcw_continuous(
-    attack: MLCW,
+    attack: Attack,
     model: nn.Module,
     images: Tensor,
     target: Tensor,

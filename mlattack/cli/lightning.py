@@ -37,7 +37,7 @@ from mlattack.tracking.registry import RegisterBestModel, load_network
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
 if TYPE_CHECKING:
-    from mlattack.cli.tools import RunCommand, Tool
+    from mlattack.cli.parsing import RunCommand, Tool
 
 MODEL_URIS = ("models:/", "runs:/")
 
