@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities import Metric
 
+from mlattack.errors import interrupt_exit
 from mlattack.evaluation.records import AttackJob
 from mlattack.evaluation.scenarios import NUM_SCENARIOS
 from mlattack.intervals import format_rate
@@ -146,6 +147,6 @@ class AttackRunLog:
         """End an interrupted (KILLED) or failed (FAILED) run and its running children."""
         if self.parent is None:
             return
-        status = "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if interrupt_exit(sys.exc_info()[1]) is not None else "FAILED"  # Ctrl-C, SIGTERM
         self._release()
         runs.close_all(self.client, self.parent, self.children, status)

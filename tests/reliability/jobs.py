@@ -89,11 +89,17 @@ def fit_job(
     main(list(args))
 
 
-def cli_job(store: str, args: list[str], log: str) -> None:
-    """A child process: ``mlattack <args>`` through its entry point (exit status and all), stderr to ``log``."""
+def cli_job(store: str, args: list[str], log: str, pause: float = 0.0) -> None:
+    """A child process: ``mlattack <args>`` through its entry point (exit status and all), stderr to ``log``;
+    ``pause``: seconds of sleep after each training batch of a fit, so a signal lands inside training."""
     import sys
+    import time
 
     child_setup(store)
+    if pause:
+        from mlattack.models.module import MultiLabelClassifier
+
+        MultiLabelClassifier.on_train_batch_end = lambda *args, **kwargs: time.sleep(pause)
     sys.stderr = open(log, "a", buffering=1)  # noqa: SIM115 - the child's stderr until it exits
     from mlattack.cli import main
 
