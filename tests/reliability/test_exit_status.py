@@ -184,7 +184,9 @@ def test_an_interrupted_fit_exits_128_plus_the_signal_is_killed_and_resumes_to_t
     from tests.reliability.jobs import fit_args, fit_job
     from tests.reliability.test_random_kills import last_checkpoint
 
-    epochs, pause = 3, 0.3  # seconds per training batch: the signal lands in epoch 1's training
+    # seconds per training batch (three an epoch): the signal, sent once epoch 0 is saved, lands in the next two
+    # epochs' training even when this process notices the checkpoint seconds late on a loaded machine
+    epochs, pause = 3, 1.0
     ref_store, store = fresh_store(tmp_path / "ref-store"), fresh_store(tmp_path / "store")
     assert forked.finish(forked.start(fit_job, ref_store, fit_args(tmp_path / "ref", epochs)), 600) == 0
     out, log = tmp_path / "out", tmp_path / "stderr.log"

@@ -27,7 +27,7 @@ from tests.reliability.jobs import ATTACK_KWARGS, ATTACKS, attack_job
 
 SEED = int(os.environ.get("MLATTACK_KILL_SEED", "20261126"))
 PAUSE = 0.1  # seconds per batch, so time kills land inside the attack loop too
-FIT_PAUSE = 0.3  # seconds per training batch of a killed fit (three batches an epoch)
+FIT_PAUSE = 0.5  # seconds per training batch of a killed fit (three batches an epoch)
 PATTERNS = {"selection": ".selection-*.tmp", "panel": ".*.panel.pt.*.tmp", "records": "*.jsonl"}
 #: the kill plan: cuts at chosen writes and kills at random times; one more kill lands in the final logging
 PLAN = [
