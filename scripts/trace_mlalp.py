@@ -65,8 +65,10 @@ def main() -> None:
     ap.add_argument("--data", default="configs/data/synthetic.yaml")
     ap.add_argument("--samples", type=int, default=10, help="the first N selected samples, as one batch")
     ap.add_argument("--variant", default="reference")
-    ap.add_argument("--set", nargs="*", default=[], help="switches, e.g. aim_at_threshold=false")
-    ap.add_argument("--detail", type=int, nargs="*", default=[0, 1], help="samples printed row by row")
+    ap.add_argument("--set", nargs="*", default=[], help="boolean switches, e.g. aim_at_threshold=false")
+    ap.add_argument(
+        "--detail", type=int, nargs="*", default=[0, 1], help="batch positions printed row by row"
+    )
     a = ap.parse_args()
     cfg = yaml.safe_load(Path(a.data).read_text())
     data = build_dataset(cfg["source"], "test", cfg.get("root"), image_size=cfg["image_size"], seed=cfg["seed"],
