@@ -5,18 +5,23 @@
   ``optimizer/class_path`` and ``optimizer/init_args/lr``. A param already on the run is not logged again.
 - Metrics: logged with ``step = epoch`` whenever Lightning reports the epoch, so every chart's x axis counts
   epochs (all of mlattack's training metrics are per epoch).
+- A fit interrupted by Ctrl-C or SIGTERM ends KILLED (Lightning says "failed"): it is resumed with ``--ckpt_path``,
+  not broken.
 - A public ``tracking_uri``. A resumed fit passes the run's id as the logger's own ``run_id`` argument
   (:mod:`mlattack.cli.lightning`), so nothing here touches the parent class's private attributes.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from mlflow.entities import Param
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from mlattack.errors import interrupt_exit
 
 MAX_PARAM_LENGTH = 500
 
@@ -63,3 +68,10 @@ class MLflowLogger(MLFlowLogger):
         if "epoch" in metrics:
             step = int(metrics["epoch"])
         super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        # Lightning finalizes "failed" while handling the exception that stopped the fit: an interruption's?
+        if status == "failed" and interrupt_exit(sys.exc_info()[1]) is not None:
+            status = "KILLED"
+        super().finalize(status)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities import Metric
 
+from mlattack.errors import interrupt_exit
 from mlattack.intervals import format_rate
 from mlattack.rundir.lock import this_process
 from mlattack.rundir.records import RunFolder
@@ -160,6 +161,6 @@ class AttackRunLog:
         """End an interrupted (KILLED) or failed (FAILED) run and its running children."""
         if self.parent is None:
             return
-        status = "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if interrupt_exit(sys.exc_info()[1]) is not None else "FAILED"  # Ctrl-C, SIGTERM
         self._release()
         runs.close_all(self.client, self.parent, self.children, status)

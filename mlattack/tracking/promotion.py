@@ -3,9 +3,11 @@ and the descriptions of registered models and versions."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import mlflow
+from mlflow.entities import LoggedModelOutput
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +15,8 @@ DEFAULT_ALIAS = "best"
 SCORE_TAG, DIGEST_TAG = "mlattack.val_mAP", "mlattack.weights_digest"
 DATASET_TAG, NETWORK_TAG = "mlattack.dataset", "mlattack.network"
 EPOCH_TAG, CLASSES_TAG, IMAGE_SIZE_TAG = "mlattack.epoch", "mlattack.class_names", "mlattack.image_size"
+#: on a logged model: the versions registered from it (what its page in the UI reads)
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 
 def score_of(client: mlflow.MlflowClient, version) -> float | None:
@@ -97,3 +101,40 @@ def version_note(net: object, tags: dict, run_id: str, model_page: str | None = 
         "with weights_only=True + network.json)."
         + (f" Its attack and transfer runs: [the logged model's page]({model_page})." if model_page else "")
     )
+
+
+def unregistered_logged_model(client: mlflow.MlflowClient, run_id: str, name: str, digest: str) -> str | None:
+    """What a registration killed before its version existed left of run ``run_id``'s logged model ``name``: one
+    whose files are whole (READY is set after the upload) and hold these weights is returned, to be registered
+    instead of logging another; one whose upload never finished (PENDING) is deleted (``mlflow gc`` removes its
+    files). Either way a resumed fit ends with one logged model per version, none dangling."""
+    run = client.get_run(run_id)
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
+    )
+    reuse = None
+    for model in found:
+        if MODEL_VERSIONS_TAG in model.tags:
+            continue
+        if str(model.status) == "READY":
+            if reuse is None and model.tags.get(DIGEST_TAG) == digest:
+                reuse = model.model_id
+        else:
+            log.warning(
+                "deleting logged model %s of run %s: its upload was cut short", model.model_id, run_id
+            )
+            client.delete_logged_model(model.model_id)
+    outputs = run.outputs.model_outputs if run.outputs is not None else []
+    if reuse is not None and reuse not in {o.model_id for o in outputs}:
+        client.log_outputs(run_id, [LoggedModelOutput(reuse, step=0)])
+    return reuse
+
+
+def mark_registered(client: mlflow.MlflowClient, source: str, name: str, version: str) -> None:
+    """Name version ``version`` on the logged model it came from (``source`` ``models:/<model id>``), also when a
+    kill came between registering it and tagging."""
+    model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    if model_id is not None:
+        client.set_logged_model_tags(
+            model_id, {MODEL_VERSIONS_TAG: json.dumps([{"name": name, "version": str(version)}])}
+        )

@@ -17,7 +17,8 @@ Alias policy (per registered model ``<network>-<dataset>``, i.e. one dataset and
 - The newest version is always ``models:/<name>/latest`` (MLflow reserves the alias ``latest`` for that; ``@latest``
   is accepted as a synonym wherever mlattack loads a model).
 - Registration is idempotent per fit run: a fit resumed after a kill in the middle of registering reuses the
-  version its run already registered (same weights digest) instead of adding a second one.
+  version its run already registered (same weights digest) instead of adding a second one, and the logged model a
+  kill left without a version (:func:`~mlattack.tracking.promotion.unregistered_logged_model`).
 """
 
 from __future__ import annotations
@@ -53,21 +54,23 @@ from mlattack.tracking.promotion import (
     DIGEST_TAG,
     EPOCH_TAG,
     IMAGE_SIZE_TAG,
+    MODEL_VERSIONS_TAG,
     NETWORK_TAG,
     SCORE_TAG,
     ensure_registered_model,
+    mark_registered,
     promote,
+    unregistered_logged_model,
     version_note,
 )
 from mlattack.tracking.record import NOTE_TAG
 from mlattack.tracking.store import NO_MODEL_HINT, tracking_uri_set_to
 
-__all__ = ["DEFAULT_ALIAS", "DIGEST_TAG", "SCORE_TAG", "RegisterBestModel", "load_network", "log_network",
-           "promote", "registered_name", "weights_digest"]  # fmt: skip
+__all__ = ["DEFAULT_ALIAS", "DIGEST_TAG", "MODEL_VERSIONS_TAG", "SCORE_TAG", "RegisterBestModel", "load_network",
+           "log_network", "promote", "registered_name", "weights_digest"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 #: opt-in for versions an older mlattack stored with pickle (loading them can run code)
 ALLOW_PICKLE_ENV = "MLATTACK_ALLOW_PICKLED_MODELS"
 
@@ -110,7 +113,9 @@ def log_network(
     tags = {k: str(v) for k, v in tags.items()}
     version = _registered_by_run(client, name, run_id, digest)
     if version is None:
-        model_id = _log_logged_model(client, net, run_id, name, int(image_size), config, tags)
+        model_id = unregistered_logged_model(client, run_id, name, digest)  # a killed registration's
+        if model_id is None:
+            model_id = _log_logged_model(client, net, run_id, name, int(image_size), config, tags)
         ensure_registered_model(client, name, tags)
         # MLflow resolves a `models:/<model id>` source through the global tracking URI, not the client's
         with tracking_uri_set_to(tracking_uri):
@@ -123,10 +128,8 @@ def log_network(
                 description=version_note(net, tags, run_id, _model_page(client, run_id, model_id)),
             )
         version = mv.version
-        # what the logged model's page reads to show its registered versions
-        client.set_logged_model_tags(
-            model_id, {MODEL_VERSIONS_TAG: json.dumps([{"name": name, "version": version}])}
-        )
+    # what the logged model's page reads to show its registered versions
+    mark_registered(client, client.get_model_version(name, str(version)).source, name, str(version))
     promote(client, name, str(version), score, tags.get(DATASET_TAG), tags[NETWORK_TAG], alias)
     return f"models:/{name}/{version}"
 

@@ -212,8 +212,26 @@ def test_best_by_image_norm_alone() -> None:
     assert tie.any() and (most_shown(z_ref)[tie] >= clean_score[tie]).all()
 
 
+class PinnedCNN(nn.Module):
+    """A tiny CNN's three labels plus one whose logit is ``-3e-8 + 4 * (blue mean - 0.5)``: on an image whose blue
+    channel is all 0.5 that is exactly -3e-8 on any CPU (the mean of equal values is exact in any summation order),
+    so sigmoid rounds it to 0.5 whatever kernels compute the convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = make_cnn(3, seed=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pinned = -3e-8 + 4 * (x[:, 2].mean((1, 2)) - 0.5)
+        return torch.cat([self.body(x), pinned[:, None]], 1)
+
+
 def test_threshold_on_probability_alone() -> None:
-    """A logit of -3e-8 rounds to sigmoid 0.5: shown for the study's rule, not for ``logit >= 0``."""
+    """A logit of -3e-8 rounds to sigmoid 0.5: shown for the study's rule, not for ``logit >= 0``.
+
+    On a CNN the label is built to sit there (:class:`PinnedCNN`). A label that an attack run *lands* within
+    rounding of logit 0 (the reference aims at exactly 0) is in (-6e-8, 0) or not by its last bits, which differ
+    between AVX2 and AVX-512 convolutions: a CNN run that showed the switch on one kernel did not on the other."""
     model = make_linear(1, 4)
     with torch.no_grad():
         model.linear.weight.abs_()
@@ -225,11 +243,18 @@ def test_threshold_on_probability_alone() -> None:
     logit = MLDP(variant="corrected").run(model, x, target)
     assert prob.iterations.item() == 0 and torch.equal(prob.adv, x)  # already "shown": not attacked
     assert logit.iterations.item() == 1 and logit.reached.item() and not torch.equal(logit.adv, x)
-    model, x, target = plain_case(0)  # and on a CNN, where labels pin at exactly 0.5
-    ref = MLDP(variant="reference").run(model, x, target).adv
-    assert (
-        MLDP(variant="reference", threshold_on_probability=False).run(model, x, target).adv - ref
-    ).abs().amax() > 1e-3
+    model, x = PinnedCNN().eval(), make_images(3, 8, seed=5)  # and on a CNN, with the reference variant
+    x[:, 2] = 0.5
+    with torch.no_grad():
+        z = model(x)
+    assert (z[:, 3] == -3e-8).all() and (torch.sigmoid(z[:, 3]) == 0.5).all()
+    assert (z[:, :3].abs() > 1e-3).all()  # the CNN's labels are far from the boundary: their target is shown
+    target = torch.cat([(z[:, :3] >= 0).float(), torch.ones(3, 1)], 1)
+    prob = MLDP(variant="reference").run(model, x, target)
+    logit = MLDP(variant="reference", threshold_on_probability=False).run(model, x, target)
+    assert (prob.iterations == 0).all() and torch.equal(prob.adv, x)
+    assert (logit.iterations >= 1).all() and logit.reached.all()
+    assert ((logit.adv - x).flatten(1).abs().amax(1) > 1e-3).all()
 
 
 def test_accumulate_unclipped_alone() -> None:

@@ -60,28 +60,60 @@ def fit_args(out: Path, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
     return tiny_fit_args(out, epochs=epochs, extra=("--trainer.accelerator", "cpu", *extra))
 
 
-def fit_job(store: str, args: list[str], kill_at_registration: str | None = None) -> None:
-    """A child process: ``mlattack fit``; optionally ``kill -9`` itself once its model version exists but before
-    any alias moved (the middle of registering)."""
+#: where ``fit_job`` can ``kill -9`` itself while registering, in the order ``log_network`` reaches them
+REGISTRATION_STEPS = ("log_model_artifacts", "log_outputs", "create_model_version", "promote")
+
+
+def pace_training(pause: float) -> None:
+    """Sleep ``pause`` seconds after each training batch of a fit (this process), so a kill or signal sent within
+    an epoch's batches after a checkpoint lands inside the next epoch (sleeping changes no result)."""
+    import time
+
+    from mlattack.models.module import MultiLabelClassifier
+
+    MultiLabelClassifier.on_train_batch_end = lambda *args, **kwargs: time.sleep(pause)
+
+
+def fit_job(
+    store: str,
+    args: list[str],
+    kill_at_registration: str | None = None,
+    step: str = "promote",
+    pause: float = 0.0,
+) -> None:
+    """A child process: ``mlattack fit``; optionally ``kill -9`` itself when registering reaches ``step`` (before
+    that call): uploading the logged model's files, logging it as the run's output, creating the model version,
+    or moving an alias (the version exists). ``kill_at_registration``: a file noting the kill. ``pause``: see
+    :func:`pace_training`."""
     child_setup(store)
+    if pause:
+        pace_training(pause)
     if kill_at_registration:
+        import mlflow
+
         from mlattack.tracking import registry
 
-        def die(client, name, version, *args, **kwargs):
-            Path(kill_at_registration).write_text(json.dumps({"name": name, "version": version}))
+        def die(*args, **kwargs):
+            Path(kill_at_registration).write_text(json.dumps({"step": step}))
             os.kill(os.getpid(), signal.SIGKILL)
 
-        registry.promote = die
+        if step == "promote":
+            registry.promote = die
+        else:
+            setattr(mlflow.MlflowClient, step, die)
     from mlattack.cli import main
 
     main(list(args))
 
 
-def cli_job(store: str, args: list[str], log: str) -> None:
-    """A child process: ``mlattack <args>`` through its entry point (exit status and all), stderr to ``log``."""
+def cli_job(store: str, args: list[str], log: str, pause: float = 0.0) -> None:
+    """A child process: ``mlattack <args>`` through its entry point (exit status and all), stderr to ``log``;
+    ``pause``: see :func:`pace_training`."""
     import sys
 
     child_setup(store)
+    if pause:
+        pace_training(pause)
     sys.stderr = open(log, "a", buffering=1)  # noqa: SIM115 - the child's stderr until it exits
     from mlattack.cli import main
 

@@ -162,12 +162,53 @@ def test_an_interrupted_attack_exits_128_plus_the_signal_and_the_same_command_re
     assert forked.finish(child, 120) == status, log.read_text()
     assert "mlattack: interrupted; re-run the same command to resume" in log.read_text()
     assert "Traceback" not in log.read_text()
+    client = mlflow.MlflowClient(store)
+    (parent,) = client.search_runs([client.get_experiment_by_name("mlattack-attacks").experiment_id],
+                                   filter_string="tags.`mlflow.parentRunId` IS NULL")  # fmt: skip
+    assert parent.info.status == "KILLED"  # interrupted, not broken
     again = forked.start(cli_job, store, args, str(log))
     assert forked.finish(again, 300) == 0, log.read_text()
     (records,) = (tmp_path / "out").glob("*/BIM.jsonl")
     positions = sorted(r["position"] for r in read_records(records)[0])
     assert positions == list(range(len(positions))) and len(positions) == 6  # every sample once
-    client = mlflow.MlflowClient(store)
     (parent,) = client.search_runs([client.get_experiment_by_name("mlattack-attacks").experiment_id],
                                    filter_string="tags.`mlflow.parentRunId` IS NULL")  # fmt: skip
     assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_interrupted_fit_exits_128_plus_the_signal_is_killed_and_resumes_to_the_uninterrupted_fit(
+    tmp_path, fresh_store, signum, status
+):
+    from mlattack.tracking.registry import DIGEST_TAG
+    from tests.reliability.jobs import fit_args, fit_job
+    from tests.reliability.test_random_kills import last_checkpoint
+
+    # seconds per training batch (three an epoch): the signal, sent once epoch 0 is saved, lands in the next two
+    # epochs' training even when this process notices the checkpoint seconds late on a loaded machine
+    epochs, pause = 3, 1.0
+    ref_store, store = fresh_store(tmp_path / "ref-store"), fresh_store(tmp_path / "store")
+    assert forked.finish(forked.start(fit_job, ref_store, fit_args(tmp_path / "ref", epochs)), 600) == 0
+    out, log = tmp_path / "out", tmp_path / "stderr.log"
+    child = forked.start(cli_job, store, fit_args(out, epochs), str(log), pause)
+    forked.wait_until(lambda: last_checkpoint(out, 0), child, 600, "epoch 0 saved")
+    os.kill(child.pid, signum)
+    assert forked.finish(child, 120) == status, log.read_text()
+    assert "mlattack: interrupted; re-run the same command with --ckpt_path" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    client = mlflow.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("mlattack").experiment_id])
+    assert run.info.status == "KILLED" and not client.search_model_versions("name = 'mlgcn-synthetic'")
+    resume = ("--ckpt_path", str(last_checkpoint(out, 0)))
+    assert forked.finish(forked.start(cli_job, store, fit_args(out, epochs, resume), str(log)), 600) == 0, (
+        log.read_text()
+    )
+    (again,) = client.search_runs([run.info.experiment_id])
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    history = sorted(client.get_metric_history(run.info.run_id, "val/mAP"), key=lambda m: m.step)
+    ref = mlflow.MlflowClient(ref_store)
+    ref_best = ref.get_model_version_by_alias("mlgcn-synthetic", "best")
+    ref_history = sorted(ref.get_metric_history(ref_best.run_id, "val/mAP"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in ref_history]  # each epoch once
+    (version,) = client.search_model_versions("name = 'mlgcn-synthetic'")
+    assert version.tags[DIGEST_TAG] == ref_best.tags[DIGEST_TAG]  # the uninterrupted fit's weights

@@ -27,6 +27,7 @@ from tests.reliability.jobs import ATTACK_KWARGS, ATTACKS, attack_job
 
 SEED = int(os.environ.get("MLATTACK_KILL_SEED", "20261126"))
 PAUSE = 0.1  # seconds per batch, so time kills land inside the attack loop too
+FIT_PAUSE = 0.5  # seconds per training batch of a killed fit (three batches an epoch)
 PATTERNS = {"selection": ".selection-*.tmp", "panel": ".*.panel.pt.*.tmp", "records": "*.jsonl"}
 #: the kill plan: cuts at chosen writes and kills at random times; one more kill lands in the final logging
 PLAN = [
@@ -195,19 +196,17 @@ def test_fit_killed_at_random_points_and_while_registering_resumes_and_registers
     rng = random.Random(SEED + 1)
     epochs = 3
     ref_store, store = fresh_store(tmp_path / "ref-store"), fresh_store(tmp_path / "store")
-    started = time.monotonic()
     assert forked.finish(forked.start(fit_job, ref_store, fit_args(tmp_path / "ref", epochs)), 600) == 0
-    epoch_seconds = (time.monotonic() - started) / (epochs + 1)
 
     out, outcomes = tmp_path / "out", []
     resume: tuple[str, ...] = ()
-    for min_epoch in (
-        0,
-        1,
-    ):  # two kills at random moments after a checkpoint (mid-epoch, mid-validation, ...)
-        child = forked.start(fit_job, store, fit_args(out, epochs, resume))
+    # two kills at random moments of the epoch after a checkpoint: its three training batches are paced
+    # (FIT_PAUSE s each), so a kill within 3 * FIT_PAUSE s lands inside it on a machine of any speed (a delay
+    # drawn from the whole fit's time per epoch let the resumed fit finish first on a loaded machine: no kill)
+    for min_epoch in (0, 1):
+        child = forked.start(fit_job, store, fit_args(out, epochs, resume), None, "promote", FIT_PAUSE)
         forked.wait_until(lambda e=min_epoch: last_checkpoint(out, e), child, 600, f"epoch {min_epoch} saved")
-        forked.kill_after(child, rng.uniform(0.0, epoch_seconds))
+        forked.kill_after(child, rng.uniform(0.0, 3 * FIT_PAUSE))
         outcomes.append(("time", child.exitcode))
         resume = ("--ckpt_path", str(last_checkpoint(out, 0)))
     marker = tmp_path / "registering.json"  # the third kill: with its model version created, before any alias
