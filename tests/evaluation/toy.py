@@ -31,6 +31,19 @@ class LinearColourNet(nn.Module):
         return self.linear(x.mean(dim=(2, 3)))
 
 
+class NormColourNet(LinearColourNet):
+    """LinearColourNet behind a BatchNorm that is exactly the identity in eval mode (running mean 0, variance 1,
+    eps 1e-12, lost in float32): the same predictions, but a network left in train mode normalises by each batch's
+    own statistics and moves its running ones, so its judging changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3, eps=1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(x.mean(dim=(2, 3))))
+
+
 def colours(n: int) -> torch.Tensor:
     return torch.rand(n, 3, generator=torch.Generator().manual_seed(5))
 
