@@ -13,7 +13,8 @@ from scipy import ndimage
 from torch import nn
 
 from mlattack.attacks import APGD, PGD
-from mlattack.defences import JPEG, BitDepth, Defended, MedianSmoothing, Preprocessing
+from mlattack.defences import JPEG, BitDepth, Defended, MedianSmoothing
+from tests.evaluation.toy import Identity
 
 
 class Conv(nn.Module):
@@ -169,19 +170,6 @@ class NormConv(Conv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.tanh(self.norm(self.conv(x))).mean(dim=(2, 3)))
-
-
-class Identity(Preprocessing):
-    """A defence that changes nothing: attacking it adaptively (BPDA) is attacking it plainly."""
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return x.detach().clone()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def label(self) -> str:
-        return "identity"
 
 
 ATTACKS = {

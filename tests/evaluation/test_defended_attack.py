@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-import torch
 
 from mlattack.attacks import BIM
-from mlattack.defences import BitDepth, Preprocessing
+from mlattack.defences import BitDepth
 from mlattack.evaluation.defended import CLEAN_MAP_METRIC
 from mlattack.evaluation.runner import AttackSpec, run_attacks
 from mlattack.report.collect import collect_runs, load_samples
 from mlattack.report.robustness import robustness_sections
 from mlattack.tracking.registry import log_network
-from tests.evaluation.toy import NormColourNet
+from tests.evaluation.toy import Identity, NormColourNet
 
 
 def attack(model, data, out, **kw):
@@ -61,19 +60,6 @@ def test_a_gradient_masking_defence_holds_against_the_plain_attack_and_falls_to_
     # every victim's run logs its clean val mAP, the bare network's too (a .ckpt victim has no registered score)
     assert CLEAN_MAP_METRIC in client.get_run(bare.parent_run_id).data.metrics
     assert 0.5 < float(shown_table.loc["linearcolournet", "clean val mAP"]) <= 1.0
-
-
-class Identity(Preprocessing):
-    """A defence that changes nothing: attacking it plainly, adaptively (BPDA) or not at all must agree."""
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return x.detach().clone()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def label(self) -> str:
-        return "identity"
 
 
 def test_bpda_through_an_identity_defence_records_what_the_plain_attack_records(tmp_path, store, toy_data):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mlattack.data.base import MultiLabelDataset
+from mlattack.defences import Preprocessing
 
 C = 5
 W = torch.tensor([[4.0, -2.0, 0.0], [0.0, 4.0, -2.0], [-2.0, 0.0, 4.0], [2.0, 2.0, -3.0], [-3.0, 2.0, 2.0]])
@@ -42,6 +43,20 @@ class NormColourNet(LinearColourNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.norm(x.mean(dim=(2, 3))))
+
+
+class Identity(Preprocessing):
+    """A defence that changes nothing: attacking it plainly, adaptively (BPDA) or not at all
+    must agree."""
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def label(self) -> str:
+        return "identity"
 
 
 def colours(n: int) -> torch.Tensor:
