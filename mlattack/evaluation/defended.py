@@ -1,5 +1,7 @@
-"""What a preprocessing defence costs on clean images: the defended model's validation mAP, the same metric as
-``mlattack fit`` logs (macro AP, difficult labels skipped), so the robustness report can set the two side by side."""
+"""The victim's clean validation mAP, logged on every attack run: the network as attacked (behind its preprocessing
+defence, if any), scored as ``mlattack fit`` scores it (macro AP, difficult labels skipped). The robustness report
+sets it beside the labels shown, for every victim, whether or not it came from the model registry (a ``.ckpt``
+victim has no registered score), and shows what a defence costs on clean images."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from torch.utils.data import DataLoader
 
 from mlattack.models.module import IGNORE, multilabel_metrics
 
-#: the attack parent run's metric: the clean val mAP of the model as attacked (behind its defence)
-CLEAN_MAP_METRIC = "defence/clean_val_mAP"
+#: the attack parent run's metric: the clean val mAP of the model as attacked (behind its defence, if any)
+CLEAN_MAP_METRIC = "clean_val_mAP"
+#: the name runs before every victim had it used (defended runs only); read by the report for older stores
+OLD_DEFENCE_MAP_METRIC = "defence/clean_val_mAP"
 
 
 @torch.no_grad()
