@@ -43,8 +43,11 @@ class AttackResult:
 
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients for the duration; the previous state is restored afterwards."""
-    was_training = model.training
+    """Eval mode and no parameter gradients for the duration; the previous state is restored afterwards, module by
+    module: ``model.train(flag)`` would give every submodule the outer module's flag, and a wrapper made for the
+    attack (a defence's BPDA model, born in train mode) would leave the network it wraps in train mode, so that
+    judging and later attacks ran BatchNorm on batch statistics and updated its running ones."""
+    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -54,7 +57,8 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 def keep_best(

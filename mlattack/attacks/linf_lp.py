@@ -67,7 +67,9 @@ def solve_linf_lp_batch(
     d = delta.detach().double()
     r = torch.zeros(k, n, dtype=torch.float64, device=dev)
     t = torch.zeros(k, dtype=torch.float64, device=dev)
-    norms = jac.abs().sum(2, dtype=torch.float64)
+    magnitude = jac.abs()
+    norms, rowmax = magnitude.sum(2, dtype=torch.float64), magnitude.amax(2).double()
+    del magnitude
     live = norms > 0
     finite = torch.isfinite(norms).all(1) & torch.isfinite(d).all(1)
     # a row 0 <= delta_j < 0 that no step can fix
@@ -93,19 +95,20 @@ def solve_linf_lp_batch(
                 sub = idx[whole]
                 lam[whole] = dual_estimate(j32[sub], scale[sub], -d[sub], rows[sub], rounds=rounds)
         for pos, i in enumerate(idx.tolist()):  # the crossover: HiGHS on the host, sample by sample
-            j = jac[i].double() * scale[i, :, None]
             m = rows[i]
             try:
-                ri, ti = _solve_rows(j[m], d[i, m], lam[pos, m], int(size[pos]), max_rounds)
+                ri, ti, jr = _solve_rows(
+                    jac[i], scale[i], rowmax[i], m, d[i, m], lam[pos], int(size[pos]), max_rounds
+                )
             except (RuntimeError, ValueError) as e:
                 log.warning("MLA-LP: %s; no step for this sample (as when the reference's solver fails)", e)
-                ri, ti = None, float("inf")
+                ri, ti, jr = None, float("inf"), None
             if (
                 ri is None or ti > 1.0 + 1e-9
             ):  # a relaxation without a step inside the box: none for the full LP
                 infeasible[i], todo[i] = True, False
                 continue
-            broken = live[i] & ~m & (j @ ri > d[i] + 1e-9 * ti)
+            broken = live[i] & ~m & (jr > d[i] + 1e-9 * ti)
             if bool(broken.any()):
                 rows[i] |= broken
             else:
@@ -115,23 +118,55 @@ def solve_linf_lp_batch(
     return r, t, ~infeasible
 
 
+def _dot_rows(j: torch.Tensor, coef: torch.Tensor, rowmax: torch.Tensor) -> torch.Tensor:
+    """``coef^T J`` (D,) float64 for rows ``j`` (C, D) and float64 ``coef`` (C,). Float32 rows (``rowmax``: their
+    largest |entry|): one float32 pass, then float64 on the columns whose value lies within that pass's error bound,
+    so every sign is float64's (no float64 copy of J). Float64 rows: one float64 pass."""
+    if j.dtype == torch.float64:
+        return coef @ j
+    v = (coef.float() @ j).double()
+    bound = 1e-5 * float((coef.abs() * rowmax).sum())  # > (C + 2) 2^-24 sum_j |coef_j J_ji| for C <= 100
+    doubt = torch.nonzero(v.abs() <= bound).flatten()
+    if doubt.numel():
+        v[doubt] = coef @ j[:, doubt].double()
+    return v
+
+
+def _fixed_sum(j: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``J sigma`` (C,) float64 for ``sigma`` in {-1, 0, 1}: the products are exact in J's dtype, the sum float64."""
+    return (j * sigma.to(j.dtype)).sum(1, dtype=torch.float64)
+
+
 def _solve_rows(
-    j: torch.Tensor, d: torch.Tensor, lam: torch.Tensor, size: int, max_rounds: int
-) -> tuple[torch.Tensor | None, float]:
-    """Sign-rule crossover (module docstring) for unit-L1 rows from the dual estimate ``lam``; (None, inf) when
-    infeasible."""
+    j: torch.Tensor,
+    scale: torch.Tensor,
+    rowmax: torch.Tensor,
+    m: torch.Tensor,
+    d: torch.Tensor,
+    lam: torch.Tensor,
+    size: int,
+    max_rounds: int,
+) -> tuple[torch.Tensor | None, float, torch.Tensor | None]:
+    """Sign-rule crossover (module docstring) on the rows ``m`` of ``scale * j`` (unit L1; ``j`` (C, D) float32 or
+    float64, ``scale`` (C,) float64, ``rowmax`` (C,) the largest |entry| of each row of ``j``) from the dual
+    estimate ``lam`` (C,). Returns ``(r, t, J r)`` with ``J r`` over all C rows (the broken-row test), or
+    ``(None, inf, None)`` when infeasible. J stays in its dtype; every product that decides a sign or enters HiGHS
+    is float64 (:func:`_dot_rows`, :func:`_fixed_sum`)."""
     n = j.shape[1]
-    v = lam @ j
+    rs, jm, lam = scale[m], j[m], lam[m]
+    v = _dot_rows(jm, lam * rs, rowmax[m])
     # s = 1/t is solved as s0 * s' with s0 from the dual estimate (weak duality), so HiGHS sees s' ~ 1
     s0 = float(v.abs().sum() / (-(d @ lam)).clamp(min=1e-300))
-    free = torch.argsort(v.abs())[:size]
+    free = torch.topk(v.abs(), min(size, n), largest=False).indices
     failures = 0
     for _ in range(max_rounds):
         mask = torch.ones(n, dtype=torch.bool, device=j.device)
         mask[free] = False
-        sigma = torch.where(v >= 0, -1.0, 1.0).to(j.dtype) * mask  # fixed coordinates at their bound
+        sigma = torch.where(v >= 0, -1.0, 1.0).to(torch.float64) * mask  # fixed coordinates at their bound
+        fixed = _fixed_sum(j, sigma) * scale  # all C rows: J r for the broken-row test comes from it
+        j_free = jm[:, free].double() * rs[:, None]
         try:
-            res = _reduced_lp(j[:, free].cpu().numpy(), (-(j @ sigma)).cpu().numpy(), s0 * d.cpu().numpy())
+            res = _reduced_lp(j_free.cpu().numpy(), (-fixed[m]).cpu().numpy(), s0 * d.cpu().numpy())
         except (RuntimeError, ValueError):  # numerical trouble in HiGHS: retry on a wider set, then give up
             failures += 1
             if failures > 2:
@@ -139,21 +174,22 @@ def _solve_rows(
             res = None
         if res is None:  # the fixed signs leave no feasible point: widen the free set
             size = min(n, 4 * size)
-            free = torch.argsort(v.abs())[:size]
+            free = torch.topk(v.abs(), size, largest=False).indices
             continue
-        s, u_free, lam = res
+        s, u_free, lam_np = res
         s *= s0
-        lam_t = torch.as_tensor(lam, dtype=j.dtype, device=j.device)
-        v = lam_t @ j
+        v = _dot_rows(jm, torch.as_tensor(lam_np, dtype=torch.float64, device=j.device) * rs, rowmax[m])
         # sign rule violated on a fixed coordinate
         bad = mask & (v * sigma > 1e-12 * float(v.abs().max() + 1e-300))
         if not bool(bad.any()):
             if s <= 0:
-                return None, float("inf")
+                return None, float("inf"), None
             t = 1.0 / s
+            u_f = torch.as_tensor(u_free, dtype=torch.float64, device=j.device).clamp(-1.0, 1.0)
             u = sigma.clone()
-            u[free] = torch.as_tensor(u_free, dtype=j.dtype, device=j.device)
-            return (u * t).clamp(-t, t), t
+            u[free] = u_f
+            jr = (fixed + (j[:, free].double() * scale[:, None]) @ u_f) * t
+            return u * t, t, jr
         free = torch.cat([free, torch.nonzero(bad).flatten()])
     raise RuntimeError("the sign-rule crossover did not converge")
 

@@ -58,7 +58,7 @@ class Defended(nn.Module):
         return self.net(self.preprocessing(x))
 
     def attack_model(self) -> nn.Module:
-        """What an attack runs on: this model (plain) or its BPDA/EOT twin (adaptive)."""
+        """What an attack runs on: this model (plain) or its BPDA/EOT twin (adaptive), in this model's mode."""
         return AdaptiveAttackModel(self) if self.adaptive else self
 
     def settings(self) -> dict[str, object]:
@@ -76,6 +76,7 @@ class AdaptiveAttackModel(nn.Module):
         super().__init__()
         self.defended = defended
         self.num_classes = defended.num_classes
+        self.training = defended.training  # a new module is in train mode; this one is in the defended one's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defended

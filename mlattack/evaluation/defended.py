@@ -1,6 +1,7 @@
-"""What a preprocessing defence costs on clean images: the defended model's validation mAP, the same metric as
-``mlattack fit`` logs (macro AP, difficult labels skipped), so the robustness report can set the two side by side
-(logged as :data:`mlattack.tracking.record.CLEAN_MAP_METRIC`)."""
+"""The victim's clean validation mAP, logged on every attack run: the network as attacked (behind its preprocessing
+defence, if any), scored as ``mlattack fit`` scores it (macro AP, difficult labels skipped). The robustness report
+sets it beside the labels shown, for every victim, whether or not it came from the model registry (a ``.ckpt``
+victim has no registered score), and shows what a defence costs on clean images."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def run_attacks(
             uint8 images when they are judged as 8-bit files, float16 otherwise), for ``mlattack evaluate``.
         defence: a preprocessing defence in front of the model (``mlattack.defences``: JPEG, BitDepth,
             MedianSmoothing; e.g. ``configs/defence/jpeg.yaml``): samples are selected, attacked and judged on the
-            defended model, whose clean val mAP is logged (``defence/clean_val_mAP``).
+            defended model (whose clean val mAP the run logs as ``clean_val_mAP``, as for every victim).
         adaptive: attack the defence adaptively (BPDA through its step, EOT over a randomised one); judging stays
             on the defended model as deployed.
         eot_samples: draws averaged per forward pass of an adaptive attack on a randomised defence.
@@ -184,8 +184,8 @@ def _run_parent(client, exp_id, parent, run: PreparedRun, progress_bar, callback
     )
     try:
         resumed = log.open(parent, parent_run_name(name, data.source, time.strftime("%Y%m%d-%H%M%S")), s.seed)
-        if run.defence is not None:  # what the defence costs on clean images, beside what it buys
-            client.log_metric(log.parent, CLEAN_MAP_METRIC, clean_val_map(run.net, data, run.device))
+        # the victim's clean val mAP beside what it resists (behind a defence: what the defence costs)
+        client.log_metric(log.parent, CLEAN_MAP_METRIC, clean_val_map(run.net, data, run.device))
         log.log_parent(
             {"num_samples": s.num_samples, "num_selected": len(sel.indices), "attacks": ",".join(run.hp),
              "panel_samples": run.panel_samples, "keep_examples": run.keep_examples},

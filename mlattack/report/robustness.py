@@ -2,9 +2,10 @@
 behind a preprocessing defence under a plain or an adaptive attack), its clean val mAP against the labels its
 attacked samples show under ML-APGD, PGD (per L∞ budget) and ML-CW, with 95 % intervals, and the frontier figure.
 
-Where the numbers come from: clean val mAP is the registered version's score (``mlattack fit``'s val/mAP) for a
-bare or adversarially trained network, and ``defence/clean_val_mAP`` (the defended model on the same val split)
-for a defended one. Labels shown: the mean over the attacked samples of the labels the judged adversarial image
+Where the numbers come from: clean val mAP is the attack run's ``clean_val_mAP`` (the victim as attacked, behind its
+defence if any, on the val split; every run logs it, so a ``.ckpt`` victim has one too), else, for runs older than
+that metric, a defended run's ``defence/clean_val_mAP`` or the registered version's score (``mlattack fit``'s
+val/mAP). Labels shown: the mean over the attacked samples of the labels the judged adversarial image
 shows, with a 95 % t-interval from the per-sample table; "all shown": the share of samples that show every label,
 with its Wilson interval (:mod:`mlattack.intervals`). A defence credited only under the plain attack (its adaptive
 row shows many more labels) masks gradients rather than resisting the attack.
@@ -31,7 +32,7 @@ from mlattack.intervals import format_rate  # noqa: E402
 from mlattack.models.adversarial import TAG_PREFIX  # noqa: E402
 from mlattack.report.architectures import clean_map  # noqa: E402
 from mlattack.report.collect import AttackRun, load_samples  # noqa: E402
-from mlattack.tracking.record import CLEAN_MAP_METRIC  # noqa: E402
+from mlattack.tracking.record import CLEAN_MAP_METRIC, OLD_DEFENCE_MAP_METRIC  # noqa: E402
 
 #: the attacks the section reads, by the name their runs carry (``APGD[eps=0.03]``, ``PGD[eps=0.1]``, ``MLCW-...``)
 FAMILIES = ("APGD", "PGD", "MLCW")
@@ -89,9 +90,12 @@ def _version_tags(client: mlflow.MlflowClient, uri: str) -> dict[str, str]:
 
 
 def victim_clean_map(client: mlflow.MlflowClient, run: AttackRun) -> float:
-    if run.params.get("defence/label"):
-        return float(client.get_run(run.parent_id).data.metrics.get(CLEAN_MAP_METRIC, math.nan))
-    return clean_map(client, run.model_uri)
+    """The victim's clean val mAP as its attack run logged it (module docstring); NaN when nothing knows it."""
+    logged = client.get_run(run.parent_id).data.metrics
+    for name in (CLEAN_MAP_METRIC, OLD_DEFENCE_MAP_METRIC):
+        if name in logged:
+            return float(logged[name])
+    return math.nan if run.params.get("defence/label") else clean_map(client, run.model_uri)
 
 
 def robustness_frames(

@@ -68,8 +68,10 @@ _PLAIN_BACK = {v: k for k, v in _PLAIN.items()}
 CURVE = "curve/success_vs_n"  # success rate with step = n: the curve over the scenarios
 HEADLINE = "n_at_50pct"
 ATTACK_SECONDS = "time/attack_seconds"
-#: the attack parent run's metric: the clean val mAP of the model as attacked (behind its defence)
-CLEAN_MAP_METRIC = "defence/clean_val_mAP"
+#: the attack parent run's metric: the clean val mAP of the model as attacked (behind its defence, if any)
+CLEAN_MAP_METRIC = "clean_val_mAP"
+#: the name runs before every victim had it used (defended runs only); read by the report for older stores
+OLD_DEFENCE_MAP_METRIC = "defence/clean_val_mAP"
 
 
 def compare_view_state(experiment: str = ATTACK_EXPERIMENT) -> str:

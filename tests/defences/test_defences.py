@@ -12,7 +12,9 @@ from PIL import Image
 from scipy import ndimage
 from torch import nn
 
+from mlattack.attacks import APGD, PGD
 from mlattack.defences import JPEG, BitDepth, Defended, MedianSmoothing
+from tests.evaluation.toy import Identity
 
 
 class Conv(nn.Module):
@@ -153,3 +155,43 @@ def test_settings_name_the_defence_and_how_it_is_attacked():
     assert Defended(Conv(), MedianSmoothing(3)).settings()["label"] == "median3"
     with pytest.raises(ValueError, match="eot_samples"):
         Defended(Conv(), JPEG(), eot_samples=0)
+
+
+class NormConv(Conv):
+    """Conv with a BatchNorm whose running statistics are unlike any batch's: in train mode the logits change, and
+    every forward pass moves the running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(4)
+        with torch.no_grad():
+            self.norm.running_mean.fill_(0.3)
+            self.norm.running_var.fill_(2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.norm(self.conv(x))).mean(dim=(2, 3)))
+
+
+ATTACKS = {
+    "apgd": lambda: APGD(eps=0.03, nb_iter=6),
+    "pgd": lambda: PGD(
+        eps=0.03, nb_iter=4, eps_iter=0.01, rand_init=True, generator=torch.Generator().manual_seed(3)
+    ),
+}
+
+
+@pytest.mark.parametrize("make", ATTACKS.values(), ids=ATTACKS.keys())
+def test_bpda_through_an_identity_step_is_the_plain_attack_exactly(make):
+    net, x = NormConv().eval(), images(4)
+    stats = net.norm.running_mean.clone()
+    target = torch.ones(len(x), net.num_classes)
+    plain = Defended(net, Identity()).eval()
+    adaptive = Defended(net, Identity(), adaptive=True).eval()
+    adv = {name: make()(model, x, target) for name, model in
+           (("plain", plain), ("bpda", adaptive.attack_model()), ("bare", net))}  # fmt: skip
+    assert torch.equal(adv["plain"], adv["bpda"]) and torch.equal(adv["plain"], adv["bare"])
+    assert not torch.equal(adv["plain"], x)  # the attack moved
+    # the attack leaves every module as it found it: a wrapper born in train mode must not put the network in
+    # train mode (BatchNorm would then judge on batch statistics and move its running ones)
+    assert not any(m.training for m in adaptive.modules())
+    assert torch.equal(net.norm.running_mean, stats)

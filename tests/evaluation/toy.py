@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mlattack.data.base import MultiLabelDataset
+from mlattack.defences import Preprocessing
 
 C = 5
 W = torch.tensor([[4.0, -2.0, 0.0], [0.0, 4.0, -2.0], [-2.0, 0.0, 4.0], [2.0, 2.0, -3.0], [-3.0, 2.0, 2.0]])
@@ -29,6 +30,33 @@ class LinearColourNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.mean(dim=(2, 3)))
+
+
+class NormColourNet(LinearColourNet):
+    """LinearColourNet behind a BatchNorm that is exactly the identity in eval mode (running mean 0, variance 1,
+    eps 1e-12, lost in float32): the same predictions, but a network left in train mode normalises by each batch's
+    own statistics and moves its running ones, so its judging changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3, eps=1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(x.mean(dim=(2, 3))))
+
+
+class Identity(Preprocessing):
+    """A defence that changes nothing: attacking it plainly, adaptively (BPDA) or not at all
+    must agree."""
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def label(self) -> str:
+        return "identity"
 
 
 def colours(n: int) -> torch.Tensor:

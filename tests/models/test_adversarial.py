@@ -5,13 +5,16 @@ an adversarial fit resumes like an ordinary one (same weights as an uninterrupte
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import mlflow
 import pytest
+import pytorch_lightning as pl
 import torch
 from scipy.special import rel_entr
 from torch import nn
+from torch.utils.data import DataLoader
 
 from mlattack.attacks import APGD, BIM, PGD
 from mlattack.cli import lightning_main
@@ -179,3 +182,20 @@ def test_adversarial_fit_resumes_to_the_uninterrupted_weights_and_registers_its_
     version = client.get_model_version_by_alias("mlgcn-synthetic", "best")
     assert version.tags["mlattack.adversarial.attack.eps"] == "0.03"
     assert version.tags["mlattack.adversarial.attack.nb_iter"] == "2"
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_adversarial_fit_runs_under_mixed_precision_on_cpu(precision):
+    """Lightning runs "16-mixed" on a CPU as bf16: the inner attack's passes and the training pass run in the
+    autocast dtype, the weights move and stay finite."""
+    m, dtypes = module(), set()
+    m.net.body[0].register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    before = copy.deepcopy(m.net.state_dict())
+    trainer = pl.Trainer(accelerator="cpu", precision=precision, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(m, train_dataloaders=DataLoader([batch() for _ in range(3)], batch_size=None))
+    assert dtypes == {torch.bfloat16}
+    after = m.net.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    assert math.isfinite(float(trainer.callback_metrics["train/adversarial_loss"]))
