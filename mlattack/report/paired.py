@@ -9,7 +9,8 @@ are paired by ``sample_id`` (``samples.csv`` of each run) and only the discordan
 * over labels shown, a sign test: how many samples show more labels under A, how many under B (ties dropped).
 
 The comparisons: one-step vs iterative (FGSM vs BIM, PGD and MI-FGSM: the same L∞ budget family), the study's
-code vs its corrected variant (``X`` vs ``X-corrected``) on one network, and the same attack on two networks of one
+code vs its corrected variant (``X`` vs ``X-corrected``) on one network, an ablation's rows vs its ``X-reference``
+row, and the same attack on two networks of one
 dataset (ML-GCN vs ML-LIW), paired over the samples both selections hold.
 """
 
@@ -84,12 +85,25 @@ def comparisons(runs: list[AttackRun]) -> list[tuple[str, AttackRun, AttackRun]]
             reference = name.replace("-corrected", "")
             if reference != name and reference in group:
                 out.append(("reference vs corrected", group[reference], run))
+        out += _against_reference_rows(group)
     datasets = sorted({ds for _, ds in by_group})
     for ds in datasets:
         nets = sorted(net for net, d in by_group if d == ds)
         for n1, n2 in itertools.combinations(nets, 2):
             for name in sorted(set(by_group[n1, ds]) & set(by_group[n2, ds]), key=attack_sort_key):
                 out.append(("network vs network", by_group[n1, ds][name], by_group[n2, ds][name]))
+    return out
+
+
+def _against_reference_rows(group: dict[str, AttackRun]) -> list[tuple[str, AttackRun, AttackRun]]:
+    """An ablation names its baseline ``X-reference`` and its rows ``X-<switch>`` (configs/ablation-mlalp.yaml):
+    each row is compared with that baseline, the corrected variant as "reference vs corrected"."""
+    out = []
+    for reference in sorted(n for n in group if n.endswith("-reference")):
+        stem = reference.removesuffix("reference")
+        for name in sorted(n for n in group if n.startswith(stem) and n != reference):
+            kind = "reference vs corrected" if name == f"{stem}corrected" else "reference vs ablation row"
+            out.append((kind, group[reference], group[name]))
     return out
 
 

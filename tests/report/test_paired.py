@@ -83,3 +83,14 @@ def test_the_study_comparisons_are_found():
         ("reference vs corrected", "MLCW-reduced", "mlgcn", "MLCW-corrected-reduced", "mlgcn"),
         ("network vs network", "FGSM", "mlgcn", "FGSM", "mlliw"),
     }
+
+
+def test_ablation_rows_are_compared_with_their_reference_row():
+    """configs/ablation-mlalp.yaml names its rows MLALP-<switch> beside MLALP-reference: each is paired with it."""
+    names = ("MLALP-reference", "MLALP-corrected", "MLALP-no-reset-to-clean", "MLDP", "MLDP-corrected")
+    found = {(kind, a.attack, b.attack) for kind, a, b in comparisons([run(a) for a in names])}
+    assert found == {
+        ("reference vs corrected", "MLALP-reference", "MLALP-corrected"),
+        ("reference vs ablation row", "MLALP-reference", "MLALP-no-reset-to-clean"),
+        ("reference vs corrected", "MLDP", "MLDP-corrected"),
+    }
