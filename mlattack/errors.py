@@ -108,20 +108,22 @@ def debug_requested() -> bool:
 
 
 def _expected_types() -> tuple[type[BaseException], ...]:
-    """Exception types that mean bad input rather than a bug; imported lazily (the CLI imports them anyway)."""
-    import yaml
-    from pytorch_lightning.utilities.exceptions import MisconfigurationException
-
+    """Exception types that mean bad input rather than a bug. A library's exception can only have been raised
+    once the library was imported, so its type is looked up among the loaded modules, never imported here: a typo
+    on the command line must not pay for importing Lightning and MLflow just to be reported."""
     types: list[type[BaseException]] = [
         ArgumentError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-        yaml.YAMLError, MisconfigurationException, EnvironmentFault,
+        EnvironmentFault,
     ]  # fmt: skip
-    try:
-        from mlflow.exceptions import MlflowException
-
-        types.append(MlflowException)
-    except ImportError:  # pragma: no cover - mlflow is a dependency
-        pass
+    for module, name in (
+        ("yaml", "YAMLError"),
+        ("pytorch_lightning.utilities.exceptions", "MisconfigurationException"),
+        ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),
+        ("mlflow.exceptions", "MlflowException"),
+    ):
+        found = getattr(sys.modules.get(module), name, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            types.append(found)
     return tuple(types)
 
 
@@ -238,11 +240,10 @@ def one_line(exc: BaseException) -> tuple[str, str | None]:
     elif isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in text:
         text = f"{exc.filename}: {exc.strerror or text}"
     text = " ".join(text.split())
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover
-        MlflowException = ()  # type: ignore[assignment]  # noqa: N806
-    if isinstance(exc, MlflowException) and not text.lower().startswith("mlflow"):
+    mlflow_error = getattr(
+        sys.modules.get("mlflow.exceptions"), "MlflowException", ()
+    )  # raised only once imported
+    if isinstance(exc, mlflow_error) and not text.lower().startswith("mlflow"):
         text = f"MLflow: {text}"
     return text or type(exc).__name__, hint
 
@@ -312,6 +313,10 @@ def check_yaml_syntax(args: list[str]) -> None:
 
     for i, arg in enumerate(args):
         path = Path(arg.partition("=")[2] if arg.startswith("-") else arg)
+        named = arg.startswith(("--config=", "-c=")) or (i > 0 and args[i - 1] in ("--config", "-c"))
+        if named and path.suffix in (".yaml", ".yml") and not path.exists():
+            # the parser's own message, before it imports the model libraries to build itself
+            raise ArgumentError(None, f"config: file does not exist: '{path.absolute()}'")
         if path.suffix in (".yaml", ".yml") and path.is_file():
             try:
                 check_config_text(path.read_text(), str(path))

@@ -14,6 +14,7 @@ code 2 (:mod:`mlattack.errors`); ``--debug`` or ``MLATTACK_DEBUG=1`` shows the t
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from typing import TYPE_CHECKING, Any
 
 import mlattack
@@ -126,6 +127,35 @@ def quick_answer(args: list[str]) -> None:
         raise SystemExit(0)
     if subcommand_help_request(args):
         cached_help(args, lambda: lightning_main(args))
+    misplaced = misplaced_command(args, [*LIGHTNING_HELP, *TOOLS])
+    if misplaced is not None:
+        raise ArgumentError(None, misplaced)
+
+
+def warm_help_cache() -> None:
+    """Keep every subcommand's ``--help`` text in the cache (:mod:`mlattack.quick`), all in one process: the
+    install step runs it (Makefile), so even the first ``mlattack <command> --help`` answers at once (building one
+    help costs the model-library imports, several seconds; all of them, about ten)."""
+    import contextlib
+    import io
+
+    for words in [[name] for name in [*LIGHTNING_HELP, *TOOLS]] + [["data", "stats"]]:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            quick_answer([*words, "--help"])
+
+
+def misplaced_command(args: list[str], subcommands: list[str]) -> str | None:
+    """The parser's error for a mistyped subcommand (``mlattack atack``) or options before it (``mlattack --config
+    x.yaml fit``), found without building the full parser: a typo should cost no model-library import."""
+    if not args or args[0] in ("-h", "--help", "--version"):
+        return None
+    if not args[0].startswith("-") and args[0] not in subcommands:
+        choices = ", ".join(repr(s) for s in subcommands)
+        return f"argument subcommand: invalid choice: {args[0]!r} (choose from {choices})"
+    first = next((a for a in args if a in subcommands), None)
+    if args[0].startswith("-") and first is not None:
+        return f"Option {args[0]!r} is not accepted before subcommand '{first}'"
+    return None
 
 
 def with_fit_settings(args: list[str]) -> list[str]:

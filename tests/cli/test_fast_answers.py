@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,13 @@ print(json.dumps({"code": code, "out": out.getvalue(), "heavy": sorted(m for m i
 """.replace("HEAVY", repr(HEAVY))
 
 
-def probe(cwd: Path, *argv: str) -> dict:
+def probe(cwd: Path, *argv: str, stderr: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *argv], cwd=cwd, env=env, capture_output=True, text=True, check=True
     )
-    return json.loads(done.stdout.splitlines()[-1])
+    result = json.loads(done.stdout.splitlines()[-1])
+    return {**result, "err": done.stderr} if stderr else result
 
 
 @pytest.fixture
@@ -99,4 +101,42 @@ def test_help_after_a_config_is_not_cached(mlattack, fresh_dir):
 def test_data_stats_tracks_nothing_and_makes_no_store(mlattack, fresh_dir):
     code, out, _ = mlattack("data", "stats", "--data", "configs/data/synthetic.yaml", "--split", "val")
     assert code == 0 and "synthetic / val" in out
+    assert list(fresh_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["atack"], "invalid choice: 'atack'.*\n  hint: did you mean attack\\?"),
+        (
+            ["--config", "configs/demo.yaml", "fit"],
+            "not before 'fit'\n  hint: mlattack fit --config configs/demo\\.yaml",
+        ),
+        (
+            ["fit", "--config", "configs/demo.yml"],
+            "does not exist: .*\n  hint: did you mean configs/demo\\.yaml\\?",
+        ),
+    ],
+)
+def test_a_typo_is_answered_without_importing_a_model_library(fresh_dir, argv, said):
+    """Each mistake in the command line's shape costs no Lightning/MLflow import: the same one-line report and
+    hint as the full parser gives (tests/cli/test_what_next.py), exit 2, no store."""
+    result = probe(fresh_dir, *argv, stderr=True)
+    assert result["code"] == 2 and result["heavy"] == []
+    assert re.search(said, result["err"]), result["err"]
+    assert list(fresh_dir.iterdir()) == []
+
+
+def test_warmed_help_answers_the_first_time(fresh_dir):
+    """The install step (Makefile) warms every subcommand's help: the first `fit --help` in that folder, and the
+    first `data stats --help` anywhere, import no model library."""
+    subprocess.run(
+        [sys.executable, "-c", "from mlattack.cli import warm_help_cache; warm_help_cache()"],
+        cwd=fresh_dir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    for argv in (["fit", "--help"], ["attack", "--help"], ["data", "stats", "--help"]):
+        result = probe(fresh_dir, *argv)
+        assert result["code"] == 0 and result["out"].startswith("usage: mlattack") and result["heavy"] == []
     assert list(fresh_dir.iterdir()) == []
