@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models", "defences"),  # networks, training module, preprocessing defences
     ("attacks",),
     ("data",),
-    ("errors", "console", "quick", "resources", "scenarios", "intervals", "mlattack"),
+    ("errors", "config_checks", "console", "quick", "resources", "scenarios", "intervals", "mlattack"),
 ]
 
 

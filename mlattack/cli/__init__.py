@@ -18,16 +18,15 @@ from argparse import ArgumentError
 from typing import TYPE_CHECKING, Any
 
 import mlattack
+from mlattack.cli.reporting import check_yaml_syntax, report_error
 from mlattack.cli.tools import TOOLS
 from mlattack.console import LIGHTNING_HELP, HelpFormatter
 from mlattack.errors import (
     EXIT_STATUS,
     USER_ERROR_EXIT,
-    check_yaml_syntax,
     debug_requested,
     interrupt_exit,
     is_user_error,
-    report_error,
     resume_hint,
     stop_on_sigterm,
 )

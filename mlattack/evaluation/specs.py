@@ -122,7 +122,7 @@ def load_attack_config(path: str, overrides: dict | None = None) -> Attack:
         p = find_config(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"attack {e}") from None
-    from mlattack.errors import check_config_text, check_config_value
+    from mlattack.config_checks import check_config_text, check_config_value
 
     spec = check_config_text(
         p.read_text(), str(p)
