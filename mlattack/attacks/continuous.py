@@ -18,6 +18,7 @@ or DDP rank the sample lands in. Attacks that expose an :class:`~mlattack.attack
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 
 import torch
@@ -69,7 +70,14 @@ class _InFlight:
         self.steps: list[int] = []  # gradient steps taken, per sample (host side: no sync to read it)
         self.x, self.t, self.delta = empty, None, empty
         self.state: torch.Tensor | None = None
-        self.finite = torch.ones(0, dtype=torch.bool, device=images.device)
+        dev = images.device
+        self.finite = torch.ones(0, dtype=torch.bool, device=dev)
+        # early stop found on the device and not yet read by the host: the row is frozen at the image, step count
+        # and loss it showed the target with, until the next sync retires it
+        self.frozen = torch.zeros(0, dtype=torch.bool, device=dev)
+        self.stop_step = torch.zeros(0, dtype=torch.long, device=dev)
+        self.stop_loss = torch.zeros(0, dtype=torch.float32, device=dev)
+        self.steps_dev = torch.zeros(0, dtype=torch.long, device=dev)
 
     def _like(self, v: torch.Tensor) -> torch.Tensor:
         return v.contiguous(memory_format=self.fmt)
@@ -82,7 +90,12 @@ class _InFlight:
         self.delta = self._like(torch.cat([self.delta, delta]))
         if state is not None:
             self.state = self._like(state if self.state is None else torch.cat([self.state, state]))
-        self.finite = torch.cat([self.finite, torch.ones(len(rows), dtype=torch.bool, device=x.device)])
+        k, dev = len(rows), x.device
+        self.finite = torch.cat([self.finite, torch.ones(k, dtype=torch.bool, device=dev)])
+        self.frozen = torch.cat([self.frozen, torch.zeros(k, dtype=torch.bool, device=dev)])
+        self.stop_step = torch.cat([self.stop_step, torch.zeros(k, dtype=torch.long, device=dev)])
+        self.stop_loss = torch.cat([self.stop_loss, torch.zeros(k, dtype=torch.float32, device=dev)])
+        self.steps_dev = torch.cat([self.steps_dev, torch.zeros(k, dtype=torch.long, device=dev)])
 
     def keep(self, keep: list[int]) -> None:
         idx = torch.tensor(keep, dtype=torch.long, device=self.x.device)
@@ -93,7 +106,21 @@ class _InFlight:
             self._like(self.delta.index_select(0, idx)),
         )
         self.t, self.finite = self.t.index_select(0, idx), self.finite.index_select(0, idx)
+        self.frozen, self.stop_step = self.frozen.index_select(0, idx), self.stop_step.index_select(0, idx)
+        self.stop_loss, self.steps_dev = (
+            self.stop_loss.index_select(0, idx),
+            self.steps_dev.index_select(0, idx),
+        )
         self.state = None if self.state is None else self._like(self.state.index_select(0, idx))
+
+
+def default_sync_every(device: torch.device) -> int:
+    """Steps between the host's reads of the early-stop flags: ``MLATTACK_SYNC_EVERY`` if set, else 8 on CUDA (a
+    read stalls the device's queue; a small model's step is shorter than that stall) and 1 elsewhere (on a CPU the
+    read is free, and a frozen sample's extra steps are not)."""
+    if os.environ.get("MLATTACK_SYNC_EVERY"):
+        return max(1, int(os.environ["MLATTACK_SYNC_EVERY"]))
+    return 8 if device.type == "cuda" else 1
 
 
 def run_continuous(
@@ -105,6 +132,7 @@ def run_continuous(
     seed: int,
     slots: int,
     diagnostics: bool = True,
+    sync_every: int | None = None,
 ) -> AttackResult:
     """Attack every sample of ``images`` with at most ``slots`` in flight; results in input order.
 
@@ -112,11 +140,17 @@ def run_continuous(
     Honours ``attack.early_stop`` as :func:`~mlattack.attacks.iterative.run_iterative` does: a sample found to show
     the target before step ``i`` is returned as that image with ``iterations = i``. ``diagnostics=False`` skips the
     forward pass on images that spent their budget (``reached`` False, ``loss`` NaN for them), as ``Attack.run``.
+
+    ``sync_every`` (default :func:`default_sync_every`): the host reads which samples stopped only every that many
+    steps (and when a sample's budget is spent). Until then a stopped sample stays in the batch, frozen on the
+    device at the image, step count and loss it stopped with, so its result is the same for any value; only its
+    slot is refilled later.
     """
     check_queue(images, target, keys, slots)
     images = images.detach().float()
     target = target.detach().to(device=images.device, dtype=torch.float32)
     n, dev = images.shape[0], images.device
+    every = default_sync_every(dev) if sync_every is None else max(1, int(sync_every))
     adv = images.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=dev)
     reached = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -124,31 +158,39 @@ def run_continuous(
     grad_finite = torch.ones(n, dtype=torch.bool, device=dev)
     with frozen_eval(model):
         plan = attack.iterative_plan(model)
-        live, queued = _InFlight(images), 0
+        live, queued, since_sync = _InFlight(images), 0, 0
 
-        def retire(js: list[int], done_loss: torch.Tensor | None) -> None:
-            """Write the results of in-flight rows ``js`` and drop them (``done_loss``: they showed the target)."""
+        def retire(js: list[int], stopped: bool) -> None:
+            """Write the results of in-flight rows ``js`` and drop them (``stopped``: they showed the target)."""
             idx = torch.tensor(js, dtype=torch.long, device=dev)
             rows = torch.tensor([live.rows[j] for j in js], dtype=torch.long, device=dev)
             final = live.x.index_select(0, idx) + live.delta.index_select(0, idx)
             adv[rows] = final.clamp(0.0, 1.0)
-            iterations[rows] = torch.tensor([live.steps[j] for j in js], device=dev)
             grad_finite[rows] = live.finite.index_select(0, idx)
-            if done_loss is not None:
-                reached[rows], loss_out[rows] = True, done_loss
-            elif diagnostics:
-                t = live.t.index_select(0, idx)
-                with torch.no_grad():
-                    logits = attack.forward(model, final)
-                reached[rows] = attack.reached(logits, t)
-                loss_out[rows] = attack.loss_fn(logits, t).float()
+            if stopped:
+                iterations[rows] = live.stop_step.index_select(0, idx)
+                reached[rows], loss_out[rows] = True, live.stop_loss.index_select(0, idx)
+            else:
+                iterations[rows] = torch.tensor([live.steps[j] for j in js], device=dev)
+                if diagnostics:
+                    t = live.t.index_select(0, idx)
+                    with torch.no_grad():
+                        logits = attack.forward(model, final)
+                    reached[rows] = attack.reached(logits, t)
+                    loss_out[rows] = attack.loss_fn(logits, t).float()
             gone = set(js)
             live.keep([j for j in range(len(live.rows)) if j not in gone])
 
         while True:
             spent = [j for j, s in enumerate(live.steps) if s == plan.nb_iter]
+            if attack.early_stop and live.rows and (spent or since_sync >= every):
+                found = live.frozen.nonzero().flatten().tolist()  # the host sync: once per `every` steps
+                since_sync = 0
+                if found:
+                    retire(found, stopped=True)
+                    spent = [j for j, s in enumerate(live.steps) if s == plan.nb_iter]
             if spent:
-                retire(spent, None)
+                retire(spent, stopped=False)
             k = min(slots - len(live.rows), n - queued)
             if k > 0:  # refill the batch from the queue
                 new = list(range(queued, queued + k))
@@ -159,23 +201,27 @@ def run_continuous(
             if not live.rows:
                 break
             loss, grad, logits = attack.loss_and_grad(model, live.x + live.delta, live.t)
-            live.finite &= torch.isfinite(grad.flatten(1)).all(1)
+            # a frozen row's image does not change, so neither does its gradient: its record is already final
+            live.finite &= torch.isfinite(grad.flatten(1)).all(1) | live.frozen
             if attack.early_stop:
-                done = attack.reached(logits, live.t)
-                found = done.nonzero().flatten().tolist()  # the one host sync per step
-                if found:
-                    gone = set(found)
-                    kept = [j for j in range(len(live.rows)) if j not in gone]
-                    retire(found, loss[done])
-                    grad = grad.index_select(0, torch.tensor(kept, dtype=torch.long, device=dev))
-                    if not live.rows:
-                        continue
-            update, live.state = plan.step(grad, live.state)
+                newly = attack.reached(logits, live.t) & ~live.frozen
+                live.stop_step = torch.where(newly, live.steps_dev, live.stop_step)
+                live.stop_loss = torch.where(newly, loss.detach().float(), live.stop_loss)
+                live.frozen = live.frozen | newly
+            update, state = plan.step(grad, live.state)
             delta = live.delta + update
             if plan.project is not None:
                 delta = plan.project(delta)
-            live.delta = (live.x + delta).clamp(0.0, 1.0) - live.x
+            delta = (live.x + delta).clamp(0.0, 1.0) - live.x
+            if attack.early_stop:  # frozen rows keep the image they stopped with (and their state: unused)
+                hold = live.frozen.view(-1, *([1] * (delta.ndim - 1)))
+                delta = torch.where(hold, live.delta, delta)
+                if state is not None:
+                    state = torch.where(hold, live.state, state)
+            live.delta, live.state = live._like(delta), state
             live.steps = [s + 1 for s in live.steps]
+            live.steps_dev = live.steps_dev + 1
+            since_sync += 1
     return AttackResult(
         adv=adv, iterations=iterations, reached=reached, loss=loss_out, grad_finite=grad_finite
     )

@@ -119,3 +119,31 @@ def test_bad_arguments():
         run_continuous(ATTACKS["BIM"](), model, images, target, keys, SEED, slots=0)
     with pytest.raises(ValueError, match="keys"):
         run_continuous(ATTACKS["BIM"](), model, images, target, keys[:2], SEED, slots=2)
+
+
+@pytest.mark.parametrize("sync_every", [2, 5, 1000])
+@pytest.mark.parametrize("name", ["BIM", "MIFGSM", "SLIDE"])
+def test_reading_the_stop_flags_seldom_changes_no_result(name: str, sync_every: int):
+    """A GPU reads the early-stop flags once per `sync_every` steps: a sample that stopped waits in the batch,
+    frozen at the image, step count and loss it stopped with. Every result equals the per-step read's and the
+    sample's own run alone."""
+    model, images, target, keys = problem()
+    attack = ATTACKS[name](early_stop=True)
+    each = run_continuous(attack, model, images, target, keys, SEED, slots=3, sync_every=1)
+    seldom = run_continuous(attack, model, images, target, keys, SEED, slots=3, sync_every=sync_every)
+    assert each.reached.any() and len(set(each.iterations.tolist())) > 2  # stops at varied steps
+    torch.testing.assert_close(seldom.adv, each.adv, atol=1e-6, rtol=0)
+    for field in ("iterations", "reached", "grad_finite"):
+        assert torch.equal(getattr(seldom, field), getattr(each, field)), field
+    torch.testing.assert_close(seldom.loss, each.loss, equal_nan=True)
+    assert_same(seldom, one_by_one(attack, model, images, target, keys))
+
+
+def test_the_sync_interval_defaults_per_device(monkeypatch):
+    from mlattack.attacks.continuous import default_sync_every
+
+    monkeypatch.delenv("MLATTACK_SYNC_EVERY", raising=False)
+    assert default_sync_every(torch.device("cpu")) == 1
+    assert default_sync_every(torch.device("cuda")) == 8
+    monkeypatch.setenv("MLATTACK_SYNC_EVERY", "4")
+    assert default_sync_every(torch.device("cpu")) == 4
