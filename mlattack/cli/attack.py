@@ -75,7 +75,7 @@ def print_report(report) -> None:
 
     from mlattack.report.tables import success_frame, table_rows
 
-    frame = success_frame(report.metrics, extra=("labels shown", "L2 (all)"))
+    frame = success_frame(report.metrics, extra=("labels shown", "L2 (all)"), baseline=True)
     table = Table(
         title=f"Success rate (%) [95 % Wilson interval] - showing many labels ({report.mode}, "
         f"N={report.num_selected}, avgLabels={report.avg_labels:.2f})"

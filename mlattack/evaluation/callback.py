@@ -65,6 +65,7 @@ def update_metric(metric: ShowManyLabels, records: list[dict]) -> None:
         reached=torch.tensor([r["reached"] for r in records]),
         valid=torch.tensor([r["valid"] for r in records]),
         cost={k: torch.tensor([r.get(k, math.nan) for r in records], dtype=torch.float64) for k in COSTS},
+        clean_shown=torch.tensor([r["num_true"] for r in records]),
     )
 
 
@@ -234,6 +235,8 @@ class AttackCallback(Callback):
                 res.reached[m],
                 valid[new],
                 {c: torch.full((int(new.sum()),), spent[c], dtype=torch.float64) for c in COSTS},
+                # a selected sample's clean image shows exactly its true labels (selection.py)
+                clean_shown=(targets[todo] > 0.5).sum(1).to(shown.device)[m],
             )
         records, pictures = [], False
         for k, i in enumerate(todo):

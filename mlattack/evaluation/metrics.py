@@ -62,6 +62,10 @@ class ShowManyLabels(Metric):
         self.add_state("costed", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("passes", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("peak_mb", torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
+        # the same scoring on the clean images: what the attacked samples show without any attack
+        self.add_state("clean_count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("clean_success", torch.zeros(NUM_SCENARIOS, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("clean_shown", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(
         self,
@@ -72,8 +76,16 @@ class ShowManyLabels(Metric):
         reached: torch.Tensor,
         valid: torch.Tensor | None = None,
         cost: dict[str, torch.Tensor] | None = None,
+        clean_shown: torch.Tensor | None = None,
     ) -> None:
+        """``clean_shown``: the labels each sample's clean image shows (its true labels, for the selected samples),
+        scored as the adversarial ones are: the baseline an attack's success is read against."""
         shown = labels_shown.long().to(self.count.device)
+        if clean_shown is not None:
+            clean = clean_shown.long().to(shown.device)
+            self.clean_count += clean.numel()
+            self.clean_success += scenario_success(clean, self.thresholds).sum(0)
+            self.clean_shown += clean.double().sum()
         ok = torch.ones_like(shown, dtype=torch.bool) if valid is None else valid.bool().to(shown.device)
         self.count += shown.numel()
         self.valid += ok.sum()
@@ -120,6 +132,12 @@ class ShowManyLabels(Metric):
             }
         )
         out.update({f"{k}_mean": self.norm_sum[i] / v for i, k in enumerate(NORMS)})
+        if int(self.clean_count) > 0:
+            c = self.clean_count.double()
+            out.update(
+                {f"clean_success_rate_n{k}": self.clean_success[k].double() / c for k in range(NUM_SCENARIOS)}
+            )
+            out["clean_labels_shown_mean"] = self.clean_shown / c
         for n in range(NUM_SCENARIOS):  # absent where no sample succeeded: there is nothing to average
             if int(self.success[n]) > 0:
                 won = self.success[n].double()

@@ -204,7 +204,7 @@ def _run_parent(client, exp_id, parent, run: PreparedRun, progress_bar, callback
             log.log_child(
                 job.folder, job.attack, metrics[job.name], run.dataset.class_names, attack_config(job.attack)
             )
-        table = to_markdown(success_frame(metrics, TABLE_EXTRA))
+        table = to_markdown(success_frame(metrics, TABLE_EXTRA, baseline=True))
         expected = ", ".join(f"{e:.2f}" for e in exp_labels(sel.avg_labels, data.num_classes))
         header = f"avgLabels = {sel.avg_labels:.3f}, C = {data.num_classes}, expLabels = {expected}"
         log.finish(metrics, header, sel.avg_labels)

@@ -70,7 +70,7 @@ def network_section(sheet: Sheet, client, net: str, ds: str, group: list[AttackR
         f"avgLabels = {avg:.3f}"
         + (f", C = {c}, expLabels = " + ", ".join(f"{e:.2f}" for e in exp) if exp else "")
     )
-    table = success_table(group)
+    table = success_table(group, baseline=True)
     sheet.table(table, f"success_{net}_{ds}", f"## {title}", caption, sorted({r.model_uri for r in group}))
     fig = plots.success_vs_n(
         table,

@@ -90,15 +90,17 @@ def network_label(network: str) -> str:
     return NETWORK_NAMES[base] + (f" ({variant})" if variant else "")
 
 
-def success_frame(rows: dict[str, dict[str, float]], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+def success_frame(
+    rows: dict[str, dict[str, float]], extra: tuple[str, ...] = (), baseline: bool = False
+) -> pd.DataFrame:
     """The success table from per-attack metrics (internal names, rates as fractions), rows in the study's order:
     N, the success rate (%) in scenarios n = 0..7, then the ``extra`` columns ("avgLabels" first when given, then
-    any of "labels shown", "L2 (all)", "Linf (all)")."""
+    any of "labels shown", "L2 (all)", "Linf (all)"). ``baseline``: the clean-image rows first (:func:`clean_rows`)."""
     front = [c for c in extra if c == "avgLabels"]
     back = [c for c in extra if c != "avgLabels"]
     out = {}
-    for name in sorted(rows, key=attack_sort_key):
-        m = rows[name]
+    first = clean_rows(rows) if baseline else {}
+    for name, m in [*first.items(), *sorted(rows.items(), key=lambda kv: attack_sort_key(kv[0]))]:
         out[name] = {
             "N": m.get("num_samples", np.nan),
             "avgLabels": m.get("avg_labels", np.nan),
@@ -110,12 +112,38 @@ def success_frame(rows: dict[str, dict[str, float]], extra: tuple[str, ...] = ()
     return add_intervals(frame, dict.fromkeys(SCENARIO_COLUMNS, "N"))
 
 
-def success_table(runs: list[AttackRun]) -> pd.DataFrame:
+def clean_rows(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The clean-image baseline of per-attack metrics that carry it (``clean_success_rate_n*``): what the attacked
+    samples show with no attack, scored alike, so a rate is read against what needed no attack. One row per distinct
+    N (an attack on the first 10 samples has its own avgLabels and thresholds); no perturbation, so norms are 0."""
+    out: dict[str, dict[str, float]] = {}
+    with_clean = [
+        m
+        for _, m in sorted(rows.items(), key=lambda kv: attack_sort_key(kv[0]))
+        if "clean_labels_shown_mean" in m
+    ]
+    counts = sorted({int(m.get("num_samples", 0)) for m in with_clean}, reverse=True)
+    for m in with_clean:
+        n = int(m.get("num_samples", 0))
+        name = "clean images (no attack)" if len(counts) == 1 else f"clean images (no attack, first {n})"
+        if name in out:
+            continue
+        out[name] = {
+            "num_samples": m.get("num_samples", np.nan),
+            "avg_labels": m.get("avg_labels", np.nan),
+            **{f"success_rate_n{k}": m[f"clean_success_rate_n{k}"] for k in range(NUM_SCENARIOS)},
+            "labels_shown_mean": m["clean_labels_shown_mean"],
+            **dict.fromkeys(("l2_mean", "linf_mean"), 0.0),
+        }
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["num_samples"]))
+
+
+def success_table(runs: list[AttackRun], baseline: bool = False) -> pd.DataFrame:
     """The report's one success table: attacks as rows; N, avgLabels, the success rate (%) in scenarios n = 0..7
     with their intervals, and the mean labels shown (the ablation's view; sizes are in the norms table, costs in
     the cost table, so no number is printed twice)."""
     rows = {r.attack: {**r.metrics, "num_samples": r.num_samples, "avg_labels": r.avg_labels} for r in runs}
-    return success_frame(rows, extra=("avgLabels", "labels shown"))
+    return success_frame(rows, extra=("avgLabels", "labels shown"), baseline=baseline)
 
 
 def norms_table(runs: list[AttackRun], scenario: int = 0) -> pd.DataFrame:

@@ -108,7 +108,10 @@ def success_key(n: int) -> str:
 
 
 def mlflow_metric(name: str) -> str:
-    """The MLflow name of an internal metric name (unknown names pass unchanged)."""
+    """The MLflow name of an internal metric name (unknown names pass unchanged); the clean-image baseline of a
+    metric is ``clean/`` + its name (``clean_success_rate_n0`` -> ``clean/success/n0``), as transfer runs log it."""
+    if name.startswith("clean_"):
+        return "clean/" + mlflow_metric(name.removeprefix("clean_"))
     if m := re.fullmatch(r"success_rate_n(\d+)", name):
         return success_key(int(m.group(1)))
     if m := re.fullmatch(r"(\w+?)_mean_success_n(\d+)", name):
@@ -122,6 +125,8 @@ def mlflow_metric(name: str) -> str:
 
 def internal_metric(key: str) -> str:
     """The internal name of an MLflow metric, new or old (``success_rate_n0`` stays ``success_rate_n0``)."""
+    if key.startswith("clean/"):
+        return "clean_" + internal_metric(key.removeprefix("clean/"))
     if m := re.fullmatch(r"success/n(\d+)", key):
         return f"success_rate_n{m.group(1)}"
     if m := re.fullmatch(r"norm_success/(\w+)_n(\d+)", key):

@@ -87,6 +87,15 @@ def test_attack_run_logs_parent_children_metrics_and_artifacts(
     got = torch.tensor([report.metrics["FGSM"][f"success_rate_n{k}"] for k in range(8)])
     assert torch.allclose(direct.double(), got.double())
     assert report.metrics["FGSM"]["labels_shown_mean"] == pytest.approx(float(shown.float().mean()))
+    # the clean-image baseline: the selected samples' own labels (their clean prediction), scored alike
+    truth = torch.stack([ds[i]["target"] for i in sel["indices"]]).sum(1)
+    clean = scenario_success(truth, scenario_thresholds(report.avg_labels, 5)).float().mean(0)
+    got = torch.tensor([report.metrics["FGSM"][f"clean_success_rate_n{k}"] for k in range(8)])
+    assert torch.allclose(clean.double(), got.double())
+    assert report.metrics["FGSM"]["clean_labels_shown_mean"] == pytest.approx(float(truth.float().mean()))
+    fgsm = next(c for c in children if c.info.run_name == "FGSM")
+    assert fgsm.data.metrics["clean/success/n0"] == pytest.approx(float(clean[0]))
+    assert "clean images (no attack" in report.table.splitlines()[2]  # the table's first row
     assert report.metrics["BIM"]["num_samples"] == 5
     assert report.metrics["FGSM"]["linf_mean"] == pytest.approx(
         float((adv - x).abs().flatten(1).amax(1).mean()), abs=1e-6
@@ -112,7 +121,8 @@ def test_interrupted_run_resumes_to_the_identical_table(tmp_path, store, toy_dat
     assert resumed.resumed and resumed.parent_run_id == failed[0].info.run_id
     assert resumed.table == reference.table
     for name, values in reference.metrics.items():
-        for key in ("success_rate_n0", "success_rate_n3", "labels_shown_mean", "l2_mean", "num_samples"):
+        keys = ("success_rate_n0", "success_rate_n3", "labels_shown_mean", "l2_mean", "num_samples")
+        for key in (*keys, "clean_success_rate_n0", "clean_labels_shown_mean"):
             assert resumed.metrics[name][key] == pytest.approx(values[key]), (name, key)
     positions = [r["position"] for r in read_records(next(out.rglob("FGSM.jsonl")))[0]]
     assert positions == list(range(8))  # no sample counted twice; the torn line is skipped, its sample redone

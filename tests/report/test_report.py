@@ -37,7 +37,17 @@ def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report)
         norms = pd.read_csv(tables / f"norms_{net}_toy.csv", index_col="attack")
         l2 = pd.read_csv(tables / f"l2_success_{net}_toy.csv", index_col="attack")
         metrics = attack_reports[net].metrics
-        assert sorted(success.index) == sorted(metrics)
+        baseline = [name for name in success.index if name.startswith("clean images (no attack")]
+        assert sorted(set(success.index) - set(baseline)) == sorted(metrics)
+        assert list(success.index[: len(baseline)]) == baseline  # first: what needs no attack
+        for name in baseline:  # one row per N, equal to the clean metrics of the attacks with that N
+            same_n = [m for m in metrics.values() if m["num_samples"] == success.loc[name, "N"]]
+            assert same_n
+            for k in range(8):
+                assert success.loc[name, f"n={k}"] == pytest.approx(
+                    100 * same_n[0][f"clean_success_rate_n{k}"]
+                )
+            assert success.loc[name, "labels shown"] == pytest.approx(same_n[0]["clean_labels_shown_mean"])
         for attack, m in metrics.items():
             n = int(m["num_samples"])
             for k in range(8):
@@ -56,7 +66,8 @@ def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report)
             else:
                 assert pd.isna(norms.loc[attack, "L2 (succ. n=0)"])
         # the study's row order, and the printed Markdown carries the same (rounded) numbers
-        assert list(success.index)[:1] == ["FGSM"] and list(success.index)[-2:] == ["BIM", "MIFGSM"]
+        attacks = [name for name in success.index if name not in baseline]
+        assert attacks[:1] == ["FGSM"] and attacks[-2:] == ["BIM", "MIFGSM"]
         md = report.markdown[f"success_{net}_toy"]
         bim = next(line for line in md.splitlines() if line.startswith("| BIM |"))
         n = int(metrics["BIM"]["num_samples"])  # every printed rate carries its interval; N in the caption
