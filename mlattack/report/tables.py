@@ -20,6 +20,8 @@ SCENARIO_COLUMNS = [f"n={k}" for k in range(NUM_SCENARIOS)]
 NETWORK_NAMES = {"mlgcn": "ML-GCN", "mlliw": "ML-LIW", "query2label": "Query2Label", "vit": "ViT"}
 NORM_COLUMNS = {"l2_mean": "L2", "linf_mean": "Linf", "rmsd_mean": "RMSD"}
 #: the optional columns of :func:`success_frame` and the metric each shows
+#: the baseline rows' name: the selected samples' clean images, scored as the adversarial ones
+NO_ATTACK = "no attack"
 EXTRA_METRICS = {"labels shown": "labels_shown_mean", "L2 (all)": "l2_mean", "Linf (all)": "linf_mean"}
 LOW, HIGH = " low", " high"  # suffixes of a rate column's interval bounds
 
@@ -125,7 +127,7 @@ def clean_rows(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     counts = sorted({int(m.get("num_samples", 0)) for m in with_clean}, reverse=True)
     for m in with_clean:
         n = int(m.get("num_samples", 0))
-        name = "clean images (no attack)" if len(counts) == 1 else f"clean images (no attack, first {n})"
+        name = NO_ATTACK if len(counts) == 1 else f"{NO_ATTACK}, N={n}"
         if name in out:
             continue
         out[name] = {

@@ -95,7 +95,7 @@ def test_attack_run_logs_parent_children_metrics_and_artifacts(
     assert report.metrics["FGSM"]["clean_labels_shown_mean"] == pytest.approx(float(truth.float().mean()))
     fgsm = next(c for c in children if c.info.run_name == "FGSM")
     assert fgsm.data.metrics["clean/success/n0"] == pytest.approx(float(clean[0]))
-    assert "clean images (no attack" in report.table.splitlines()[2]  # the table's first row
+    assert "| no attack" in report.table.splitlines()[2]  # the table's first row
     assert report.metrics["BIM"]["num_samples"] == 5
     assert report.metrics["FGSM"]["linf_mean"] == pytest.approx(
         float((adv - x).abs().flatten(1).amax(1).mean()), abs=1e-6

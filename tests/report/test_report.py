@@ -37,7 +37,7 @@ def test_success_and_norm_tables_equal_the_runs_metrics(populated_store, report)
         norms = pd.read_csv(tables / f"norms_{net}_toy.csv", index_col="attack")
         l2 = pd.read_csv(tables / f"l2_success_{net}_toy.csv", index_col="attack")
         metrics = attack_reports[net].metrics
-        baseline = [name for name in success.index if name.startswith("clean images (no attack")]
+        baseline = [name for name in success.index if name.startswith("no attack")]
         assert sorted(set(success.index) - set(baseline)) == sorted(metrics)
         assert list(success.index[: len(baseline)]) == baseline  # first: what needs no attack
         for name in baseline:  # one row per N, equal to the clean metrics of the attacks with that N
