@@ -34,6 +34,7 @@ from mlattack.tracking.callbacks import (
 )
 from mlattack.tracking.checkpoints import read_checkpoint
 from mlattack.tracking.registry import RegisterBestModel, load_network
+from mlattack.tracking.resume_lock import hold_resume_lock
 from mlattack.tracking.store import check_tracking_uri, default_tracking_uri
 
 if TYPE_CHECKING:
@@ -285,6 +286,7 @@ class MLAttackCLI(LightningCLI):
         print(f"MLflow run {logger.run_id} in {logger.experiment.tracking_uri}")
 
     def before_fit(self) -> None:
+        hold_resume_lock(self.trainer, self._ckpt_path(), self.resumed_run)
         self._announce_run()
 
     def before_validate(self) -> None:

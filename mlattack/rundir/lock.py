@@ -141,8 +141,8 @@ class RunLock:
     def _busy_message(self, holder: dict | None) -> str:
         return (
             f"{self.what} is being written by {describe(holder)} (lock {self.path}). Wait for it to finish, or "
-            "stop it and re-run the same command to resume it; two processes on one run would attack and log "
-            "the same samples twice."
+            "stop it and re-run the same command to resume it; two processes on one run would do and log the "
+            "same work twice."
         )
 
     def _beat(self) -> None:

@@ -110,3 +110,38 @@ def test_first_commands_started_together_on_a_new_sqlite_store_all_succeed(tmp_p
     assert [json.loads(line) for line in log.read_text().splitlines()] == ["ok", "ok", "ok"]
     client = mlflow.MlflowClient(uri)
     assert len(client.search_runs(["0"])) == 3
+
+
+def test_a_second_resume_of_a_live_fit_stops_before_it_touches_the_run(tmp_path, fresh_store):
+    """Two `mlattack fit --ckpt_path last.ckpt` at once: the second exits 2 with one line naming the first, and
+    the first's MLflow run is not marked FAILED by it; the first finishes its epochs once each."""
+    from tests.reliability.jobs import cli_job, fit_args
+    from tests.reliability.test_random_kills import last_checkpoint
+
+    store, out = fresh_store(tmp_path / "store"), tmp_path / "out"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    assert forked.finish(forked.start(cli_job, store, fit_args(out, 1), str(first_log)), 600) == 0
+    ckpt = last_checkpoint(out, 0)
+    resume = fit_args(out, 3, ("--ckpt_path", str(ckpt)))
+    first = forked.start(cli_job, store, resume, str(first_log), 1.0)  # paced: a second per training batch
+    try:
+        lock = ckpt.parent / "writer.lock"
+        forked.wait_until(
+            lambda: (RunLock(lock).read() or {}).get("pid") == first.pid, first, 300, "its lock"
+        )
+        second = forked.start(cli_job, store, resume, str(second_log))
+        assert forked.finish(second, 300) == 2, second_log.read_text()
+        said = second_log.read_text()
+        assert f"is being written by PID {first.pid}" in said and "Traceback" not in said
+        client = mlflow.MlflowClient(store)
+        (run,) = client.search_runs([client.get_experiment_by_name("mlattack").experiment_id])
+        assert run.info.status == "RUNNING"  # the loser left the live run alone
+        assert forked.finish(first, 600) == 0, first_log.read_text()
+    finally:
+        if first.is_alive():
+            first.kill()
+    (run,) = client.search_runs([run.info.experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/mAP")]
+    assert sorted(steps) == sorted(set(steps)) and len(steps) == 3  # each epoch logged once
+    assert RunLock(ckpt.parent / "writer.lock").read() is None  # released
