@@ -36,9 +36,26 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming(path: Path):
+    """A write's OSError names the file: ``write``/``fsync`` on an open file raise ENOSPC without a filename, and a
+    full disk reported without its folder leaves the user guessing which disk to free."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file + fsync + ``os.replace`` (+ fsync of the folder)."""
     path = Path(path)
+    with _naming(path):
+        _write_atomic(path, data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
@@ -71,7 +88,7 @@ def append_lines(path: str | Path, lines: list[str]) -> None:
     """Append text lines and fsync; if a kill cut the file's last line, start on a fresh line first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab+") as f:
+    with _naming(path), open(path, "ab+") as f:
         torn = False
         if f.seek(0, os.SEEK_END) > 0:
             f.seek(-1, os.SEEK_END)

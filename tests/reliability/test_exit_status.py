@@ -80,6 +80,7 @@ def test_a_full_disk_is_one_line_saying_the_work_is_kept_and_the_rerun_finishes(
         assert code == 2, err
         line = one_line(err)
         assert "no space left on the device" in line and "the work so far is kept" in line
+        assert line.startswith(f"mlattack: error: {small / 'out'}"), line  # the folder whose disk is full
         assert "re-run the same command to resume" in err
         filler.unlink()
         assert exit_of(args, capsys)[0] == 0
