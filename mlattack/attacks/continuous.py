@@ -113,6 +113,21 @@ class _InFlight:
         )
         self.state = None if self.state is None else self._like(self.state.index_select(0, idx))
 
+    def freeze(self, shows: torch.Tensor, loss: torch.Tensor) -> None:
+        """Rows that show the target now (``shows``) stop here: step count and loss kept on the device."""
+        newly = shows & ~self.frozen
+        self.stop_step = torch.where(newly, self.steps_dev, self.stop_step)
+        self.stop_loss = torch.where(newly, loss.detach().float(), self.stop_loss)
+        self.frozen = self.frozen | newly
+
+    def advance(self, delta: torch.Tensor, state: torch.Tensor | None) -> None:
+        """Take one step's ``delta`` and ``state``; frozen rows keep the image they stopped with."""
+        hold = self.frozen.view(-1, *([1] * (delta.ndim - 1)))
+        self.delta = self._like(torch.where(hold, self.delta, delta))
+        self.state = state if state is None or self.state is None else torch.where(hold, self.state, state)
+        self.steps = [s + 1 for s in self.steps]
+        self.steps_dev = self.steps_dev + 1
+
 
 def default_sync_every(device: torch.device) -> int:
     """Steps between the host's reads of the early-stop flags: ``MLATTACK_SYNC_EVERY`` if set, else 8 on CUDA (a
@@ -204,23 +219,12 @@ def run_continuous(
             # a frozen row's image does not change, so neither does its gradient: its record is already final
             live.finite &= torch.isfinite(grad.flatten(1)).all(1) | live.frozen
             if attack.early_stop:
-                newly = attack.reached(logits, live.t) & ~live.frozen
-                live.stop_step = torch.where(newly, live.steps_dev, live.stop_step)
-                live.stop_loss = torch.where(newly, loss.detach().float(), live.stop_loss)
-                live.frozen = live.frozen | newly
+                live.freeze(attack.reached(logits, live.t), loss)
             update, state = plan.step(grad, live.state)
             delta = live.delta + update
             if plan.project is not None:
                 delta = plan.project(delta)
-            delta = (live.x + delta).clamp(0.0, 1.0) - live.x
-            if attack.early_stop:  # frozen rows keep the image they stopped with (and their state: unused)
-                hold = live.frozen.view(-1, *([1] * (delta.ndim - 1)))
-                delta = torch.where(hold, live.delta, delta)
-                if state is not None:
-                    state = torch.where(hold, live.state, state)
-            live.delta, live.state = live._like(delta), state
-            live.steps = [s + 1 for s in live.steps]
-            live.steps_dev = live.steps_dev + 1
+            live.advance((live.x + delta).clamp(0.0, 1.0) - live.x, state)
             since_sync += 1
     return AttackResult(
         adv=adv, iterations=iterations, reached=reached, loss=loss_out, grad_finite=grad_finite
