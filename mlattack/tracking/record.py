@@ -21,7 +21,9 @@ TRANSFER_EXPERIMENT = "mlattack-transfer"
 EXPERIMENT_DESCRIPTIONS = {
     ATTACK_EXPERIMENT: "`mlattack attack`: one parent run per invocation (its description is the success table), "
     "one nested run per attack. Metrics: `success/n0`..`success/n7` (fraction of samples showing at least "
-    "expLabels_n labels), `n_at_50pct` (largest n with success >= 50 %, -1 if none), `labels_shown`, `norm/*` "
+    "expLabels_n labels), `clean/success/n*` and `clean/labels_shown` (the same samples' clean images: the "
+    "baseline that needs no attack), `n_at_50pct` (largest n with success >= 50 %, -1 if none), `labels_shown`, "
+    "`norm/*` "
     "(over all samples) and `norm_success/*` (over the successes of scenario n), `time/*`, `cost/*` (the "
     "attacked network's forward and backward passes per sample inside the attack, judging not included, and the "
     "attack's peak memory per batch above its start: CUDA max_memory_allocated, CPU resident-set high-water mark).",
