@@ -96,6 +96,10 @@ def main() -> None:
     target = torch.ones(args.batch, args.labels)  # show every label: the study's target
     floor = floor_time(model, x, target, 5)
     attack = attacks.MLALP(max_iter=args.iters, variant=args.variant, early_stop=False)
+    # untimed warm-up: the first Jacobian of a process imports sympy through torch.fx (0.3-0.4 s, once)
+    attacks.MLALP(max_iter=1, variant=args.variant, early_stop=False).run(
+        model, x[:1], target[:1], diagnostics=False
+    )
     prof = cProfile.Profile() if args.profile else None
     with (
         Timed(mlalp_module, "solve_linf_lp_batch") as lp,

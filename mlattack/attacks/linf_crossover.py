@@ -118,7 +118,8 @@ class SignCrossover:
         self.lp.add_columns(self._block(self.row_ids, free))
 
     def _block(self, rows: torch.Tensor, cols: torch.Tensor):
-        return (self.j[rows][:, cols].double() * self.scale[rows, None]).cpu().numpy()
+        # columns first: indexing J's rows first would copy all D columns of them
+        return (self.j[:, cols][rows].double() * self.scale[rows, None]).cpu().numpy()
 
     def add_rows(self, new: torch.Tensor) -> None:
         """Add the rows ``new`` (C,) bool to the LP."""

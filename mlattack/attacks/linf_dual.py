@@ -91,8 +91,8 @@ def _kink_newton(
     """Newton steps on f from ``lam`` (module docstring); returns the last ``lam``, its values and the rows."""
     g = torch.where(rows, -d, torch.zeros_like(d))
     v = _values(j, scale, lam)
-    f = float(v.abs().sum(dtype=torch.float64))
     absv = v.abs()
+    f = float(absv.sum(dtype=torch.float64))
     eps = float(torch.quantile(absv[:: max(1, v.numel() // 16384)].double(), 0.02))
     for _ in range(NEWTON_STEPS):
         if not eps > 0 or not np.isfinite(f):
@@ -121,7 +121,8 @@ def _kink_newton(
             if norm > 0:
                 new = new / norm
                 v_new = _values(j, scale, new)
-                f_new = float(v_new.abs().sum(dtype=torch.float64))
+                abs_new = v_new.abs()
+                f_new = float(abs_new.sum(dtype=torch.float64))
                 if f_new <= f:
                     improved = True
                     break
@@ -130,8 +131,7 @@ def _kink_newton(
             break
         moved = float((a_near.T @ (new - lam)).abs().median())
         decrease = f - f_new
-        lam, v, f = new, v_new, f_new
-        absv = v.abs()
+        lam, v, f, absv = new, v_new, f_new, abs_new
         eps = max(2.0 * moved, 0.05 * eps)
         if decrease <= RELATIVE_DECREASE * f:
             break

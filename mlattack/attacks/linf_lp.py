@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: images with at most this many coordinates go to HiGHS whole (no dual start, no crossover)
 WHOLE = 8192
 #: size of the crossover's first free set (the columns nearest their kink under the dual start)
-FREE = 2048
+FREE = 1024
 
 
 @dataclass
