@@ -117,5 +117,6 @@ class ReducedLP:
             raise RuntimeError(f"HiGHS on the reduced LP: {h.modelStatusToString(status)}")
         sol = h.getSolution()
         x = np.asarray(sol.col_value)
-        y = -np.asarray(sol.row_dual) / self.weight  # minimising -s: the duals of "<=" rows are <= 0
+        # minimising -weight s / s_unit: the duals of "<=" rows are <= 0, and in units of weight / s_unit
+        y = -np.asarray(sol.row_dual) * (self.s_unit / self.weight)
         return float(x[0]) * self.s_unit, x[1:], np.maximum(y, 0.0)

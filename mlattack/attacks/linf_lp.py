@@ -7,21 +7,27 @@ are plain variable bounds. Its dual has C variables: ``t* = 1 / min { ||J^T lam|
 (a least-absolute-deviations fit), and at the optimum every coordinate with ``(J^T lam)_i != 0`` sits at its bound
 ``u_i = -sign((J^T lam)_i)``; at most C coordinates are strictly inside. Two stages use that:
 
-1. **Dual start** (:mod:`mlattack.attacks.linf_dual`): the exact LP on a strided subsample of the columns, then a
-   few Newton steps on the full dual objective; a handful of passes over J.
-2. **Exact crossover** (Portnoy & Koenker's 1997 preprocessing for LAD): fix ``u_i = -sign((J^T lam)_i)`` outside
-   the free set F of the ``FREE`` coordinates with the smallest ``|J^T lam|`` (their sum folded into the right-hand
-   side), solve that reduced LP (|F| + 1 variables, C rows) with HiGHS, and check the optimality condition (the sign
-   rule with the reduced LP's own multipliers) on all D coordinates in float64; violators join F and the reduced LP
-   is solved again from its last basis (:class:`~mlattack.attacks.highs_lp.ReducedLP`). When no coordinate violates
-   it, the reduced optimum is a KKT point of the full LP: the same optimum as HiGHS on the full formulation
-   (checked in tests). An image of at most ``WHOLE`` coordinates goes to HiGHS whole.
+1. **Dual start** (:mod:`mlattack.attacks.linf_dual`): the exact LP on a strided subsample of the columns, then
+   at most 3 Newton steps on the full dual objective: 7 passes over J at most.
+2. **Exact crossover** (:mod:`mlattack.attacks.linf_crossover`, Portnoy & Koenker's 1997 preprocessing for LAD):
+   fix ``u_i = -sign((J^T lam)_i)`` outside the free set F of about ``FREE`` coordinates with the smallest
+   ``|J^T lam|`` (their sum folded into the right-hand side), solve that reduced LP (|F| + 1 variables, C rows) with
+   HiGHS, and check the optimality condition (the sign rule with the reduced LP's own multipliers) on all D
+   coordinates, float64 wherever float32 could get a sign wrong; violators join F and the reduced LP is solved again
+   from its last basis (:class:`~mlattack.attacks.highs_lp.ReducedLP`). When no coordinate violates it, the reduced
+   optimum is a KKT point of the full LP: the same optimum as HiGHS on the full formulation (checked in tests).
+   An image of at most ``WHOLE`` coordinates goes to HiGHS whole.
 
-Both run inside a row generation loop: first only the rows the step must fix (``delta_j < 0``), then satisfied rows
-that the step breaks (at most C rounds; usually one). Labels far from their threshold cannot bind a small step, and
-leaving them out keeps the dual well scaled when one label sits a hair's breadth off its threshold. Rows are scaled
-to a root-mean-square entry of 1 (a row scaling keeps the feasible set), so HiGHS's absolute tolerances mean the
-same on every row.
+On the CPU mimic of a 448² image (``benchmarks/mlalp_host.py``) that is 2 passes for the row norms and the fixed
+sum, 5-7 in the dual start, 1 per crossover round (usually one) and two small HiGHS solves: ~50-90 ms per LP
+against 1.5-2 s for the smoothed-Newton estimate it replaces (same optimum: ``benchmarks/README.md``).
+
+Row generation: first only the rows the step must fix (``delta_j < 0``), then satisfied rows that the step breaks.
+The dual start already adds the rows its estimated step breaks (its Newton passes give ``J u`` for free); a row
+broken by the crossover's optimum joins the same reduced LP in place (basis and signs kept), with a fresh start
+only if that fails. Labels far from their threshold cannot bind a small step, and leaving them out keeps the dual
+well scaled when one label sits a hair's breadth off its threshold. Rows are scaled to a root-mean-square entry of
+1 (a row scaling keeps the feasible set), so HiGHS's absolute tolerances mean the same on every row.
 
 Infeasible case (no ``|r_i| <= 1`` satisfies ``J r <= delta``, i.e. ``t* > 1``): reported as ``feasible=False`` with
 ``r = 0``, as the study's code does when its solver finds no optimal solution.
@@ -94,7 +100,10 @@ def solve_linf_lp_batch(
             try:
                 if xo is not None:  # the broken rows join the same reduced LP: its basis and signs stay
                     xo.add_rows(rows[i])
-                    sol = xo.run(max_rounds)
+                    try:
+                        sol = xo.run(max_rounds)
+                    except RuntimeError:  # a fresh start below decides
+                        sol = None
                 if sol is None:  # first round, or the kept signs were too far off for the new rows
                     xo = _start(jac[i], scale[i], rows[i], d[i], norms[i], live[i])
                     sol = xo.run(max_rounds)
