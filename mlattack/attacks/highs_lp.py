@@ -7,8 +7,9 @@ time. Here the model lives in one HiGHS instance: columns are added as numpy arr
 changes in place, and HiGHS keeps its simplex basis, so a re-solve after adding a few columns costs a few dual
 simplex iterations, not a cold start.
 
-HiGHS comes from the ``highspy`` package when installed, else from the copy SciPy (>= 1.15) ships as
-``scipy.optimize._highspy`` (the same pybind11 bindings; only methods both share are used).
+HiGHS comes from the ``highspy`` package (a dependency; tested with 1.16), else from the copy recent SciPy ships as
+``scipy.optimize._highspy`` (the same pybind11 bindings, HiGHS 1.12 in SciPy 1.17; only methods both share are
+used), so an environment installed before the dependency was added still works.
 """
 
 from __future__ import annotations
