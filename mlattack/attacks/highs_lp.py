@@ -20,8 +20,13 @@ try:  # the public bindings
     from highspy import Highs as _Highs
     from highspy import HighsModelStatus as _Status
 except ImportError:  # SciPy's vendored copy of the same bindings
-    from scipy.optimize._highspy._core import HighsModelStatus as _Status
-    from scipy.optimize._highspy._core import _Highs
+    try:
+        from scipy.optimize._highspy._core import HighsModelStatus as _Status
+        from scipy.optimize._highspy._core import _Highs
+    except ImportError as e:
+        raise ImportError(
+            "MLA-LP's LP solver needs highspy (pip install highspy) or a SciPy that ships it"
+        ) from e
 
 _INF = 1e30  # HiGHS's infinity (kHighsInf is inf; 1e20 and up count as infinite)
 
