@@ -139,14 +139,14 @@ def test_lp_with_one_barely_violated_row(seed: int, neg: float, path: str) -> No
     assert float((j @ sol.r - delta).max()) <= 1e-6 * abs(neg)
 
 
-def test_lp_non_finite_input_gives_no_step() -> None:
+def test_lp_non_finite_input_gives_no_step(path: str) -> None:
     jac = torch.randn(3, 40, dtype=torch.float64)
     jac[1, 5] = float("nan")
     sol = solve_linf_lp(jac, torch.tensor([-0.1, -0.2, 0.3], dtype=torch.float64))
     assert not sol.feasible and torch.count_nonzero(sol.r) == 0
 
 
-def test_lp_trivial_and_impossible_rows() -> None:
+def test_lp_trivial_and_impossible_rows(path: str) -> None:
     jac = torch.randn(3, 40, dtype=torch.float64)
     assert solve_linf_lp(jac, torch.tensor([0.1, 0.0, 2.0], dtype=torch.float64)).t == 0.0
     jac[1] = 0.0  # a label without gradient cannot lower its loss
@@ -154,3 +154,16 @@ def test_lp_trivial_and_impossible_rows() -> None:
     assert not sol.feasible and torch.count_nonzero(sol.r) == 0
     # without its rows (MLA-LP's reference deletes all-zero rows) the LP has none left: no step needed
     assert solve_linf_lp(jac[:0], torch.zeros(0, dtype=torch.float64)).t == 0.0
+
+
+def test_lp_at_default_sizes_on_a_larger_image(monkeypatch) -> None:
+    """An image above ``WHOLE`` takes the default path (2,048-column subsample, ~1,024 free columns) unpatched; it
+    equals the whole-image HiGHS solve (the full formulation agreed too, but took 5 minutes at D = 12,288)."""
+    jac, delta = cnn_lp(0, labels=12, size=64)
+    assert jac.shape[1] > linf_lp.WHOLE
+    r, t, feasible = solve_linf_lp_batch(jac[None], delta[None])
+    monkeypatch.setattr(linf_lp, "WHOLE", jac.shape[1])
+    r_ref, t_ref, feasible_ref = solve_linf_lp_batch(jac[None], delta[None])
+    assert bool(feasible[0]) and bool(feasible_ref[0])
+    assert float(t[0]) == pytest.approx(float(t_ref[0]), rel=1e-7)
+    assert float((jac.double() @ r[0] - delta).max()) <= 1e-9
