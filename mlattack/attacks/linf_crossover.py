@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mlattack.attacks.highs_lp import ReducedLP
@@ -26,7 +27,7 @@ class Crossover:
     r: torch.Tensor  # (D,) float64 optimal step of the rows' LP
     t: float  # its ||r||_inf
     jr: torch.Tensor  # (C,) float64 scale * (J r) over all C rows (the broken-row test)
-    lam: torch.Tensor  # (C,) float64 the optimal multipliers, -d^T lam = 1 (a warm start for more rows)
+    lam: torch.Tensor  # (C,) float64 the optimal multipliers, -d^T lam = 1 (the optimality certificate)
 
 
 def dot_rows(
@@ -117,7 +118,7 @@ class SignCrossover:
         self.cols = free
         self.lp.add_columns(self._block(self.row_ids, free))
 
-    def _block(self, rows: torch.Tensor, cols: torch.Tensor):
+    def _block(self, rows: torch.Tensor, cols: torch.Tensor) -> np.ndarray:
         # columns first: indexing J's rows first would copy all D columns of them
         return (self.j[:, cols][rows].double() * self.scale[rows, None]).cpu().numpy()
 
