@@ -124,6 +124,7 @@ def main() -> None:
         return
     print(f"sample-iterations that ran: {steps} ({steps / args.batch:.1f}/sample, {args.iters} at most)")
     parts = [("MLA-LP total", total), ("  Jacobian", jac.total), ("  LP solver", lp.total)]
+    # both within the LP solver; HiGHS counts the dual start's subsample LP too
     parts += [("    dual start", est.total), ("    HiGHS", highs.total)]
     for name, t in parts:
         per = t / steps
