@@ -246,8 +246,11 @@ class MLALP(Attack):
             return r, failed
         _, jac = label_jacobian(lambda u: model(u).float(), x[need].float(), self.jacobian_chunk)
         # d l_j / d x (k', C, D) in float32 like the study's autograd; the LP solver works in float64
-        jac = jac.flatten(2) * dloss[need].float().unsqueeze(-1)
-        zero = (jac == 0).all(2)
+        jac = jac.flatten(2).mul_(dloss[need].float().unsqueeze(-1))  # in place: no second (k', C, D) tensor
+        # all-zero rows: a row with a positive norm is not; only a zero norm (or float32 underflow) needs a look
+        zero = torch.linalg.vector_norm(jac, 2, dim=2) == 0
+        if bool(zero.any()):
+            zero[zero.clone()] = ~jac[zero].any(-1)
         self._events["zero_rows"] += int(zero.sum())
         d = delta[need]
         if self.delete_zero_rows:  # a deleted row constrains nothing: a gap of 0 says the same to the solver
