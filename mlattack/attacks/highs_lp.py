@@ -14,6 +14,9 @@ used), so an environment installed before the dependency was added still works.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 try:  # the public bindings
@@ -29,6 +32,29 @@ except ImportError:  # SciPy's vendored copy of the same bindings
         ) from e
 
 _INF = 1e30  # HiGHS's infinity (kHighsInf is inf; 1e20 and up count as infinite)
+_BANNER_SHOWN = False
+
+
+def _new_highs():
+    """A HiGHS instance. The first one in a process prints HiGHS's banner from C++ to file descriptor 1 before any
+    option can turn output off; it would land in the middle of an attack's progress display, so that one
+    construction writes to /dev/null (Python's own ``sys.stdout`` is flushed first and untouched)."""
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return _Highs()
+    _BANNER_SHOWN = True
+    sys.stdout.flush()
+    try:
+        saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 1 to redirect (an embedded interpreter): let it print
+        return _Highs()
+    try:
+        os.dup2(null, 1)
+        return _Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 class ReducedLP:
@@ -44,7 +70,7 @@ class ReducedLP:
         self.rows = int(d.shape[0])
         self.s_unit, self.weight = float(s_unit), float(weight)
         self.cols = 0  # u columns so far (HiGHS column 0 is s)
-        h = self._h = _Highs()
+        h = self._h = _new_highs()
         for name, value in (
             ("output_flag", False),
             ("presolve", "off"),  # presolve would discard the basis kept between solves

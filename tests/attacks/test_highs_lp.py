@@ -66,3 +66,19 @@ def test_add_rows_checks_the_column_count() -> None:
     lp.add_columns(np.ones((1, 3)))
     with pytest.raises(ValueError):
         lp.add_rows(np.ones((1, 2)), np.array([1.0]))
+
+
+def test_the_solver_prints_nothing_into_an_attacks_output():
+    """HiGHS prints a banner from C++ at its first construction in a process; an attack's progress display and
+    table must not be interleaved with it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from mlattack.attacks.linf_lp import solve_linf_lp\n"
+        "s = solve_linf_lp(torch.randn(5, 3000, generator=torch.Generator().manual_seed(0)), -0.1 * torch.ones(5))\n"
+        "print('t', s.feasible)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "t True\n", done.stdout
