@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from argparse import ArgumentError
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,7 +39,29 @@ class Terminated(BaseException):
     swallows it."""
 
 
+#: modules in the middle of a tracking-store write: an exception raised there leaves SQLite's write lock with a
+#: half-done transaction, and the KILLED status written next then fails with "database is locked"
+_STORE_WRITERS = ("sqlalchemy.", "sqlite3", "mlflow.store.")
+_MAX_DEFERRALS = 100  # x 50 ms: a store write that never ends does not keep SIGTERM waiting past 5 s
+_deferrals = 0
+
+
+def _in_store_write(frame: object) -> bool:
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_STORE_WRITERS):  # type: ignore[attr-defined]
+            return True
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return False
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
+    """Stop by raising :class:`Terminated`, but not inside a tracking-store write: there the signal is sent again
+    50 ms later, so the write finishes (or rolls back) first."""
+    global _deferrals
+    if _deferrals < _MAX_DEFERRALS and _in_store_write(frame):
+        _deferrals += 1
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
     raise Terminated()
 

@@ -10,6 +10,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -213,3 +215,26 @@ def test_an_interrupted_fit_exits_128_plus_the_signal_is_killed_and_resumes_to_t
     assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in ref_history]  # each epoch once
     (version,) = client.search_model_versions("name = 'mlgcn-synthetic'")
     assert version.tags[DIGEST_TAG] == ref_best.tags[DIGEST_TAG]  # the uninterrupted fit's weights
+
+
+def test_sigterm_inside_a_tracking_store_write_waits_for_it(monkeypatch):
+    """SIGTERM raised inside SQLAlchemy/SQLite left SQLite's write lock with a half-done transaction, and the KILLED
+    status then failed with "database is locked" (seen once under load). Inside a store write the handler sends the
+    signal again 50 ms later instead of raising; anywhere else it raises Terminated at once."""
+    from mlattack import errors
+
+    resent = []
+    monkeypatch.setattr(errors.os, "kill", lambda pid, sig: resent.append((pid, sig)))
+    monkeypatch.setattr(errors, "_deferrals", 0)
+    store_code = {"__name__": "sqlalchemy.engine.base", "sys": sys}
+    exec("def execute(handler):\n    handler(15, sys._getframe())\n", store_code)
+    with monkeypatch.context() as m:
+        m.setattr(errors.signal, "signal", lambda *a: None)
+        store_code["execute"](errors._on_sigterm)  # no exception inside the write
+        time.sleep(0.3)
+        assert resent == [(os.getpid(), signal.SIGTERM)]
+        with pytest.raises(errors.Terminated):
+            errors._on_sigterm(15, sys._getframe())  # outside it: stop now
+        monkeypatch.setattr(errors, "_deferrals", errors._MAX_DEFERRALS)
+        with pytest.raises(errors.Terminated):  # a write that never ends does not hold SIGTERM forever
+            store_code["execute"](errors._on_sigterm)
