@@ -46,3 +46,20 @@ def test_the_stronger_robustness_attacks_build_as_named():
         "APGD-30it[eps=0.3]": ("APGD", 0.3, 30, summed_bce),
     }
     assert cfg.mode == "fast" and built["PGD[eps=0.3]"].eps_iter == 0.075
+
+
+def test_the_margin_check_builds_as_named():
+    from mlattack.attacks.losses import multilabel_margin
+    from mlattack.cli.attack import attack_parser
+
+    parser = attack_parser()
+    cfg = parser.parse_args(
+        ["--config", str(find_config("configs/attack-robustness-margin.yaml")), "--model", "x"]
+    )
+    built = {
+        name: attack for spec in parser.instantiate_classes(cfg).attacks for name, attack, _ in spec.build()
+    }
+    assert {n: (a.eps, a.nb_iter, a.loss_fn) for n, a in built.items()} == {
+        "APGD-30it-margin[eps=0.1]": (0.1, 30, multilabel_margin),
+        "APGD-30it-margin[eps=0.3]": (0.3, 30, multilabel_margin),
+    }
