@@ -71,13 +71,15 @@ def paired_test(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, object]:
 
 
 def comparisons(runs: list[AttackRun]) -> list[tuple[str, AttackRun, AttackRun]]:
-    """(kind, A, B) for every comparison the study makes that these runs allow (sweep and grid points excluded)."""
-    named = [r for r in runs if "[" not in r.attack]
+    """(kind, A, B) for every comparison the study makes that these runs allow. Sweep and grid points
+    (``BIM[eps=0.1]``) are compared only network vs network: the same attack at the same budget on two victims (a
+    standard and an adversarially trained network, say)."""
     out = []
     by_group: dict[tuple[str, str], dict[str, AttackRun]] = {}
-    for r in named:
+    for r in runs:
         by_group.setdefault((r.network, r.dataset), {})[r.attack] = r
-    for group in by_group.values():
+    for all_points in by_group.values():
+        group = {name: r for name, r in all_points.items() if "[" not in name}
         for a, b in itertools.product(sorted(group, key=attack_sort_key), repeat=2):
             if base_attack(a) in ONE_STEP and base_attack(b) in ITERATIVE and "corrected" not in a + b:
                 out.append(("one-step vs iterative", group[a], group[b]))

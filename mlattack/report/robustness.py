@@ -52,8 +52,10 @@ def budget(run: AttackRun) -> float | None:
 
 
 def column(run: AttackRun) -> str:
-    eps = budget(run)
-    return family(run.attack) if eps is None else f"{family(run.attack)} ε={eps:g}"
+    """The table's column: the attack's name without its grid point, and the L∞ budget (``APGD ε=0.03``,
+    ``APGD-30it-margin ε=0.03``, ``MLCW-reduced``); two attacks of one family at one budget keep their own cells."""
+    name, eps = run.attack.split("[", 1)[0], budget(run)
+    return name if eps is None else f"{name} ε={eps:g}"
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -129,8 +131,9 @@ def robustness_frames(
 
 def _order(columns: list[str]) -> list[str]:
     def key(c: str) -> tuple:
-        fam, _, eps = c.partition(" ε=")
-        return (FAMILIES.index(fam) if fam in FAMILIES else 9, float(eps) if eps else math.inf)
+        name, _, eps = c.partition(" ε=")
+        fam = family(name)
+        return (FAMILIES.index(fam) if fam else 9, float(eps) if eps else math.inf)
 
     return sorted(columns, key=key)
 
@@ -166,15 +169,18 @@ def frontier_figure(long: pd.DataFrame, clean: pd.DataFrame, path: Path) -> Path
         part = long[
             (long["family"] == fam) & (long["eps"].isna() if eps is None else np.isclose(long["eps"], eps))
         ]
-        for _, r in part.iterrows():
+        several = part["victim"].duplicated(keep=False)  # a victim with two attacks here: name the attack too
+        markers = {c: "os^Dv"[i % 5] for i, c in enumerate(_order(sorted(set(part["column"]))))}
+        for i, r in part.iterrows():
             y = clean["clean val mAP"].get(r["victim"], math.nan)
             err = (
                 None
                 if math.isnan(r["low"])
                 else [[r["labels shown"] - r["low"]], [r["high"] - r["labels shown"]]]
             )
-            ax.errorbar(r["labels shown"], y, xerr=err, fmt="o", color=colours[r["victim"]], label=r["victim"],
-                        capsize=3)  # fmt: skip
+            label = f"{r['victim']}: {r['column']}" if several[i] else r["victim"]
+            ax.errorbar(r["labels shown"], y, xerr=err, fmt=markers[r["column"]], color=colours[r["victim"]],
+                        label=label, capsize=3)  # fmt: skip
         ax.set_title(fam if eps is None else f"{fam}, L∞ ε = {eps:g}")
         ax.set_xlabel("labels shown (mean, 95 % CI)")
         ax.grid(alpha=0.3)

@@ -94,3 +94,17 @@ def test_ablation_rows_are_compared_with_their_reference_row():
         ("reference vs ablation row", "MLALP-reference", "MLALP-no-reset-to-clean"),
         ("reference vs corrected", "MLDP", "MLDP-corrected"),
     }
+
+
+def test_grid_points_are_paired_network_vs_network():
+    """The robustness study attacks a standard and an adversarially trained network with the same grid
+    (APGD[eps=0.03], ...): each point is a paired comparison of the two victims, never one attack vs another."""
+    runs = [
+        run(a, net, "synthetic") for net in ("mlgcn", "mlgcn-at") for a in ("APGD[eps=0.03]", "FGSM[eps=0.1]")
+    ]
+    runs += [run("PGD[eps=0.1]", "mlgcn", "synthetic"), run("BIM[eps=0.1]", "mlgcn", "synthetic")]
+    found = {(kind, a.attack, a.network, b.attack, b.network) for kind, a, b in comparisons(runs)}
+    assert found == {
+        ("network vs network", "APGD[eps=0.03]", "mlgcn", "APGD[eps=0.03]", "mlgcn-at"),
+        ("network vs network", "FGSM[eps=0.1]", "mlgcn", "FGSM[eps=0.1]", "mlgcn-at"),
+    }
