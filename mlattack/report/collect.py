@@ -12,6 +12,7 @@ the report instead of duplicating rows.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,9 +177,27 @@ def collect_runs(
     if latest_only:
         latest: dict[tuple[str, str, str], AttackRun] = {}
         for run in sorted(runs, key=lambda r: (r.params.get("mode", "paper") == "paper", r.start_time)):
-            latest[(run.network, run.dataset, run.attack)] = run
+            key = (run.network, run.dataset, run.attack)
+            if key in latest and _registered_name(latest[key]) != _registered_name(run):
+                warnings.warn(
+                    f"report: runs of {_registered_name(latest[key])!r} and {_registered_name(run)!r} both count as "
+                    f"victim {run.network!r} (a registered name not of the form <class>-<variant>-{run.dataset} "
+                    f"is named by its class); only the later one's {run.attack!r} is reported: register them "
+                    f"as <class>-<variant>-{run.dataset}, or report each with --filter \"params.model_uri = '...'\"",
+                    stacklevel=2,
+                )
+            latest[key] = run
         runs = list(latest.values())
     return sorted(runs, key=lambda r: (r.network, r.dataset, attack_sort_key(r.attack)))
+
+
+def _registered_name(run: AttackRun) -> str:
+    """The model a run attacked, without its version (``mlgcn-synthetic``; a checkpoint path as it is)."""
+    return (
+        run.params.get("model_identity", run.model_uri).rsplit("/", 1)[0]
+        if run.model_uri.startswith("models:/")
+        else run.model_uri
+    )
 
 
 STUDY_ORDER = ["FGSM", "FGM", "BIM", "PGD", "MIFGSM", "SLIDE", "MLCW", "MLDP", "MLALP"]

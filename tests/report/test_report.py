@@ -2,6 +2,7 @@
 
 import csv
 import io
+import warnings
 
 import mlflow
 import numpy as np
@@ -325,3 +326,36 @@ def test_report_html_is_written_logged_and_self_contained(populated_store, repor
     assert "## " not in page and "![" not in page  # no Markdown left as literal text
     logged = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(report.run_id)}
     assert "report.html" in logged
+
+
+def test_latest_only_warns_when_two_registered_models_share_a_victim_name(tmp_path):
+    """Two registered models whose names do not follow ``<class>-<variant>-<dataset>`` both report as the class;
+    the older one's runs are then dropped per attack: the report says so instead of dropping them silently."""
+    from mlattack.report.collect import collect_runs
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'names.db'}")
+    exp = client.create_experiment("names")
+
+    def child(identity: str) -> str:
+        parent = client.create_run(exp).info.run_id
+        run = client.create_run(exp, run_name="PGD", tags={"mlflow.parentRunId": parent,
+                                                           "mlattack.attack_name": "PGD"}).info.run_id  # fmt: skip
+        params = {"network": "query2label", "dataset": "synthetic", "avg_labels": "1.5", "num_samples": "4",
+                  "model_identity": identity, "model_uri": f"models:/{identity}"}  # fmt: skip
+        for k, v in params.items():
+            client.log_param(run, k, v)
+        client.log_metric(run, "success_rate_n0", 0.5)
+        client.set_terminated(run)
+        return run
+
+    child("query2label-synthetic-demo64/1")
+    child(
+        "query2label-synthetic-demo64/2"
+    )  # a re-fit of the same registered model: the newer one, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(collect_runs(client, "names")) == 1
+    child("query2label-at-synthetic-demo64/1")
+    with pytest.warns(UserWarning, match="query2label-synthetic-demo64.*query2label-at-synthetic-demo64"):
+        (run,) = collect_runs(client, "names")
+    assert run.params["model_identity"] == "query2label-at-synthetic-demo64/1"
