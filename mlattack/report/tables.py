@@ -117,17 +117,17 @@ def success_frame(
 def clean_rows(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """The clean-image baseline of per-attack metrics that carry it (``clean_success_rate_n*``): what the attacked
     samples show with no attack, scored alike, so a rate is read against what needed no attack. One row per distinct
-    N (an attack on the first 10 samples has its own avgLabels and thresholds); no perturbation, so norms are 0."""
+    N (the first 10 samples are not the first 50: their labels differ); no perturbation, so norms are 0."""
     out: dict[str, dict[str, float]] = {}
     with_clean = [
         m
         for _, m in sorted(rows.items(), key=lambda kv: attack_sort_key(kv[0]))
         if "clean_labels_shown_mean" in m
     ]
-    counts = sorted({int(m.get("num_samples", 0)) for m in with_clean}, reverse=True)
+    several = len({int(m.get("num_samples", 0)) for m in with_clean}) > 1
     for m in with_clean:
         n = int(m.get("num_samples", 0))
-        name = NO_ATTACK if len(counts) == 1 else f"{NO_ATTACK}, N={n}"
+        name = f"{NO_ATTACK}, N={n}" if several else NO_ATTACK
         if name in out:
             continue
         out[name] = {
